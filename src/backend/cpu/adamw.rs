@@ -1,0 +1,62 @@
+//! AdamW on one tensor, with an optional prune mask that pins pruned entries (parameter and
+//! both moments) to exactly zero. The element formula is the one `kernels/adamw.cuh`
+//! implements for the GPU; `tests/cuda_build.rs` holds the two together.
+
+use crate::backend::AdamWStep;
+use crate::error::check_len;
+use crate::Result;
+use rayon::prelude::*;
+
+/// One AdamW step (f32, the master-weight precision on every device).
+pub fn adamw(
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    mask: Option<&[f32]>,
+    hp: &AdamWStep,
+) -> Result<()> {
+    let n = param.len();
+    let sh = || format!("n={n}");
+    check_len("adamw", "grad", grad.len(), n, sh)?;
+    check_len("adamw", "m", m.len(), n, sh)?;
+    check_len("adamw", "v", v.len(), n, sh)?;
+    if let Some(mk) = mask {
+        check_len("adamw", "mask", mk.len(), n, sh)?;
+    }
+    let bc1 = (1.0 - (hp.beta1 as f64).powi(hp.t as i32)) as f32;
+    let bc2 = (1.0 - (hp.beta2 as f64).powi(hp.t as i32)) as f32;
+    let hp = *hp;
+    let step = move |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, keep: bool| {
+        if !keep {
+            *p = 0.0;
+            *m = 0.0;
+            *v = 0.0;
+            return;
+        }
+        let g = g * hp.grad_scale;
+        *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
+        *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+        let mhat = *m / bc1;
+        let vhat = *v / bc2;
+        *p -= hp.lr * (mhat / (vhat.sqrt() + hp.eps) + hp.weight_decay * *p);
+    };
+    let it = param
+        .par_iter_mut()
+        .zip(grad)
+        .zip(m.par_iter_mut().zip(v.par_iter_mut()));
+    match mask {
+        None => it.for_each(|((p, &g), (m, v))| step(p, g, m, v, true)),
+        Some(mk) => it
+            .zip(mk)
+            .for_each(|(((p, &g), (m, v)), &k)| step(p, g, m, v, k != 0.0)),
+    }
+    Ok(())
+}
+
+/// `Σ x²` in f64.
+pub fn sum_squares(x: &[f32]) -> f64 {
+    x.par_chunks(4096)
+        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .sum()
+}

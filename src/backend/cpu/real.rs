@@ -1,0 +1,29 @@
+//! The float type the CPU kernels are generic over: f32 in production, f64 in the
+//! finite-difference gradient checks (so the check measures the math, not rounding).
+
+/// f32 or f64.
+pub trait Real:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + std::iter::Sum
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::fmt::Debug
+    + Default
+    + Send
+    + Sync
+    + 'static
+{
+    /// Convert from f64 (constants).
+    fn c(x: f64) -> Self {
+        <Self as num_traits::FromPrimitive>::from_f64(x).unwrap_or_else(Self::nan)
+    }
+    /// Convert to f64 (reductions, reporting).
+    fn f64(self) -> f64 {
+        num_traits::ToPrimitive::to_f64(&self).unwrap_or(f64::NAN)
+    }
+}
+
+impl Real for f32 {}
+impl Real for f64 {}

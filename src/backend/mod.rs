@@ -1,0 +1,271 @@
+//! The Ops interface: every operation the model needs, with one contract and one
+//! implementation per device (`cpu`, `cuda`). The model (`crate::model`) is written once
+//! against this trait; devices differ only below it.
+//!
+//! Conventions shared by every implementation:
+//! - Activations are row-major; `N` rows of `C` channels (`N = B·T`).
+//! - Forward ops overwrite their outputs. Backward ops **accumulate** (`+=`) into every
+//!   gradient they write, as llm.c does, so the residual stream's gradient is a plain sum;
+//!   the caller zeroes gradients before a backward pass.
+//! - Shapes are validated against buffer lengths before any work; a mismatch is
+//!   [`Error::Shape`](crate::Error::Shape) naming the op and tensor.
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::Result;
+
+/// Target id meaning "do not score this position" (padding, masked targets).
+pub const IGNORE_INDEX: u32 = u32::MAX;
+
+/// Shape of `Y = X·Wᵀ (+ bias)`: X is `n × k`, W is `oc × k` (out_features × in_features).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub n: usize,
+    pub k: usize,
+    pub oc: usize,
+}
+
+/// Shape of multi-head attention over `(B, T, C)` activations, `C = H·D`; head `h` of a row
+/// occupies columns `h·D .. (h+1)·D`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub d: usize,
+}
+
+impl AttnShape {
+    /// Channels per row, `H·D`.
+    pub fn c(&self) -> usize {
+        self.h * self.d
+    }
+    /// u32 words per mask row, `⌈T/32⌉`.
+    pub fn mask_words(&self) -> usize {
+        self.t.div_ceil(32)
+    }
+}
+
+/// A bit-packed attention mask on the device (DESIGN.md §3): `(B, Hm, T, ⌈T/32⌉)` u32 words,
+/// `Hm = H` when `per_head`, else 1; bit `j%32` of word `j/32` of row `i` allows key `j` for
+/// query `i`. The effective mask is this ∧ causality (`j ≤ i`).
+pub struct MaskRef<'a, I> {
+    pub bits: &'a I,
+    pub per_head: bool,
+}
+
+impl<I> Clone for MaskRef<'_, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<I> Copy for MaskRef<'_, I> {}
+
+/// One AdamW step's hyper-parameters. `grad_scale` multiplies every gradient first (global
+/// norm clipping folds into it); `weight_decay` is decoupled (`p -= lr·wd·p`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub grad_scale: f32,
+    /// 1-based step number, for bias correction.
+    pub t: u32,
+}
+
+/// The operations the model is built from. `Buf` holds f32 values, `Idx` holds u32 (token
+/// ids, targets, mask words).
+pub trait Ops: Send + Sync {
+    /// An f32 buffer on this device.
+    type Buf: Send + Sync;
+    /// A u32 buffer on this device.
+    type Idx: Send + Sync;
+
+    /// Human-readable device label recorded in results (e.g. `cpu (2 threads)`).
+    fn label(&self) -> String;
+
+    // ---- memory ----
+    /// A zero-filled buffer of `n` f32.
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// Copy host values to a new device buffer.
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// Copy a device buffer to the host.
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Copy host u32 values to a new device buffer.
+    fn upload_idx(&self, host: &[u32]) -> Result<Self::Idx>;
+    /// Overwrite an existing u32 buffer with host values of the same length.
+    fn write_idx(&self, dst: &mut Self::Idx, host: &[u32]) -> Result<()>;
+    /// Overwrite an existing f32 buffer with host values of the same length.
+    fn write(&self, dst: &mut Self::Buf, host: &[f32]) -> Result<()>;
+    /// Number of elements in an f32 buffer.
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Number of elements in a u32 buffer.
+    fn idx_len(&self, idx: &Self::Idx) -> usize;
+    /// Set every element to `value`.
+    fn fill(&self, buf: &mut Self::Buf, value: f32) -> Result<()>;
+
+    // ---- elementwise ----
+    /// `out = a + b` (the residual connection).
+    fn residual_fwd(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> Result<()>;
+    /// `dst += src` (the residual connection's backward, gradient fan-in).
+    fn accumulate(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
+    /// GELU, tanh approximation (GPT-2).
+    fn gelu_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
+    /// `dinp += gelu'(inp) · dout`.
+    fn gelu_bwd(&self, dinp: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf) -> Result<()>;
+
+    // ---- embeddings ----
+    /// `out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]`; `tokens` is `B×T`, out `B×T×C`.
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_fwd(
+        &self,
+        out: &mut Self::Buf,
+        tokens: &Self::Idx,
+        wte: &Self::Buf,
+        wpe: &Self::Buf,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// Scatter-add `dout` into `dwte` rows (by token) and `dwpe` rows (by position).
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_bwd(
+        &self,
+        dwte: &mut Self::Buf,
+        dwpe: &mut Self::Buf,
+        dout: &Self::Buf,
+        tokens: &Self::Idx,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    // ---- layernorm ----
+    /// Row-wise layernorm over `n` rows of `c`; saves `mean` and `rstd` (length `n`).
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_fwd(
+        &self,
+        out: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        weight: &Self::Buf,
+        bias: &Self::Buf,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// Accumulates `dinp`, `dweight`, `dbias`.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_bwd(
+        &self,
+        dinp: &mut Self::Buf,
+        dweight: &mut Self::Buf,
+        dbias: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        weight: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    // ---- matmul ----
+    /// `out = inp·(W⊙M)ᵀ + bias`, with `M` the optional 0/1 prune mask shaped like `W`.
+    fn matmul_fwd(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        weight: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        mask: Option<&Self::Buf>,
+        s: MatmulShape,
+    ) -> Result<()>;
+    /// Accumulates `dinp += dout·(W⊙M)`, `dweight += (doutᵀ·inp)⊙M`, `dbias += Σ_rows dout`.
+    /// `dinp` may be `None` when the input needs no gradient (e.g. the first layer's input).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_bwd(
+        &self,
+        dinp: Option<&mut Self::Buf>,
+        dweight: &mut Self::Buf,
+        dbias: Option<&mut Self::Buf>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        weight: &Self::Buf,
+        mask: Option<&Self::Buf>,
+        s: MatmulShape,
+    ) -> Result<()>;
+
+    // ---- attention ----
+    /// Causal (optionally masked) softmax attention, `out = softmax(q·kᵀ/√D ⊙ mask)·v`, and the
+    /// per-row log-sum-exp `lse` (`B×H×T`) of the scaled scores; a fully masked row gives
+    /// `out = 0` and `lse = +∞` (DESIGN.md §3).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(
+        &self,
+        out: &mut Self::Buf,
+        lse: &mut Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        mask: Option<MaskRef<'_, Self::Idx>>,
+        s: AttnShape,
+    ) -> Result<()>;
+    /// Accumulates `dq`, `dk`, `dv` by recomputation from `lse`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+        dout: &Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        mask: Option<MaskRef<'_, Self::Idx>>,
+        s: AttnShape,
+    ) -> Result<()>;
+
+    // ---- classifier ----
+    /// Per-row cross-entropy of `softmax(logits)` (`n × v`) against `targets`; rows whose
+    /// target is [`IGNORE_INDEX`] get loss 0.
+    fn xent_fwd(
+        &self,
+        losses: &mut Self::Buf,
+        logits: &Self::Buf,
+        targets: &Self::Idx,
+        n: usize,
+        v: usize,
+    ) -> Result<()>;
+    /// `dlogits = dloss·(softmax(logits) − onehot(target))` for scored rows, 0 for ignored
+    /// rows (overwrites, since logits feed nothing else).
+    fn xent_bwd(
+        &self,
+        dlogits: &mut Self::Buf,
+        logits: &Self::Buf,
+        targets: &Self::Idx,
+        dloss: f32,
+        n: usize,
+        v: usize,
+    ) -> Result<()>;
+
+    // ---- optimiser ----
+    /// One AdamW step on one tensor. With a prune `mask`, entries where the mask is 0 are set
+    /// to exactly 0 in the parameter and both moments, whatever the gradient says.
+    fn adamw(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        mask: Option<&Self::Buf>,
+        hp: &AdamWStep,
+    ) -> Result<()>;
+    /// `Σ x²` accumulated in f64 (for global-norm clipping).
+    fn sum_squares(&self, buf: &Self::Buf) -> Result<f64>;
+}

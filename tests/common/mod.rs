@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: seeded random inputs (never zeros) and a
+//! finite-difference gradient checker in f64.
+#![allow(dead_code)]
+
+use asa_lth::rng::Rng;
+
+/// `n` values uniform in ±[0.1, 1] (bounded away from zero), as f64.
+pub fn rand_vec(rng: &mut Rng, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let m = 0.1 + 0.9 * rng.uniform();
+            if rng.bernoulli(0.5) {
+                m
+            } else {
+                -m
+            }
+        })
+        .collect()
+}
+
+/// Same as [`rand_vec`], as f32.
+pub fn rand_vec_f32(rng: &mut Rng, n: usize) -> Vec<f32> {
+    rand_vec(rng, n).into_iter().map(|x| x as f32).collect()
+}
+
+/// Relative L2 error `‖a − b‖ / max(‖b‖, tiny)`; NaN anywhere gives +∞.
+pub fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "rel_l2: length mismatch");
+    if a.iter().chain(b).any(|x| x.is_nan()) {
+        return f64::INFINITY;
+    }
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Check `analytic` against central differences of `loss` around `x`, elementwise:
+/// `|a − n| ≤ atol + rtol·|n|`. Panics naming the tensor and index on the first failure.
+pub fn fd_check(
+    name: &str,
+    x: &[f64],
+    analytic: &[f64],
+    mut loss: impl FnMut(&[f64]) -> f64,
+    rtol: f64,
+    atol: f64,
+) {
+    assert_eq!(x.len(), analytic.len(), "{name}: gradient length");
+    let h = 1e-6;
+    let mut xp = x.to_vec();
+    for i in 0..x.len() {
+        xp[i] = x[i] + h;
+        let lp = loss(&xp);
+        xp[i] = x[i] - h;
+        let lm = loss(&xp);
+        xp[i] = x[i];
+        let num = (lp - lm) / (2.0 * h);
+        let a = analytic[i];
+        assert!(
+            (a - num).abs() <= atol + rtol * num.abs(),
+            "{name}[{i}]: analytic {a:e} vs numeric {num:e}"
+        );
+    }
+}
+
+/// `Σ y·r`.
+pub fn dot(y: &[f64], r: &[f64]) -> f64 {
+    y.iter().zip(r).map(|(a, b)| a * b).sum()
+}
