@@ -75,9 +75,21 @@ fn main() {
         Ok(Some(nvcc)) => nvcc,
         Ok(None) => {
             if require {
-                panic!("{NO_NVCC} (feature `require-cuda` is enabled, so this is an error)");
+                panic!(
+                    "nvcc not found (set NVCC or CUDA_HOME, or run \
+                     scripts/install-cuda-toolchain.sh), and feature `require-cuda` forbids \
+                     building without CUDA kernels"
+                );
             }
-            println!("cargo:warning={NO_NVCC}");
+            let mut msg = NO_NVCC.to_string();
+            for var in ["CUDA_HOME", "CUDA_PATH"] {
+                if let Some(v) = env::var_os(var).filter(|v| !v.is_empty()) {
+                    let v = PathBuf::from(v);
+                    msg.push_str(&format!(" [{var}={} has no bin/nvcc]", v.display()));
+                }
+            }
+            // Exactly one warning line.
+            println!("cargo:warning={}", msg.replace('\n', " "));
             export_env("", "", "");
             return;
         }

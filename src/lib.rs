@@ -3,10 +3,14 @@
 //! Atomic Semantic Attention experiments. See README.md and DESIGN.md.
 
 pub mod backend;
+pub mod data;
 pub mod error;
+pub mod io;
+pub mod ling;
 pub mod mask;
 pub mod model;
 pub mod provenance;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,7 +1,12 @@
 //! The `asa-lth` command line.
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use asa_lth::backend::cpu::Cpu;
+use asa_lth::data::{CorpusSource, Vocab};
+use asa_lth::model::{Gpt, GptConfig};
+use asa_lth::train::{self, checkpoint::Checkpoint, RunOptions, TrainConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 
 /// Structured-sparsity kernels and the Lottery Ticket vs Atomic Semantic Attention
 /// experiments.
@@ -21,6 +26,152 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// Train a model (the main job; defaults: the embedded synthetic corpus, the paper's
+    /// 2-layer, 2-head, d_model 128 model). Writes results.json, vocab.json and
+    /// checkpoint.safetensors into --out.
+    Train(TrainArgs),
+    /// Evaluate a trained run's checkpoint on a split (token-weighted perplexity).
+    Eval(EvalArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CorpusKind {
+    /// The embedded probabilistic grammar with gold UPOS tags and heads.
+    Synthetic,
+    /// WikiText-2: a directory with wiki.{train,valid,test}.tokens (--data).
+    Wikitext2,
+    /// A UD treebank: a directory with *-ud-{train,dev,test}.conllu (--data).
+    Conllu,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    /// CUDA when usable, else the CPU (with the reason printed).
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA backend (an error when it cannot be used).
+    Cuda,
+}
+
+#[derive(Args, Debug, Clone)]
+struct CorpusArgs {
+    /// Text source.
+    #[arg(long, value_enum, default_value = "synthetic")]
+    corpus: CorpusKind,
+    /// Directory of the corpus files (wikitext2, conllu).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training sentences generated for the synthetic corpus (valid and test get a tenth).
+    #[arg(long, default_value_t = 40_000)]
+    sentences: usize,
+    /// Seed of the synthetic corpus.
+    #[arg(long, default_value_t = 1)]
+    corpus_seed: u64,
+}
+
+impl CorpusArgs {
+    fn source(&self) -> Result<CorpusSource> {
+        let dir = || {
+            self.data.clone().with_context(|| {
+                format!("--corpus {:?} needs --data DIR", self.corpus).to_lowercase()
+            })
+        };
+        Ok(match self.corpus {
+            CorpusKind::Synthetic => CorpusSource::Synthetic {
+                sentences: self.sentences,
+                seed: self.corpus_seed,
+            },
+            CorpusKind::Wikitext2 => CorpusSource::Wikitext2 { dir: dir()? },
+            CorpusKind::Conllu => CorpusSource::Conllu { dir: dir()? },
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    corpus: CorpusArgs,
+    /// Output directory (results.json, checkpoint.safetensors, vocab.json).
+    #[arg(long, default_value = "runs/default")]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Device to train on.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Words seen fewer times in training map to <unk>.
+    #[arg(long, default_value_t = 1)]
+    min_count: usize,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Attention heads (must divide --d-model).
+    #[arg(long, default_value_t = 2)]
+    heads: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 128)]
+    d_model: usize,
+    /// Windows per step (B).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Tokens per window (T), also the model context.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 600)]
+    steps: u32,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// Final learning rate as a fraction of --lr (cosine decay).
+    #[arg(long, default_value_t = 0.1)]
+    min_lr_frac: f32,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 50)]
+    warmup: u32,
+    /// AdamW decoupled weight decay (matrices only).
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    /// Clip the global gradient norm to this (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f32,
+    /// Evaluate on validation text every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: u32,
+    /// Validation tokens per periodic evaluation (the final one scores the whole split).
+    #[arg(long, default_value_t = 16_384)]
+    eval_tokens: usize,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u32,
+    /// Seed for initialisation and data order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after this many steps in this invocation (resume later with --resume).
+    #[arg(long)]
+    stop_after: Option<u32>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A run directory written by `asa-lth train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Split to score.
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Split {
+    Train,
+    Valid,
+    Test,
 }
 
 fn main() {
@@ -34,6 +185,8 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info { verbose } => info(verbose),
+        Command::Train(a) => train_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
     }
 }
 
@@ -45,5 +198,100 @@ fn info(verbose: bool) -> Result<()> {
     if verbose {
         println!("{}", probe.details());
     }
+    Ok(())
+}
+
+/// The CPU, after saying why CUDA is not used (the CUDA training backend is not built yet).
+fn select_device(d: DeviceArg) -> Result<Cpu> {
+    match d {
+        DeviceArg::Cpu => Ok(Cpu),
+        DeviceArg::Auto => {
+            eprintln!("device: cpu (the CUDA training backend is not implemented yet)");
+            Ok(Cpu)
+        }
+        DeviceArg::Cuda => bail!(
+            "--device cuda: the CUDA training backend is not implemented yet; use --device cpu"
+        ),
+    }
+}
+
+fn train_cmd(a: TrainArgs) -> Result<()> {
+    let cfg = TrainConfig {
+        corpus: a.corpus.source()?,
+        min_count: a.min_count,
+        n_layer: a.layers,
+        n_head: a.heads,
+        d_model: a.d_model,
+        batch: a.batch,
+        seq_len: a.seq_len,
+        steps: a.steps,
+        lr: a.lr,
+        min_lr_frac: a.min_lr_frac,
+        warmup: a.warmup,
+        opt: asa_lth::model::AdamWConfig {
+            weight_decay: a.weight_decay,
+            grad_clip: a.grad_clip,
+            ..Default::default()
+        },
+        eval_every: a.eval_every,
+        eval_tokens: a.eval_tokens,
+        checkpoint_every: a.checkpoint_every,
+        seed: a.seed,
+    };
+    let ops = select_device(a.device)?;
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        resume: a.resume,
+        progress: !a.quiet,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        stop_after: a.stop_after,
+    };
+    let r = train::run(ops, &cfg, &opts)?;
+    println!(
+        "{} steps on {} ({}), {} parameters, {:.0} tokens/s",
+        r.steps_done, r.device, r.corpus, r.num_params, r.tokens_per_sec
+    );
+    if let (Some(v), Some(t)) = (r.final_valid_perplexity, r.final_test_perplexity) {
+        println!(
+            "perplexity: valid {v:.2}, test {t:.2} (unigram baseline on valid: {:.2})",
+            r.unigram_valid_perplexity
+        );
+    } else {
+        println!("stopped at step {}; continue with --resume", r.steps_done);
+    }
+    println!("results: {}", a.out.join("results.json").display());
+    Ok(())
+}
+
+fn eval_cmd(a: EvalArgs) -> Result<()> {
+    let ck = Checkpoint::open(&a.run.join("checkpoint.safetensors"))?;
+    let cfg: TrainConfig = ck.meta_json("config")?;
+    let mcfg: GptConfig = ck.meta_json("model")?;
+    let vocab = Vocab::load(&a.run.join("vocab.json"))?;
+    if vocab.len() != mcfg.vocab {
+        bail!(
+            "{}: vocabulary has {} ids but the checkpoint's model expects {}",
+            a.run.join("vocab.json").display(),
+            vocab.len(),
+            mcfg.vocab
+        );
+    }
+    let corpus = cfg.corpus.load()?;
+    let sents = match a.split {
+        Split::Train => &corpus.train,
+        Split::Valid => &corpus.valid,
+        Split::Test => &corpus.test,
+    };
+    let stream = vocab.encode(sents);
+    let mut model = Gpt::new(Cpu, mcfg, 0)?;
+    ck.restore(&mut model)?;
+    let s = train::evaluate(&mut model, &stream, cfg.batch, cfg.seq_len, None)?;
+    println!(
+        "{:?}: loss {:.4}, perplexity {:.2} over {} tokens",
+        a.split,
+        s.mean(),
+        s.mean().exp(),
+        s.count
+    );
     Ok(())
 }

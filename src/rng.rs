@@ -2,7 +2,7 @@
 //! initialisation and data order are identical on every platform and crate version.
 
 /// Deterministic pseudo-random generator.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rng {
     s: [u64; 4],
 }

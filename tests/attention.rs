@@ -1,7 +1,7 @@
 //! Masked flash attention on the CPU against a dense f64 reference, finite differences,
 //! tile classification against brute force, and bad-input handling.
 
-use asa_lth::backend::cpu::attention::{attention_bwd, attention_fwd, MaskView, TILE};
+use asa_lth::backend::cpu::attention::{attention_bwd, attention_fwd, set_max_isa, MaskView, TILE};
 use asa_lth::backend::AttnShape;
 use asa_lth::mask::{BitMask, TileClass, TileMap};
 use asa_lth::Error;
@@ -126,17 +126,17 @@ fn ref_bwd(
     let n = s.b * t * c;
     let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let row = |buf: &[f64], b: usize, i: usize, h: usize| (b * t + i) * c + h * d;
+    let row = |b: usize, i: usize, h: usize| (b * t + i) * c + h * d;
     let mut p = vec![0.0; t];
     let mut dp = vec![0.0; t];
     for b in 0..s.b {
         for h in 0..s.h {
             for i in 0..t {
-                let qi = row(&x.q, b, i, h);
+                let qi = row(b, i, h);
                 let mut m = f64::NEG_INFINITY;
                 for j in 0..t {
                     p[j] = if allowed(mask, b, h, i, j) {
-                        scale * dot(&x.q[qi..qi + d], &x.k[row(&x.k, b, j, h)..][..d])
+                        scale * dot(&x.q[qi..qi + d], &x.k[row(b, j, h)..][..d])
                     } else {
                         f64::NEG_INFINITY
                     };
@@ -154,14 +154,14 @@ fn ref_bwd(
                 let go = &dout[qi..qi + d];
                 let mut di = 0.0;
                 for j in 0..t {
-                    dp[j] = dot(go, &x.v[row(&x.v, b, j, h)..][..d]);
+                    dp[j] = dot(go, &x.v[row(b, j, h)..][..d]);
                     di += p[j] * dp[j];
                 }
                 for j in 0..t {
                     if p[j] == 0.0 {
                         continue;
                     }
-                    let kj = row(&x.k, b, j, h);
+                    let kj = row(b, j, h);
                     let ds = p[j] * (dp[j] - di) * scale;
                     for e in 0..d {
                         dq[qi + e] += ds * x.k[kj + e];
@@ -303,9 +303,7 @@ fn fully_masked_rows_give_zero_and_infinite_lse() {
     let s = shape(2, 70, 2, 16);
     let x = inputs(&mut rng, s, 1.0);
     // Per-head mask: head 1 of sequence 1 allows nothing; other rows random.
-    let mask = BitMask::from_fn(2, 2, 70, |b, h, i, _| {
-        !(b == 1 && h == 1) && i % 5 != 2
-    });
+    let mask = BitMask::from_fn(2, 2, 70, |b, h, i, _| !(b == 1 && h == 1) && i % 5 != 2);
     let mut out = vec![f32::NAN; x.q.len()];
     let mut lse = vec![f32::NAN; 2 * 2 * 70];
     let (q, k, v) = (to32(&x.q), to32(&x.k), to32(&x.v));
@@ -328,7 +326,11 @@ fn fully_masked_rows_give_zero_and_infinite_lse() {
     }
     // Backward: no NaN, and dead query rows get zero dq.
     let dout = to32(&rng.vec(x.q.len(), 1.0));
-    let (mut dq, mut dk, mut dv) = (vec![0f32; q.len()], vec![0f32; q.len()], vec![0f32; q.len()]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f32; q.len()],
+        vec![0f32; q.len()],
+        vec![0f32; q.len()],
+    );
     attention_bwd(
         &mut dq,
         &mut dk,
@@ -446,6 +448,55 @@ fn backward_matches_dense_reference_and_accumulates() {
         }
     }
     eprintln!("worst f32 backward rel L2: {worst32:e}");
+}
+
+/// The portable and AVX2 builds of the kernels agree with the reference too (the other
+/// tests run the best build the CPU has). Other tests running meanwhile may also take the
+/// capped path; every path is correct.
+#[test]
+fn every_isa_level_matches_reference() {
+    for level in [0, 1] {
+        set_max_isa(level);
+        isa_level_matches_reference();
+    }
+    set_max_isa(2);
+}
+
+fn isa_level_matches_reference() {
+    let mut rng = Rng::new(8);
+    for (b, t, h, d, kind) in [
+        (2, 130, 2, 16, MaskKind::PerHead(0.3)),
+        (1, 65, 3, 5, MaskKind::None),
+        (1, 70, 2, 48, MaskKind::Shared(0.05)),
+        (2, 37, 1, 64, MaskKind::Shared(1.0)),
+    ] {
+        let s = shape(b, t, h, d);
+        let x = inputs(&mut rng, s, 1.5);
+        let mask = make_mask(&mut rng, kind, s);
+        let view = mask.as_ref().map(MaskView::from);
+        let n = x.q.len();
+        let (wo, wl) = ref_fwd(&x, mask.as_ref(), s);
+        let mut out = vec![f64::NAN; n];
+        let mut lse = vec![f64::NAN; b * h * t];
+        attention_fwd(&mut out, &mut lse, &x.q, &x.k, &x.v, view, s).unwrap();
+        assert_close64("portable out", &out, &wo, 1e-12);
+        assert_close64("portable lse", &lse, &wl, 1e-12);
+        let dout = rng.vec(n, 1.0);
+        let (wq, wk, wv) = ref_bwd(&x, &dout, mask.as_ref(), s);
+        let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        attention_bwd(
+            &mut dq, &mut dk, &mut dv, &dout, &x.q, &x.k, &x.v, &out, &lse, view, s,
+        )
+        .unwrap();
+        assert_close64("portable dq", &dq, &wq, 1e-11);
+        assert_close64("portable dk", &dk, &wk, 1e-11);
+        assert_close64("portable dv", &dv, &wv, 1e-11);
+        let (q, k, v) = (to32(&x.q), to32(&x.k), to32(&x.v));
+        let mut out32 = vec![f32::NAN; n];
+        let mut lse32 = vec![f32::NAN; b * h * t];
+        attention_fwd(&mut out32, &mut lse32, &q, &k, &v, view, s).unwrap();
+        assert!(rel_l2_32("portable out f32", &out32, &wo) < 1e-5);
+    }
 }
 
 #[test]
@@ -649,7 +700,10 @@ fn bitmask_roundtrip_and_normalisation() {
     }
     // all_ones: T bits set per row, causal count = T(T+1)/2 per sequence.
     let ones = BitMask::all_ones(2, 37);
-    assert!(ones.words().chunks(2).all(|r| r[0] == u32::MAX && r[1] == 0x1F));
+    assert!(ones
+        .words()
+        .chunks(2)
+        .all(|r| r[0] == u32::MAX && r[1] == 0x1F));
     assert_eq!(ones.causal_count(), 2 * 37 * 38 / 2);
     assert_eq!(ones.row(1, 0, 5), &[u32::MAX, 0x1F]);
 }
@@ -659,7 +713,10 @@ fn bitmask_errors_are_clear() {
     let err = BitMask::from_words(2, 1, 37, vec![0; 10]).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Mask(_)), "{msg}");
-    assert!(msg.contains("148") && msg.contains("got 10") && msg.contains("T = 37"), "{msg}");
+    assert!(
+        msg.contains("148") && msg.contains("got 10") && msg.contains("T = 37"),
+        "{msg}"
+    );
 
     let m = BitMask::all_ones(2, 16);
     assert!(m.validate_for(&shape(2, 16, 4, 8)).is_ok());
@@ -669,7 +726,10 @@ fn bitmask_errors_are_clear() {
     assert!(e.contains("T = 16") && e.contains("T = 17"), "{e}");
     let ph = BitMask::from_fn(2, 3, 16, |_, _, _, _| true);
     assert!(ph.validate_for(&shape(2, 16, 3, 8)).is_ok());
-    let e = ph.validate_for(&shape(2, 16, 4, 8)).unwrap_err().to_string();
+    let e = ph
+        .validate_for(&shape(2, 16, 4, 8))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("3 heads") && e.contains("H = 4"), "{e}");
 }
 
@@ -716,7 +776,10 @@ fn bad_inputs_are_errors() {
         matches!(err, Error::Shape { tensor: "q", got, expected, .. } if got == n - 1 && expected == n),
         "{msg}"
     );
-    assert!(msg.contains("`q`") && msg.contains("attention_fwd"), "{msg}");
+    assert!(
+        msg.contains("`q`") && msg.contains("attention_fwd"),
+        "{msg}"
+    );
 
     // Wrong lse length.
     let mut short_lse = vec![0f32; 3];
@@ -754,7 +817,15 @@ fn bad_inputs_are_errors() {
     assert!(dq.iter().chain(&dk).chain(&dv).all(|&x| x == 0.0));
 
     // D = 0 with rows to compute is rejected; an empty batch is fine.
-    let err = attention_fwd(&mut [], &mut [0f32; 4], &[], &[], &[], None, shape(1, 2, 2, 0));
+    let err = attention_fwd(
+        &mut [],
+        &mut [0f32; 4],
+        &[],
+        &[],
+        &[],
+        None,
+        shape(1, 2, 2, 0),
+    );
     assert!(err.is_err());
     attention_fwd::<f32>(&mut [], &mut [], &[], &[], &[], None, shape(0, 5, 2, 8)).unwrap();
 }
@@ -787,7 +858,9 @@ fn timing_fwd_bwd_f32() {
             ),
             (
                 "block-sparse",
-                Some(BitMask::from_fn(b, 1, t, |_, _, i, j| (i / 64 + j / 64) % 3 == 0)),
+                Some(BitMask::from_fn(b, 1, t, |_, _, i, j| {
+                    (i / 64 + j / 64) % 3 == 0
+                })),
             ),
         ];
         for (name, m) in &masks {

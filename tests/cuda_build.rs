@@ -93,10 +93,14 @@ fn host_adamw_matches_f64_reference() {
         let g = rng.range(-3.0, 3.0);
         let m0 = rng.range(-0.5, 0.5);
         let v0 = rng.range(1e-6, 1.0);
-        let mask = if rng.next_u64() % 4 == 0 { 0.0 } else { 1.0 };
+        let mask = if rng.next_u64().is_multiple_of(4) {
+            0.0
+        } else {
+            1.0
+        };
         let (mut p, mut m, mut v) = (p0, m0, v0);
         host::adamw_update(&mut p, &mut m, &mut v, g, mask, &hp);
-        let (pr, mr, vr) = adamw_ref(p0 as f64, g as f64, m0 as f64, v0 as f64, mask, &hp);
+        let (pr, mr, vr) = adamw_ref(p0 as f64, g as f64, m0 as f64, v0 as f64, mask as f64, &hp);
         if mask == 0.0 {
             masked += 1;
             assert!(
@@ -118,12 +122,21 @@ fn host_adamw_matches_f64_reference() {
         let vscale = (v0 as f64).max(gs * gs);
         assert!(close(v, vr, vscale, 4e-6), "case {case}: v {v} vs {vr}");
     }
-    assert!(masked > 1000, "the mask=0 path was exercised {masked} times");
+    assert!(
+        masked > 1000,
+        "the mask=0 path was exercised {masked} times"
+    );
 }
 
 #[test]
 fn host_adamw_bias_correction_is_f64_rounded_once() {
-    for (beta, t) in [(0.9f32, 1u32), (0.999, 1), (0.999, 10), (0.95, 1000), (0.9, 100000)] {
+    for (beta, t) in [
+        (0.9f32, 1u32),
+        (0.999, 1),
+        (0.999, 10),
+        (0.95, 1000),
+        (0.9, 100000),
+    ] {
         let want = (1.0 - (beta as f64).powi(t as i32)) as f32;
         let got = host::adamw_bias_correction(beta, t);
         assert!(
@@ -223,7 +236,12 @@ fn driver_older_than_toolkit_is_reported() {
     };
     let mut p = cuda::CudaProbe {
         kernels_built: true,
-        kernel_archs: vec!["sm_80".into(), "sm_86".into(), "sm_89".into(), "sm_90".into()],
+        kernel_archs: vec![
+            "sm_80".into(),
+            "sm_86".into(),
+            "sm_89".into(),
+            "sm_90".into(),
+        ],
         kernel_ptx: Some("compute_90".into()),
         nvcc_version: Some("13.0.88".into()),
         fatbin_bytes: 1,
@@ -237,6 +255,7 @@ fn driver_older_than_toolkit_is_reported() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("cannot load"), "{}", w[0]);
     p.warnings = w;
+    assert!(p.driver_too_old());
     let line = p.one_line_summary();
     assert!(line.contains("WARNING") && !line.contains('\n'), "{line}");
 
@@ -245,6 +264,7 @@ fn driver_older_than_toolkit_is_reported() {
         devices: vec![gpu.clone()],
     };
     assert!(cuda::compatibility_warnings(&p, Some((13, 0))).is_empty());
+    assert!(!p.driver_too_old());
 
     // A newer GPU without SASS falls back to the PTX; an old one cannot run the kernels.
     let mut newer = gpu.clone();
@@ -271,6 +291,9 @@ fn gpu_adamw_matches_host_helper() {
     if !probe.kernels_built {
         return skip_or_fail(TEST, "built without CUDA kernels (no nvcc at build time)");
     }
+    if probe.driver_too_old() {
+        return skip_or_fail(TEST, &probe.warnings.join("; "));
+    }
     use cudarc::driver::CudaContext;
     let ctx = CudaContext::new(0).expect("CUDA context on GPU 0");
     let stream = ctx.default_stream();
@@ -286,7 +309,9 @@ fn gpu_adamw_matches_host_helper() {
         let g: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
         let m0: Vec<f32> = (0..n).map(|_| rng.range(-0.5, 0.5)).collect();
         let v0: Vec<f32> = (0..n).map(|_| rng.range(1e-6, 1.0)).collect();
-        let mask: Vec<f32> = (0..n).map(|_| (rng.next_u64() % 5 != 0) as u32 as f32).collect();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| !rng.next_u64().is_multiple_of(5) as u32 as f32)
+            .collect();
 
         let mut dp = stream.clone_htod(&p0).unwrap();
         let dg = stream.clone_htod(&g).unwrap();
@@ -311,8 +336,15 @@ fn gpu_adamw_matches_host_helper() {
         stream.synchronize().unwrap();
 
         let (mut hp_, mut hm, mut hv) = (p0.clone(), m0.clone(), v0.clone());
-        host::adamw_f32(&mut hp_, &g, &mut hm, &mut hv, with_mask.then_some(&mask[..]), &hp)
-            .unwrap();
+        host::adamw_f32(
+            &mut hp_,
+            &g,
+            &mut hm,
+            &mut hv,
+            with_mask.then_some(&mask[..]),
+            &hp,
+        )
+        .unwrap();
 
         for (name, gpu, hst) in [("p", &gp, &hp_), ("m", &gm, &hm), ("v", &gv, &hv)] {
             let (mut num, mut den) = (0f64, 0f64);
@@ -327,7 +359,10 @@ fn gpu_adamw_matches_host_helper() {
             let rel = (num / den.max(1e-30)).sqrt();
             // f32 contract (DESIGN.md §3) is 1e-5; FMA contraction on the GPU is the only
             // expected difference, so hold it well below that.
-            assert!(rel <= 1e-6, "{name}: relative L2 {rel:e} (mask {with_mask})");
+            assert!(
+                rel <= 1e-6,
+                "{name}: relative L2 {rel:e} (mask {with_mask})"
+            );
             println!("{TEST}: {name} relative L2 {rel:e} (mask {with_mask}, n {n})");
         }
     }

@@ -65,11 +65,17 @@ fn pruned_weights_stay_exactly_zero_through_adamw() {
     let cfg = tiny();
     let mut model = Gpt::new(Cpu, cfg, 3).unwrap();
     let mut rng = Rng::new(5);
-    let names = ["blocks.0.attn.wq", "blocks.1.mlp.w_fc", "blocks.1.mlp.w_proj"];
+    let names = [
+        "blocks.0.attn.wq",
+        "blocks.1.mlp.w_fc",
+        "blocks.1.mlp.w_proj",
+    ];
     let mut masks = Vec::new();
     for name in names {
         let n = model.param(name).unwrap().len();
-        let m: Vec<f32> = (0..n).map(|_| if rng.bernoulli(0.6) { 0.0 } else { 1.0 }).collect();
+        let m: Vec<f32> = (0..n)
+            .map(|_| if rng.bernoulli(0.6) { 0.0 } else { 1.0 })
+            .collect();
         model.set_prune_mask(name, Some(&m)).unwrap();
         masks.push(m);
     }
@@ -96,7 +102,10 @@ fn pruned_weights_stay_exactly_zero_through_adamw() {
             }
         }
         let kept = m.iter().filter(|&&k| k == 1.0).count();
-        assert!(moved * 10 > kept * 9, "{name}: only {moved}/{kept} kept weights trained");
+        assert!(
+            moved * 10 > kept * 9,
+            "{name}: only {moved}/{kept} kept weights trained"
+        );
     }
 }
 
@@ -175,7 +184,9 @@ fn bad_configs_are_clear_errors() {
         (GptConfig { d_model: 0, ..base }, "d_model must be positive"),
     ];
     for (cfg, want) in cases {
-        let err = Gpt::new(Cpu, cfg, 0).err().expect("config must be rejected");
+        let err = Gpt::new(Cpu, cfg, 0)
+            .err()
+            .expect("config must be rejected");
         assert!(err.to_string().contains(want), "{cfg:?}: {err}");
     }
     let mut model = Gpt::new(Cpu, base, 0).unwrap();
@@ -184,7 +195,10 @@ fn bad_configs_are_clear_errors() {
     let err = model
         .forward(&vec![0; t], &vec![0; t], 1, t, None)
         .unwrap_err();
-    assert!(err.to_string().contains("exceeds the model context"), "{err}");
+    assert!(
+        err.to_string().contains("exceeds the model context"),
+        "{err}"
+    );
     // Token ids outside the vocabulary.
     let err = model.forward(&[99; 4], &[0; 4], 1, 4, None).unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
@@ -205,8 +219,12 @@ fn bad_configs_are_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("mask"), "{err}");
     // Prune masks only on Linear weights, of the right length and 0/1.
-    assert!(model.set_prune_mask("ln_f.weight", Some(&[1.0; 32])).is_err());
-    assert!(model.set_prune_mask("blocks.0.attn.wq", Some(&[1.0; 3])).is_err());
+    assert!(model
+        .set_prune_mask("ln_f.weight", Some(&[1.0; 32]))
+        .is_err());
+    assert!(model
+        .set_prune_mask("blocks.0.attn.wq", Some(&[1.0; 3]))
+        .is_err());
     let n = base.d_model * base.d_model;
     let err = model
         .set_prune_mask("blocks.0.attn.wq", Some(&vec![0.5; n]))

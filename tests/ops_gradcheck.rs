@@ -60,10 +60,31 @@ fn matmul_backward_matches_finite_differences() {
         )
         .unwrap();
         let tag = format!("matmul n={n} k={k} oc={oc} bias={with_bias} mask={with_mask}");
-        fd_check(&format!("{tag} dinp"), &x, &added(&px, &dx), |x| fwd(x, &w, bias), RTOL, ATOL);
-        fd_check(&format!("{tag} dweight"), &w, &added(&pw, &dw), |w| fwd(&x, w, bias), RTOL, ATOL);
+        fd_check(
+            &format!("{tag} dinp"),
+            &x,
+            &added(&px, &dx),
+            |x| fwd(x, &w, bias),
+            RTOL,
+            ATOL,
+        );
+        fd_check(
+            &format!("{tag} dweight"),
+            &w,
+            &added(&pw, &dw),
+            |w| fwd(&x, w, bias),
+            RTOL,
+            ATOL,
+        );
         if with_bias {
-            fd_check(&format!("{tag} dbias"), &b, &added(&pb, &db), |b| fwd(&x, &w, Some(b)), RTOL, ATOL);
+            fd_check(
+                &format!("{tag} dbias"),
+                &b,
+                &added(&pb, &db),
+                |b| fwd(&x, &w, Some(b)),
+                RTOL,
+                ATOL,
+            );
         }
         if with_mask {
             // Pruned weights get exactly zero gradient.
@@ -92,13 +113,38 @@ fn layernorm_backward_matches_finite_differences() {
         let (mut y, mut m, mut rs) = (vec![f64::NAN; n * c], vec![f64::NAN; n], vec![f64::NAN; n]);
         layernorm::layernorm_fwd(&mut y, &mut m, &mut rs, &x, &w, &b, n, c).unwrap();
         assert!(y.iter().chain(&m).chain(&rs).all(|v| v.is_finite()));
-        let (px, pw, pb) = (rand_vec(&mut rng, n * c), rand_vec(&mut rng, c), rand_vec(&mut rng, c));
+        let (px, pw, pb) = (
+            rand_vec(&mut rng, n * c),
+            rand_vec(&mut rng, c),
+            rand_vec(&mut rng, c),
+        );
         let (mut dx, mut dw, mut db) = (px.clone(), pw.clone(), pb.clone());
         layernorm::layernorm_bwd(&mut dx, &mut dw, &mut db, &r, &x, &w, &m, &rs, n, c).unwrap();
         let tag = format!("layernorm n={n} c={c}");
-        fd_check(&format!("{tag} dinp"), &x, &added(&px, &dx), |x| fwd(x, &w, &b), 1e-5, 1e-7);
-        fd_check(&format!("{tag} dweight"), &w, &added(&pw, &dw), |w| fwd(&x, w, &b), RTOL, ATOL);
-        fd_check(&format!("{tag} dbias"), &b, &added(&pb, &db), |b| fwd(&x, &w, b), RTOL, ATOL);
+        fd_check(
+            &format!("{tag} dinp"),
+            &x,
+            &added(&px, &dx),
+            |x| fwd(x, &w, &b),
+            1e-5,
+            1e-7,
+        );
+        fd_check(
+            &format!("{tag} dweight"),
+            &w,
+            &added(&pw, &dw),
+            |w| fwd(&x, w, &b),
+            RTOL,
+            ATOL,
+        );
+        fd_check(
+            &format!("{tag} dbias"),
+            &b,
+            &added(&pb, &db),
+            |b| fwd(&x, &w, b),
+            RTOL,
+            ATOL,
+        );
     }
 }
 
@@ -155,8 +201,22 @@ fn embedding_backward_matches_finite_differences() {
     let (pte, ppe) = (rand_vec(&mut rng, v * c), rand_vec(&mut rng, 7 * c));
     let (mut dte, mut dpe) = (pte.clone(), ppe.clone());
     embedding::embedding_bwd(&mut dte, &mut dpe, &r, &tokens, b, t, c).unwrap();
-    fd_check("embedding dwte", &wte, &added(&pte, &dte), |w| fwd(w, &wpe), RTOL, ATOL);
-    fd_check("embedding dwpe", &wpe, &added(&ppe, &dpe), |w| fwd(&wte, w), RTOL, ATOL);
+    fd_check(
+        "embedding dwte",
+        &wte,
+        &added(&pte, &dte),
+        |w| fwd(w, &wpe),
+        RTOL,
+        ATOL,
+    );
+    fd_check(
+        "embedding dwpe",
+        &wpe,
+        &added(&ppe, &dpe),
+        |w| fwd(&wte, w),
+        RTOL,
+        ATOL,
+    );
 }
 
 #[test]
@@ -182,7 +242,11 @@ fn cross_entropy_backward_matches_finite_differences_and_ignores() {
         let row = &logits[r * v..(r + 1) * v];
         let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
         let want = lse - row[targets[r] as usize];
-        assert!((losses[r] - want).abs() < 1e-12, "row {r}: {} vs {want}", losses[r]);
+        assert!(
+            (losses[r] - want).abs() < 1e-12,
+            "row {r}: {} vs {want}",
+            losses[r]
+        );
     }
     let mut d = vec![f64::NAN; n * v];
     xent::xent_bwd(&mut d, &logits, &targets, dloss, n, v).unwrap();
@@ -202,10 +266,15 @@ fn ops_reject_mismatched_shapes_with_named_tensors() {
     let mut y = vec![0.0f32; 8];
     let err = matmul::matmul_fwd(&mut y, &[0.0; 5], &[0.0; 12], None, None, s).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("matmul_fwd") && msg.contains("`inp`") && msg.contains("expected 6"), "{msg}");
+    assert!(
+        msg.contains("matmul_fwd") && msg.contains("`inp`") && msg.contains("expected 6"),
+        "{msg}"
+    );
     let (mut o, mut m, mut r) = (vec![0.0f32; 6], vec![0.0f32; 2], vec![0.0f32; 2]);
-    let err = layernorm::layernorm_fwd(&mut o, &mut m, &mut r, &[0.0; 6], &[1.0; 2], &[0.0; 3], 2, 3)
-        .unwrap_err();
+    let err = layernorm::layernorm_fwd(
+        &mut o, &mut m, &mut r, &[0.0; 6], &[1.0; 2], &[0.0; 3], 2, 3,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("`weight`"), "{err}");
     let mut e = vec![0.0f32; 6];
     let err = embedding::embedding_fwd(&mut e, &[0, 9], &[0.0; 6], &[0.0; 6], 1, 2, 3).unwrap_err();

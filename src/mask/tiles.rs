@@ -112,7 +112,13 @@ fn range_all(row: &[u32], lo: usize, hi: usize) -> bool {
 
 impl TileMap {
     /// Classify a bit-packed mask given as raw words `(b, heads, t, ⌈t/32⌉)`.
-    pub fn from_words(words: &[u32], b: usize, heads: usize, t: usize, tile: usize) -> Result<Self> {
+    pub fn from_words(
+        words: &[u32],
+        b: usize,
+        heads: usize,
+        t: usize,
+        tile: usize,
+    ) -> Result<Self> {
         if tile == 0 {
             return Err(Error::Mask("tile size must be positive".into()));
         }

@@ -552,7 +552,11 @@ impl<O: Ops> Gpt<O> {
                 &ba.lse, mask, attn,
             )?;
             ops.fill(&mut a.d_c, 0.0)?;
-            for (dy, w, bias) in [(&a.d_q, id.wq, id.bq), (&a.d_k, id.wk, id.bk), (&a.d_v, id.wv, id.bv)] {
+            for (dy, w, bias) in [
+                (&a.d_q, id.wq, id.bq),
+                (&a.d_k, id.wk, id.bk),
+                (&a.d_v, id.wv, id.bv),
+            ] {
                 let (gw, gb) = pair_mut(g, w, bias);
                 ops.matmul_bwd(
                     Some(&mut a.d_c),
@@ -646,5 +650,64 @@ fn pair_mut<T>(xs: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     } else {
         let (lo, hi) = xs.split_at_mut(i);
         (&mut hi[0], &mut lo[j])
+    }
+}
+
+/// Which part of the model state a checkpoint tensor holds.
+const STATE_PARTS: [&str; 3] = ["param", "adam_m", "adam_v"];
+
+impl<O: Ops> Gpt<O> {
+    /// The whole trainable state as named host tensors: `param/<name>`, `adam_m/<name>`,
+    /// `adam_v/<name>` and, for pruned weights, `mask/<name>`.
+    pub fn state(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        let mut out = Vec::new();
+        for (i, spec) in self.table.specs.iter().enumerate() {
+            for (part, bufs) in STATE_PARTS
+                .iter()
+                .zip([&self.params, &self.adam_m, &self.adam_v])
+            {
+                out.push((
+                    format!("{part}/{}", spec.name),
+                    spec.shape.clone(),
+                    self.ops.download(&bufs[i])?,
+                ));
+            }
+            if let Some(m) = &self.masks[i] {
+                out.push((
+                    format!("mask/{}", spec.name),
+                    spec.shape.clone(),
+                    self.ops.download(m)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore state written by [`state`](Self::state). Every `param`/`adam_*` tensor must
+    /// be present with the right length; an unknown name is an error.
+    pub fn load_state(&mut self, mut get: impl FnMut(&str) -> Option<Vec<f32>>) -> Result<()> {
+        for i in 0..self.table.specs.len() {
+            let spec = self.table.specs[i].clone();
+            for (p, part) in STATE_PARTS.iter().enumerate() {
+                let key = format!("{part}/{}", spec.name);
+                let vals = get(&key)
+                    .ok_or_else(|| Error::Config(format!("checkpoint lacks tensor `{key}`")))?;
+                check_len("load_state", "tensor", vals.len(), spec.numel(), || {
+                    format!("{key} {:?}", spec.shape)
+                })?;
+                let dst = match p {
+                    0 => &mut self.params[i],
+                    1 => &mut self.adam_m[i],
+                    _ => &mut self.adam_v[i],
+                };
+                self.ops.write(dst, &vals)?;
+            }
+            let mask = get(&format!("mask/{}", spec.name));
+            self.masks[i] = None;
+            if let Some(m) = mask {
+                self.set_prune_mask(&spec.name, Some(&m))?;
+            }
+        }
+        Ok(())
     }
 }

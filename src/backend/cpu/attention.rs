@@ -64,11 +64,10 @@ fn shape_str(s: &AttnShape) -> String {
 
 /// `(B·T·C, B·H·T)`, or an error if the shape is unusable.
 fn sizes(op: &'static str, s: &AttnShape) -> Result<(usize, usize)> {
-    let act = s
-        .b
-        .checked_mul(s.t)
-        .and_then(|x| x.checked_mul(s.h))
-        .and_then(|x| x.checked_mul(s.d));
+    let act =
+        s.b.checked_mul(s.t)
+            .and_then(|x| x.checked_mul(s.h))
+            .and_then(|x| x.checked_mul(s.d));
     let rows = s.b.checked_mul(s.h).and_then(|x| x.checked_mul(s.t));
     match (act, rows) {
         (Some(a), Some(r)) if s.d > 0 || r == 0 => Ok((a, r)),
@@ -111,11 +110,10 @@ fn mask_ctx<'a>(
     let Some(m) = mask else { return Ok(None) };
     let heads = if m.per_head { s.h } else { 1 };
     let wpr = s.mask_words();
-    let expected = s
-        .b
-        .checked_mul(heads)
-        .and_then(|x| x.checked_mul(s.t))
-        .and_then(|x| x.checked_mul(wpr));
+    let expected =
+        s.b.checked_mul(heads)
+            .and_then(|x| x.checked_mul(s.t))
+            .and_then(|x| x.checked_mul(wpr));
     if expected != Some(m.bits.len()) {
         return Err(Error::Mask(format!(
             "{op}: for T = {t} ({wpr} u32 words per row), B = {b} and {heads} mask head(s) \
@@ -194,12 +192,13 @@ fn madd64<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
     }
 }
 
-/// `exp(x)` for the softmax: branch-free (vectorisable), evaluated in f64 (Cody–Waite range
-/// reduction + Taylor polynomial; degree 13 for f64 results, ~2 ulp, degree 7 for f32
-/// results, ~1e-8 relative). Returns exactly 0 for `x < −708` (including `−∞`), 1 for
-/// `x = 0`, and NaN for NaN. Meant for `x ≲ 0` (valid up to 709).
+/// `exp` of `N` lanes at once for the softmax: branch-free and written stage by stage so it
+/// vectorises; evaluated in f64 (Cody–Waite range reduction, Taylor polynomial of degree 13
+/// when `hi` — a few f64 ulps — else degree 7, ~1e-8 relative, plenty for f32 results).
+/// Gives exactly 0 for `x < −708` (including `−∞`), 1 for `x = 0`, NaN for NaN. Meant for
+/// `x ≲ 0` (valid up to 709).
 #[inline(always)]
-fn exp_f<F: Real, const FMA: bool>(x: F) -> F {
+fn exp_lanes<const FMA: bool, const N: usize>(x: [f64; N], hi: bool) -> [f64; N] {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2^52: adding it rounds to an integer
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1; // 21 trailing zero bits: n·LN2_HI exact
@@ -220,32 +219,53 @@ fn exp_f<F: Real, const FMA: bool>(x: F) -> F {
         1.0 / 479_001_600.0,
         1.0 / 6_227_020_800.0,
     ];
-    let x = x.f64();
-    let xc = if x < -708.0 {
-        -708.0
-    } else if x > 709.0 {
-        709.0
-    } else {
-        x
-    };
-    let t = madd64::<FMA>(xc, LOG2E, MAGIC);
-    let n = t - MAGIC;
-    let r = madd64::<FMA>(-n, LN2_HI, xc);
-    let r = madd64::<FMA>(-n, LN2_LO, r);
-    let deg = if std::mem::size_of::<F>() <= 4 { 7 } else { 13 };
-    let mut p = INV_FACT[deg];
+    let xc: [f64; N] = std::array::from_fn(|l| {
+        if x[l] < -708.0 {
+            -708.0
+        } else if x[l] > 709.0 {
+            709.0
+        } else {
+            x[l]
+        }
+    });
+    let t: [f64; N] = std::array::from_fn(|l| madd64::<FMA>(xc[l], LOG2E, MAGIC));
+    let mut r: [f64; N] = std::array::from_fn(|l| madd64::<FMA>(MAGIC - t[l], LN2_HI, xc[l]));
+    for l in 0..N {
+        r[l] = madd64::<FMA>(MAGIC - t[l], LN2_LO, r[l]);
+    }
+    let deg = if hi { 13 } else { 7 };
+    let mut p = [INV_FACT[deg]; N];
     for k in (0..deg).rev() {
-        p = madd64::<FMA>(p, r, INV_FACT[k]);
+        for l in 0..N {
+            p[l] = madd64::<FMA>(p[l], r[l], INV_FACT[k]);
+        }
     }
     // 2^n from the integer sitting in t's low mantissa bits; n ∈ [−1022, 1023] here.
-    let two_n = f64::from_bits(
-        t.to_bits()
-            .wrapping_sub(MAGIC.to_bits())
-            .wrapping_add(1023)
-            << 52,
-    );
-    let y = p * two_n;
-    F::c(if x < -708.0 { 0.0 } else { y })
+    std::array::from_fn(|l| {
+        let two_n = f64::from_bits(
+            t[l].to_bits()
+                .wrapping_sub(MAGIC.to_bits())
+                .wrapping_add(1023)
+                << 52,
+        );
+        if x[l] < -708.0 {
+            0.0
+        } else {
+            p[l] * two_n
+        }
+    })
+}
+
+/// Whether `F` needs the high-precision `exp` (anything wider than f32).
+#[inline(always)]
+fn hi_prec<F>() -> bool {
+    std::mem::size_of::<F>() > 4
+}
+
+/// Scalar [`exp_lanes`].
+#[inline(always)]
+fn exp_f<F: Real, const FMA: bool>(x: F) -> F {
+    F::c(exp_lanes::<FMA, 1>([x.f64()], hi_prec::<F>())[0])
 }
 
 /// Maximum of `row[j]` over the set bits `j` of `bits` (`−∞` if none); NaNs are ignored here
@@ -254,8 +274,9 @@ fn exp_f<F: Real, const FMA: bool>(x: F) -> F {
 fn masked_max<F: Real>(row: &[F], bits: u64) -> F {
     let mut lanes = [F::neg_infinity(); 8];
     for (ci, chunk) in row.chunks_exact(8).enumerate() {
+        let byte = (bits >> (ci * 8)) as u32;
         for (l, (&x, lane)) in chunk.iter().zip(lanes.iter_mut()).enumerate() {
-            let v = if bits >> (ci * 8 + l) & 1 != 0 {
+            let v = if byte & (1 << l) != 0 {
                 x
             } else {
                 F::neg_infinity()
@@ -265,7 +286,9 @@ fn masked_max<F: Real>(row: &[F], bits: u64) -> F {
             }
         }
     }
-    lanes.iter().fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
+    lanes
+        .iter()
+        .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
 /// Maximum of a row whose every entry is allowed.
@@ -279,64 +302,83 @@ fn full_max<F: Real>(row: &[F]) -> F {
             }
         }
     }
-    lanes.iter().fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
+    lanes
+        .iter()
+        .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
-/// `row[j] ← bits_j ? exp(row[j]·mul − sub) : 0`; returns the row sum.
+/// `row[j] ← bits_j ? exp(row[j]·mul − sub) : 0` (argument formed in f64); returns the
+/// row sum.
 #[inline(always)]
 fn exp_row<F: Real, const FMA: bool>(row: &mut [F], bits: u64, mul: F, sub: F) -> F {
+    let (mul, sub) = (mul.f64(), sub.f64());
     let mut acc = [F::zero(); 8];
-    if bits == u64::MAX {
-        for chunk in row.chunks_exact_mut(8) {
-            for (x, a) in chunk.iter_mut().zip(acc.iter_mut()) {
-                let p = exp_f::<F, FMA>(madd::<F, FMA>(*x, mul, -sub));
-                *x = p;
-                *a += p;
-            }
-        }
-    } else {
-        for (ci, chunk) in row.chunks_exact_mut(8).enumerate() {
-            for (l, (x, a)) in chunk.iter_mut().zip(acc.iter_mut()).enumerate() {
-                let e = exp_f::<F, FMA>(madd::<F, FMA>(*x, mul, -sub));
-                let p = if bits >> (ci * 8 + l) & 1 != 0 {
-                    e
-                } else {
-                    F::zero()
-                };
-                *x = p;
-                *a += p;
-            }
+    for (ci, chunk) in row.chunks_exact_mut(8).enumerate() {
+        let chunk: &mut [F; 8] = chunk.try_into().expect("chunks of 8");
+        let xs: [f64; 8] = std::array::from_fn(|l| madd64::<FMA>(chunk[l].f64(), mul, -sub));
+        let e = exp_lanes::<FMA, 8>(xs, hi_prec::<F>());
+        let byte = (bits >> (ci * 8)) as u32;
+        for l in 0..8 {
+            let p = if byte & (1 << l) != 0 {
+                F::c(e[l])
+            } else {
+                F::zero()
+            };
+            chunk[l] = p;
+            acc[l] += p;
         }
     }
     acc.iter().fold(F::zero(), |s, &x| s + x)
 }
 
-/// `C[m×n] (+)= A[m×k]·B[k×n]`: A's element `(r, c)` is `a[r·rs + c·cs]`; B and C are
-/// row-major with leading dimensions `ldb`, `ldc`. Needs `m % MR == 0`, `n % NR == 0`.
-/// `ACC = false` overwrites C.
+/// Pack `A` (`m × k`, row-major with leading dimension `lda`) into `MR`-row panels:
+/// `dst[(r/MR)·k·MR + kk·MR + r%MR] = A[r][kk]`. Needs `m % MR == 0`.
+#[inline(always)]
+fn pack_a<F: Real>(dst: &mut [F], a: &[F], lda: usize, m: usize, k: usize) {
+    for (rb, panel) in dst[..m * k].chunks_exact_mut(k * MR).enumerate() {
+        let rows: [&[F]; MR] = std::array::from_fn(|ri| &a[(rb * MR + ri) * lda..][..k]);
+        for (kk, out) in panel.chunks_exact_mut(MR).enumerate() {
+            for (x, row) in out.iter_mut().zip(rows.iter()) {
+                *x = row[kk];
+            }
+        }
+    }
+}
+
+/// [`pack_a`] for `A` given transposed: `at` is `k × m` row-major with leading dimension
+/// `lda`, `A[r][kk] = at[kk·lda + r]`.
+#[inline(always)]
+fn pack_at<F: Real>(dst: &mut [F], at: &[F], lda: usize, m: usize, k: usize) {
+    for (rb, panel) in dst[..m * k].chunks_exact_mut(k * MR).enumerate() {
+        for (kk, out) in panel.chunks_exact_mut(MR).enumerate() {
+            out.copy_from_slice(&at[kk * lda + rb * MR..][..MR]);
+        }
+    }
+}
+
+/// `C[m×n] (+)= A[m×k]·B[k×n]` with `A` pre-packed by [`pack_a`]/[`pack_at`]; B and C are
+/// row-major with leading dimensions `ldb`, `ldc`. Needs `m % MR == 0`, `n % NR == 0`,
+/// `k ≥ 1`. `ACC = false` overwrites C. Register-blocked `MR × NR`: the accumulators stay
+/// in registers while A is broadcast and B streamed.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
     c: &mut [F],
     ldc: usize,
-    a: &[F],
-    rs: usize,
-    cs: usize,
+    ap: &[F],
     b: &[F],
     ldb: usize,
     m: usize,
     n: usize,
     k: usize,
 ) {
-    debug_assert!(m % MR == 0 && n % NR == 0);
-    for r0 in (0..m).step_by(MR) {
+    debug_assert!(m % MR == 0 && n % NR == 0 && k >= 1 && b.len() >= (k - 1) * ldb + n);
+    for (rb, panel) in ap[..m * k].chunks_exact(k * MR).enumerate() {
         for c0 in (0..n).step_by(NR) {
             let mut acc = [[F::zero(); NR]; MR];
-            for kk in 0..k {
-                let brow: &[F; NR] = b[kk * ldb + c0..kk * ldb + c0 + NR]
-                    .try_into()
-                    .expect("tile row");
-                let av: [F; MR] = std::array::from_fn(|ri| a[(r0 + ri) * rs + kk * cs]);
+            for (av, brow) in panel.chunks_exact(MR).zip(b.chunks(ldb)) {
+                let brow: &[F; NR] = brow[c0..c0 + NR].try_into().expect("B row");
+                let av: &[F; MR] = av.try_into().expect("A panel");
                 for (accr, &ar) in acc.iter_mut().zip(av.iter()) {
                     for (x, &bv) in accr.iter_mut().zip(brow.iter()) {
                         *x = madd::<F, FMA>(ar, bv, *x);
@@ -344,7 +386,7 @@ fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
                 }
             }
             for (ri, accr) in acc.iter().enumerate() {
-                let crow = &mut c[(r0 + ri) * ldc + c0..][..NR];
+                let crow = &mut c[(rb * MR + ri) * ldc + c0..][..NR];
                 for (x, &v) in crow.iter_mut().zip(accr.iter()) {
                     if ACC {
                         *x += v;
@@ -357,34 +399,57 @@ fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
     }
 }
 
-/// [`gemm_nr`] with the register-block width picked for `F` (two 256-bit vectors per row).
+/// [`gemm_nr`] with the register-block width picked for `F` and the vector width (two
+/// vectors per row: 256-bit, or 512-bit when `WIDE`); a column remainder (`n` is always a
+/// multiple of 16) is done with half-width blocks.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gemm<F: Real, const FMA: bool, const ACC: bool>(
+fn gemm<F: Real, const FMA: bool, const WIDE: bool, const ACC: bool>(
     c: &mut [F],
     ldc: usize,
-    a: &[F],
-    rs: usize,
-    cs: usize,
+    ap: &[F],
     b: &[F],
     ldb: usize,
     m: usize,
     n: usize,
     k: usize,
 ) {
-    if std::mem::size_of::<F>() <= 4 {
-        gemm_nr::<F, FMA, ACC, 16>(c, ldc, a, rs, cs, b, ldb, m, n, k);
-    } else {
-        gemm_nr::<F, FMA, ACC, 8>(c, ldc, a, rs, cs, b, ldb, m, n, k);
+    match (WIDE, std::mem::size_of::<F>() <= 4) {
+        (true, true) => gemm_split::<F, FMA, ACC, 32, 16>(c, ldc, ap, b, ldb, m, n, k),
+        (true, false) | (false, true) => {
+            gemm_split::<F, FMA, ACC, 16, 8>(c, ldc, ap, b, ldb, m, n, k)
+        }
+        (false, false) => gemm_split::<F, FMA, ACC, 8, 4>(c, ldc, ap, b, ldb, m, n, k),
     }
 }
 
-/// Copy `n` rows of `d` values (source row `r` at `src[off + r·stride ..]`) into `dst`
-/// (row-major, leading dim `dp`, columns `d..dp` left untouched), multiplied by `mul`;
-/// rows `n..TILE` of `dst` are zeroed.
+/// Columns `0..n/NR·NR` with `NR`-wide blocks, the rest with `NH`-wide ones.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn load_rows<F: Real>(
+fn gemm_split<F: Real, const FMA: bool, const ACC: bool, const NR: usize, const NH: usize>(
+    c: &mut [F],
+    ldc: usize,
+    ap: &[F],
+    b: &[F],
+    ldb: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    let main = n / NR * NR;
+    if main > 0 {
+        gemm_nr::<F, FMA, ACC, NR>(c, ldc, ap, b, ldb, m, main, k);
+    }
+    if main < n {
+        gemm_nr::<F, FMA, ACC, NH>(&mut c[main..], ldc, ap, &b[main..], ldb, m, n - main, k);
+    }
+}
+
+/// Load a `TILE × dp` tile: rows `r < n` get `mul ·` the `d` values at
+/// `src[off + r·stride ..]`; padding (columns `d..dp`, rows `n..TILE`) is zeroed.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn load_tile_scaled<F: Real>(
     dst: &mut [F],
     dp: usize,
     src: &[F],
@@ -392,43 +457,164 @@ fn load_rows<F: Real>(
     stride: usize,
     n: usize,
     d: usize,
-    mul: Option<F>,
+    mul: F,
 ) {
-    for r in 0..n {
-        let s = &src[off + r * stride..][..d];
-        let t = &mut dst[r * dp..][..d];
-        match mul {
-            Some(m) => t.iter_mut().zip(s).for_each(|(x, &y)| *x = y * m),
-            None => t.copy_from_slice(s),
+    for (r, out) in dst[..TILE * dp].chunks_exact_mut(dp).enumerate() {
+        if r < n {
+            let row = &src[off + r * stride..][..d];
+            out[..d]
+                .iter_mut()
+                .zip(row)
+                .for_each(|(x, &y)| *x = y * mul);
+            out[d..].fill(F::zero());
+        } else {
+            out.fill(F::zero());
         }
     }
-    dst[n * dp..TILE * dp].fill(F::zero());
 }
 
-/// Transposed copy: `dst[c·TILE + r] = src[off + r·stride + c]` for `r < n`, `c < d`;
-/// columns `n..TILE` of the first `d` rows are zeroed (rows `d..dp` left untouched).
+/// Pack rows `0..t` of one head (row `i` at `src[base + i·stride ..][..d]`) transposed per
+/// k-tile: block `kt` of `dst` (`dp × TILE`, at `kt·dp·TILE`) gets
+/// `dst[c·TILE + r] = src[base + (kt·TILE + r)·stride + c]`; every padding cell (`c ≥ d`,
+/// or key `≥ t`) is written with zero. `dst.len()` must be `nt·dp·TILE`.
 #[inline(always)]
-fn load_cols<F: Real>(dst: &mut [F], src: &[F], off: usize, stride: usize, n: usize, d: usize) {
-    for r in 0..n {
-        let s = &src[off + r * stride..][..d];
-        for (cc, &y) in s.iter().enumerate() {
-            dst[cc * TILE + r] = y;
+fn pack_cols<F: Real>(
+    dst: &mut [F],
+    dp: usize,
+    src: &[F],
+    base: usize,
+    stride: usize,
+    t: usize,
+    d: usize,
+) {
+    for (kt, blk) in dst.chunks_exact_mut(dp * TILE).enumerate() {
+        let k0 = kt * TILE;
+        let nk = TILE.min(t - k0);
+        for r0 in (0..nk).step_by(8) {
+            let rn = 8.min(nk - r0);
+            if rn == 8 {
+                let rows: [&[F]; 8] =
+                    std::array::from_fn(|r| &src[base + (k0 + r0 + r) * stride..][..d]);
+                for (cc, out) in blk.chunks_exact_mut(TILE).take(d).enumerate() {
+                    let out: &mut [F; 8] = (&mut out[r0..r0 + 8]).try_into().expect("8");
+                    for (x, row) in out.iter_mut().zip(rows.iter()) {
+                        *x = row[cc];
+                    }
+                }
+            } else {
+                for r in r0..nk {
+                    let row = &src[base + (k0 + r) * stride..][..d];
+                    for (out, &y) in blk.chunks_exact_mut(TILE).zip(row) {
+                        out[r] = y;
+                    }
+                }
+            }
+        }
+        for (cc, out) in blk.chunks_exact_mut(TILE).enumerate() {
+            if cc < d {
+                out[nk..].fill(F::zero());
+            } else {
+                out.fill(F::zero());
+            }
         }
     }
-    if n < TILE {
-        for cc in 0..d {
-            dst[cc * TILE + n..(cc + 1) * TILE].fill(F::zero());
+}
+
+/// Pack rows `0..t` of one head row-major into `dst` (`dst.len() / dp` rows of `dp`),
+/// zero-filling columns `d..dp` and rows `t..`.
+#[inline(always)]
+fn pack_rows<F: Real>(
+    dst: &mut [F],
+    dp: usize,
+    src: &[F],
+    base: usize,
+    stride: usize,
+    t: usize,
+    d: usize,
+) {
+    for (i, out) in dst.chunks_exact_mut(dp).enumerate() {
+        if i < t {
+            out[..d].copy_from_slice(&src[base + i * stride..][..d]);
+            out[d..].fill(F::zero());
+        } else {
+            out.fill(F::zero());
         }
     }
+}
+
+/// The forward pass's packed Kᵀ/V buffers, kept per calling thread between calls so that
+/// repeated calls do not pay for fresh allocations (and their page faults).
+struct PackCache<F> {
+    kt: Vec<F>,
+    v: Vec<F>,
+}
+
+thread_local! {
+    static FWD_PACK: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Two buffers of at least `n` elements (contents unspecified).
+fn take_pack<F: Real>(n: usize) -> PackCache<F> {
+    let cached = FWD_PACK
+        .with(|c| c.borrow_mut().take())
+        .and_then(|b| b.downcast::<PackCache<F>>().ok());
+    let mut p = cached.map_or_else(
+        || PackCache {
+            kt: Vec::new(),
+            v: Vec::new(),
+        },
+        |b| *b,
+    );
+    if p.kt.len() < n {
+        p.kt = vec![F::zero(); n];
+        p.v = vec![F::zero(); n];
+    }
+    p
+}
+
+fn put_pack<F: Real>(p: PackCache<F>) {
+    FWD_PACK.with(|c| *c.borrow_mut() = Some(Box::new(p)));
 }
 
 fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+/// Instruction-set level the kernels run at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// Highest level tests allow (0 portable, 1 AVX2, 2 anything).
+static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+/// Cap the instruction set the kernels may use: 0 = portable code only, 1 = at most
+/// AVX2+FMA, 2 (default) = the best the CPU supports. For tests and benchmarks; results
+/// differ only by rounding.
+#[doc(hidden)]
+pub fn set_max_isa(level: u8) {
+    MAX_ISA.store(level, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[inline]
+fn isa() -> Isa {
+    let cap = MAX_ISA.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if cap >= 2 && avx2 && is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if cap >= 1 && avx2 {
+            return Isa::Avx2;
+        }
+    }
+    let _ = cap;
+    Isa::Portable
 }
 
 // ---------------------------------------------------------------------------------------
@@ -436,19 +622,22 @@ fn has_avx2_fma() -> bool {
 
 struct FwdArgs<'a, F> {
     q: &'a [F],
-    k: &'a [F],
+    /// Kᵀ per `(b, h, kt)`: `dp × TILE` blocks.
+    kt: &'a [F],
+    /// V per `(b, h, kt)`: `TILE × dp` blocks.
     v: &'a [F],
     mask: Option<MaskCtx<'a>>,
     s: AttnShape,
     scale: F,
     dp: usize,
+    nt: usize,
 }
 
 struct FwdScratch<F> {
     q: Vec<F>,  // TILE × dp, pre-scaled
-    kt: Vec<F>, // dp × TILE (Kᵀ)
-    v: Vec<F>,  // TILE × dp
+    qp: Vec<F>, // the same, packed as A
     p: Vec<F>,  // TILE × TILE: scores, then probabilities
+    pp: Vec<F>, // P packed as A
     o: Vec<F>,  // TILE × dp: unnormalised output
     m: [F; TILE],
     l: [F; TILE],
@@ -458,9 +647,9 @@ impl<F: Real> FwdScratch<F> {
     fn new(dp: usize) -> Self {
         FwdScratch {
             q: vec![F::zero(); TILE * dp],
-            kt: vec![F::zero(); dp * TILE],
-            v: vec![F::zero(); TILE * dp],
+            qp: vec![F::zero(); TILE * dp],
             p: vec![F::zero(); TILE * TILE],
+            pp: vec![F::zero(); TILE * TILE],
             o: vec![F::zero(); TILE * dp],
             m: [F::zero(); TILE],
             l: [F::zero(); TILE],
@@ -494,15 +683,32 @@ pub fn attention_fwd<F: Real>(
     if n_rows == 0 {
         return Ok(());
     }
-    let (t, c) = (s.t, s.c());
+    let AttnShape { t, h: nh, d, .. } = s;
+    let c = s.c();
+    let dp = round_up(d, DPAD);
+    let nt = t.div_ceil(TILE);
+    // Pack Kᵀ and V once per head into zero-padded tiles shared by all q-tiles.
+    let per_head = nt * TILE * dp;
+    let n_pack = s.b * nh * per_head;
+    let mut pack = take_pack::<F>(n_pack);
+    pack.kt[..n_pack]
+        .par_chunks_mut(per_head)
+        .zip(pack.v[..n_pack].par_chunks_mut(per_head))
+        .enumerate()
+        .for_each(|(g, (kd, vd))| {
+            let base = (g / nh) * t * c + (g % nh) * d;
+            pack_cols(kd, dp, k, base, c, t, d);
+            pack_rows(vd, dp, v, base, c, t, d);
+        });
     let args = FwdArgs {
         q,
-        k,
-        v,
+        kt: &pack.kt[..n_pack],
+        v: &pack.v[..n_pack],
         mask,
         s,
-        scale: F::one() / F::c(s.d as f64).sqrt(),
-        dp: round_up(s.d, DPAD),
+        scale: F::one() / F::c(d as f64).sqrt(),
+        dp,
+        nt,
     };
     let args = &args;
     let parts: Vec<(usize, usize, Vec<F>)> = out
@@ -514,10 +720,10 @@ pub fn attention_fwd<F: Real>(
                 .map(move |(qt, o)| (b, qt, o))
         })
         .map_init(
-            || FwdScratch::new(args.dp),
+            || FwdScratch::new(dp),
             |scr, (b, qt, o)| {
                 let nq = TILE.min(t - qt * TILE);
-                let mut l = vec![F::zero(); s.h * nq];
+                let mut l = vec![F::zero(); nh * nq];
                 fwd_block(args, scr, b, qt, o, &mut l);
                 (b, qt, l)
             },
@@ -525,10 +731,11 @@ pub fn attention_fwd<F: Real>(
         .collect();
     for (b, qt, l) in parts {
         let nq = TILE.min(t - qt * TILE);
-        for h in 0..s.h {
-            lse[(b * s.h + h) * t + qt * TILE..][..nq].copy_from_slice(&l[h * nq..(h + 1) * nq]);
+        for h in 0..nh {
+            lse[(b * nh + h) * t + qt * TILE..][..nq].copy_from_slice(&l[h * nq..(h + 1) * nq]);
         }
     }
+    put_pack(pack);
     Ok(())
 }
 
@@ -540,14 +747,17 @@ fn fwd_block<F: Real>(
     o: &mut [F],
     lse: &mut [F],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: `fwd_block_avx2` only requires the CPU to support AVX2 and FMA, which was
-        // just checked at run time.
-        unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) };
-        return;
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `fwd_block_avx512` only requires AVX-512F, AVX2 and FMA, which `isa`
+        // detected on this CPU at run time.
+        Isa::Avx512 => unsafe { fwd_block_avx512(a, scr, b, qt, o, lse) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `fwd_block_avx2` only requires AVX2 and FMA, which `isa` detected on this
+        // CPU at run time.
+        Isa::Avx2 => unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) },
+        _ => fwd_block_impl::<F, false, false>(a, scr, b, qt, o, lse),
     }
-    fwd_block_impl::<F, false>(a, scr, b, qt, o, lse);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -560,13 +770,26 @@ fn fwd_block_avx2<F: Real>(
     o: &mut [F],
     lse: &mut [F],
 ) {
-    fwd_block_impl::<F, true>(a, scr, b, qt, o, lse);
+    fwd_block_impl::<F, true, false>(a, scr, b, qt, o, lse);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn fwd_block_avx512<F: Real>(
+    a: &FwdArgs<F>,
+    scr: &mut FwdScratch<F>,
+    b: usize,
+    qt: usize,
+    o: &mut [F],
+    lse: &mut [F],
+) {
+    fwd_block_impl::<F, true, true>(a, scr, b, qt, o, lse);
 }
 
 /// One q-tile of one sequence, all heads: `o` is rows `qt·TILE..` of `out[b]` (all `C`
 /// columns), `lse` is `H × nq`.
 #[inline(always)]
-fn fwd_block_impl<F: Real, const FMA: bool>(
+fn fwd_block_impl<F: Real, const FMA: bool, const WIDE: bool>(
     a: &FwdArgs<F>,
     scr: &mut FwdScratch<F>,
     b: usize,
@@ -575,7 +798,8 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
     lse: &mut [F],
 ) {
     let AttnShape { t, h: nh, d, .. } = a.s;
-    let (c, dp) = (nh * d, a.dp);
+    let (c, dp, nt) = (nh * d, a.dp, a.nt);
+    let blk = dp * TILE;
     let q0 = qt * TILE;
     let nq = TILE.min(t - q0);
     let mrows = round_up(nq, MR);
@@ -585,31 +809,23 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
             Some(m) if m.heads > 1 => h,
             _ => 0,
         };
-        load_rows(
-            &mut scr.q,
-            dp,
-            a.q,
-            (b * t + q0) * c + h * d,
-            c,
-            nq,
-            d,
-            Some(a.scale),
-        );
+        let qoff = (b * t + q0) * c + h * d;
+        load_tile_scaled(&mut scr.q, dp, a.q, qoff, c, nq, d, a.scale);
+        pack_a(&mut scr.qp, &scr.q, dp, mrows, dp);
         scr.o.fill(F::zero());
         scr.m = [F::neg_infinity(); TILE];
         scr.l = [F::zero(); TILE];
+        let head_tiles = (b * nh + h) * nt;
         for kt in 0..=qt {
             let class = class_of(mask, b, hm, qt, kt);
             if class == TileClass::Empty {
                 continue;
             }
-            let k0 = kt * TILE;
-            let nk = TILE.min(t - k0);
-            let off = (b * t + k0) * c + h * d;
-            load_cols(&mut scr.kt, a.k, off, c, nk, d);
-            load_rows(&mut scr.v, dp, a.v, off, c, nk, d, None);
+            let nk = TILE.min(t - kt * TILE);
+            let ktile = &a.kt[(head_tiles + kt) * blk..][..blk];
+            let vtile = &a.v[(head_tiles + kt) * blk..][..blk];
             // S = (scale·Q)·Kᵀ
-            gemm::<F, FMA, false>(&mut scr.p, TILE, &scr.q, dp, 1, &scr.kt, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, WIDE, false>(&mut scr.p, TILE, &scr.qp, ktile, TILE, mrows, TILE, dp);
             for r in 0..mrows {
                 let prow = &mut scr.p[r * TILE..(r + 1) * TILE];
                 if r >= nq {
@@ -639,7 +855,8 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
                 }
             }
             // O += P·V
-            gemm::<F, FMA, true>(&mut scr.o, dp, &scr.p, TILE, 1, &scr.v, dp, mrows, dp, nk);
+            pack_a(&mut scr.pp, &scr.p, TILE, mrows, nk);
+            gemm::<F, FMA, WIDE, true>(&mut scr.o, dp, &scr.pp, vtile, dp, mrows, dp, nk);
         }
         for r in 0..nq {
             let orow = &mut o[r * c + h * d..][..d];
@@ -650,15 +867,14 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
                     *x = y * inv;
                 }
                 lse[h * nq + r] = scr.m[r] + l.ln();
+            } else if l.is_nan() {
+                // NaN inputs propagate.
+                orow.fill(F::nan());
+                lse[h * nq + r] = F::nan();
             } else {
-                // No allowed key (or NaN inputs, which propagate through l).
-                if l.is_nan() {
-                    orow.fill(F::nan());
-                    lse[h * nq + r] = F::nan();
-                } else {
-                    orow.fill(F::zero());
-                    lse[h * nq + r] = F::infinity();
-                }
+                // No allowed key.
+                orow.fill(F::zero());
+                lse[h * nq + r] = F::infinity();
             }
         }
     }
@@ -680,28 +896,36 @@ struct BwdArgs<'a, F> {
     dp: usize,
 }
 
+/// One head's packed operands, all zero-padded to `nt·TILE` rows and `dp` columns.
 struct BwdScratch<F> {
-    ks: Vec<F>,  // TILE × dp (K)
-    kt: Vec<F>,  // dp × TILE (Kᵀ)
-    vt: Vec<F>,  // dp × TILE (Vᵀ)
-    qs: Vec<F>,  // TILE × dp (Q)
-    dos: Vec<F>, // TILE × dp (dO)
+    qs: Vec<F>,  // nt·TILE × dp: Q
+    dos: Vec<F>, // nt·TILE × dp: dO
+    ks: Vec<F>,  // nt·TILE × dp: K
+    kt: Vec<F>,  // nt blocks of dp × TILE: Kᵀ
+    vt: Vec<F>,  // nt blocks of dp × TILE: Vᵀ
+    qp: Vec<F>,  // Q packed as A (panels of the whole head)
+    dop: Vec<F>, // dO packed as A
     p: Vec<F>,   // TILE × TILE: P
     ds: Vec<F>,  // TILE × TILE: dP, then scale·dS
-    di: Vec<F>,  // T: rowsum(dO∘O)
+    ap: Vec<F>,  // TILE × TILE: Pᵀ, dS or dSᵀ packed as A
+    di: Vec<F>,  // nt·TILE: rowsum(dO∘O)
 }
 
 impl<F: Real> BwdScratch<F> {
-    fn new(dp: usize, t: usize) -> Self {
+    fn new(dp: usize, nt: usize) -> Self {
+        let n = nt * TILE * dp;
         BwdScratch {
-            ks: vec![F::zero(); TILE * dp],
-            kt: vec![F::zero(); dp * TILE],
-            vt: vec![F::zero(); dp * TILE],
-            qs: vec![F::zero(); TILE * dp],
-            dos: vec![F::zero(); TILE * dp],
+            qs: vec![F::zero(); n],
+            dos: vec![F::zero(); n],
+            ks: vec![F::zero(); n],
+            kt: vec![F::zero(); n],
+            vt: vec![F::zero(); n],
+            qp: vec![F::zero(); n],
+            dop: vec![F::zero(); n],
             p: vec![F::zero(); TILE * TILE],
             ds: vec![F::zero(); TILE * TILE],
-            di: vec![F::zero(); t],
+            ap: vec![F::zero(); TILE * TILE],
+            di: vec![F::zero(); nt * TILE],
         }
     }
 }
@@ -763,10 +987,11 @@ pub fn attention_bwd<F: Real>(
     };
     let args = &args;
     let dp = args.dp;
+    let nt = t.div_ceil(TILE);
     let grads: Vec<HeadGrads<F>> = (0..s.b * nh)
         .into_par_iter()
         .map_init(
-            || BwdScratch::new(dp, t),
+            || BwdScratch::new(dp, nt),
             |scr, g| bwd_head(args, scr, g / nh, g % nh),
         )
         .collect();
@@ -791,13 +1016,17 @@ pub fn attention_bwd<F: Real>(
 }
 
 fn bwd_head<F: Real>(a: &BwdArgs<F>, scr: &mut BwdScratch<F>, b: usize, h: usize) -> HeadGrads<F> {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: `bwd_head_avx2` only requires the CPU to support AVX2 and FMA, which was
-        // just checked at run time.
-        return unsafe { bwd_head_avx2(a, scr, b, h) };
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `bwd_head_avx512` only requires AVX-512F, AVX2 and FMA, which `isa`
+        // detected on this CPU at run time.
+        Isa::Avx512 => unsafe { bwd_head_avx512(a, scr, b, h) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `bwd_head_avx2` only requires AVX2 and FMA, which `isa` detected on this
+        // CPU at run time.
+        Isa::Avx2 => unsafe { bwd_head_avx2(a, scr, b, h) },
+        _ => bwd_head_impl::<F, false, false>(a, scr, b, h),
     }
-    bwd_head_impl::<F, false>(a, scr, b, h)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -808,11 +1037,22 @@ fn bwd_head_avx2<F: Real>(
     b: usize,
     h: usize,
 ) -> HeadGrads<F> {
-    bwd_head_impl::<F, true>(a, scr, b, h)
+    bwd_head_impl::<F, true, false>(a, scr, b, h)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn bwd_head_avx512<F: Real>(
+    a: &BwdArgs<F>,
+    scr: &mut BwdScratch<F>,
+    b: usize,
+    h: usize,
+) -> HeadGrads<F> {
+    bwd_head_impl::<F, true, true>(a, scr, b, h)
 }
 
 #[inline(always)]
-fn bwd_head_impl<F: Real, const FMA: bool>(
+fn bwd_head_impl<F: Real, const FMA: bool, const WIDE: bool>(
     a: &BwdArgs<F>,
     scr: &mut BwdScratch<F>,
     b: usize,
@@ -821,6 +1061,7 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
     let AttnShape { t, h: nh, d, .. } = a.s;
     let (c, dp) = (nh * d, a.dp);
     let nt = t.div_ceil(TILE);
+    let blk = dp * TILE;
     let mask = a.mask.as_ref();
     let hm = match mask {
         Some(m) if m.heads > 1 => h,
@@ -828,9 +1069,18 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
     };
     let lse = &a.lse[(b * nh + h) * t..][..t];
     let base = b * t * c + h * d;
+    // Pack this head (zero-padded to nt·TILE rows and dp columns).
+    let rows = nt * TILE;
+    pack_rows(&mut scr.qs, dp, a.q, base, c, t, d);
+    pack_rows(&mut scr.dos, dp, a.dout, base, c, t, d);
+    pack_rows(&mut scr.ks, dp, a.k, base, c, t, d);
+    pack_cols(&mut scr.kt, dp, a.k, base, c, t, d);
+    pack_cols(&mut scr.vt, dp, a.v, base, c, t, d);
+    pack_a(&mut scr.qp, &scr.qs, dp, rows, dp);
+    pack_a(&mut scr.dop, &scr.dos, dp, rows, dp);
     for i in 0..t {
         let o = &a.out[base + i * c..][..d];
-        let g = &a.dout[base + i * c..][..d];
+        let g = &scr.dos[i * dp..][..d];
         let mut acc = [F::zero(); 8];
         let mut oc = o.chunks_exact(8);
         let mut gc = g.chunks_exact(8);
@@ -848,18 +1098,17 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
         scr.di[i] = acc.iter().fold(tail, |s, &x| s + x);
     }
     let mut g = HeadGrads {
-        dq: vec![F::zero(); nt * TILE * dp],
-        dk: vec![F::zero(); nt * TILE * dp],
-        dv: vec![F::zero(); nt * TILE * dp],
+        dq: vec![F::zero(); rows * dp],
+        dk: vec![F::zero(); rows * dp],
+        dv: vec![F::zero(); rows * dp],
     };
     for kt in 0..nt {
         let k0 = kt * TILE;
         let nk = TILE.min(t - k0);
         let kr = round_up(nk, MR);
-        let off = base + k0 * c;
-        load_rows(&mut scr.ks, dp, a.k, off, c, nk, d, None);
-        load_cols(&mut scr.kt, a.k, off, c, nk, d);
-        load_cols(&mut scr.vt, a.v, off, c, nk, d);
+        let ks = &scr.ks[k0 * dp..][..blk];
+        let ktile = &scr.kt[kt * blk..][..blk];
+        let vtile = &scr.vt[kt * blk..][..blk];
         for qt in kt..nt {
             let class = class_of(mask, b, hm, qt, kt);
             if class == TileClass::Empty {
@@ -868,11 +1117,12 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
             let q0 = qt * TILE;
             let nq = TILE.min(t - q0);
             let mrows = round_up(nq, MR);
-            let qoff = base + q0 * c;
-            load_rows(&mut scr.qs, dp, a.q, qoff, c, nq, d, None);
-            load_rows(&mut scr.dos, dp, a.dout, qoff, c, nq, d, None);
+            let qs = &scr.qs[q0 * dp..][..blk];
+            let dos = &scr.dos[q0 * dp..][..blk];
+            let qp = &scr.qp[q0 * dp..][..blk];
+            let dop = &scr.dop[q0 * dp..][..blk];
             // S = Q·Kᵀ, then P = exp(scale·S − lse) on allowed pairs.
-            gemm::<F, FMA, false>(&mut scr.p, TILE, &scr.qs, dp, 1, &scr.kt, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, WIDE, false>(&mut scr.p, TILE, qp, ktile, TILE, mrows, TILE, dp);
             let mut any = false;
             for r in 0..mrows {
                 let prow = &mut scr.p[r * TILE..(r + 1) * TILE];
@@ -883,7 +1133,7 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
                 let i = q0 + r;
                 let bits = allowed_bits(mask, class, b, hm, i, kt);
                 let l = lse[i];
-                // lse = +∞ marks a fully masked row: P = 0. (NaN lse propagates.)
+                // lse = +∞ marks a fully masked row: P = 0. (A NaN lse propagates.)
                 if bits == 0 || l == F::infinity() {
                     prow.fill(F::zero());
                     continue;
@@ -895,17 +1145,18 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
                 continue;
             }
             let (dqs, dks, dvs) = (
-                &mut g.dq[q0 * dp..(q0 + TILE) * dp],
-                &mut g.dk[k0 * dp..(k0 + TILE) * dp],
-                &mut g.dv[k0 * dp..(k0 + TILE) * dp],
+                &mut g.dq[q0 * dp..][..blk],
+                &mut g.dk[k0 * dp..][..blk],
+                &mut g.dv[k0 * dp..][..blk],
             );
             // dV += Pᵀ·dO
-            gemm::<F, FMA, true>(dvs, dp, &scr.p, 1, TILE, &scr.dos, dp, kr, dp, mrows);
+            pack_at(&mut scr.ap, &scr.p, TILE, kr, mrows);
+            gemm::<F, FMA, WIDE, true>(dvs, dp, &scr.ap, dos, dp, kr, dp, mrows);
             // dP = dO·Vᵀ
-            gemm::<F, FMA, false>(&mut scr.ds, TILE, &scr.dos, dp, 1, &scr.vt, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, WIDE, false>(&mut scr.ds, TILE, dop, vtile, TILE, mrows, TILE, dp);
             // dS = scale·P∘(dP − Di)
             for r in 0..mrows {
-                let di = if r < nq { scr.di[q0 + r] } else { F::zero() };
+                let di = scr.di[q0 + r];
                 let prow = &scr.p[r * TILE..(r + 1) * TILE];
                 let dsrow = &mut scr.ds[r * TILE..(r + 1) * TILE];
                 for (x, &p) in dsrow.iter_mut().zip(prow) {
@@ -913,8 +1164,10 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
                 }
             }
             // dQ += dS·K ; dK += dSᵀ·Q
-            gemm::<F, FMA, true>(dqs, dp, &scr.ds, TILE, 1, &scr.ks, dp, mrows, dp, nk);
-            gemm::<F, FMA, true>(dks, dp, &scr.ds, 1, TILE, &scr.qs, dp, kr, dp, mrows);
+            pack_a(&mut scr.ap, &scr.ds, TILE, mrows, nk);
+            gemm::<F, FMA, WIDE, true>(dqs, dp, &scr.ap, ks, dp, mrows, dp, nk);
+            pack_at(&mut scr.ap, &scr.ds, TILE, kr, mrows);
+            gemm::<F, FMA, WIDE, true>(dks, dp, &scr.ap, qs, dp, kr, dp, mrows);
         }
     }
     g

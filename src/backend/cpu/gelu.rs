@@ -35,7 +35,8 @@ pub fn gelu_bwd<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) -> Result<()> {
             let u = s * (x + k * x * x * x);
             let th = u.tanh();
             let sech2 = F::one() - th * th;
-            let grad = half * (F::one() + th) + half * x * sech2 * s * (F::one() + three * k * x * x);
+            let grad =
+                half * (F::one() + th) + half * x * sech2 * s * (F::one() + three * k * x * x);
             *d += grad * g;
         });
     Ok(())

@@ -90,7 +90,8 @@ pub fn matmul_fwd<F: Real>(
         None => weight,
     };
     if let Some(b) = bias {
-        out.par_chunks_mut(s.oc).for_each(|row| row.copy_from_slice(b));
+        out.par_chunks_mut(s.oc)
+            .for_each(|row| row.copy_from_slice(b));
     }
     // rhs = Wᵀ (k×oc): element (p, j) = W[j·k + p].
     gemm_acc(

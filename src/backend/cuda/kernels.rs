@@ -63,7 +63,9 @@ impl KernelModule {
     /// A kernel by its `extern "C"` name.
     pub fn function(&self, name: &str) -> Result<sys::CUfunction> {
         let cname = CString::new(name).map_err(|_| Error::Device(format!("bad name {name:?}")))?;
-        self.ctx.bind_to_thread().map_err(|e| drv("bind context", e))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv("bind context", e))?;
         // SAFETY: `self.module` is a loaded module that is unloaded only in Drop.
         unsafe { result::module::get_function(self.module, cname) }
             .map_err(|e| drv(&format!("kernel `{name}` not in kernels.fatbin"), e))

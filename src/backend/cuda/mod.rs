@@ -16,14 +16,13 @@ use std::sync::OnceLock;
 use cudarc::driver::{result, sys, DriverError};
 
 /// Bytes of the fatbin, aligned for the driver (cuModuleLoadData reads it in place).
+#[cfg(asa_cuda_kernels)]
 #[repr(C, align(64))]
 struct Aligned<T: ?Sized>(T);
 
 #[cfg(asa_cuda_kernels)]
-const FATBIN: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
-    env!("OUT_DIR"),
-    "/kernels.fatbin"
-)));
+const FATBIN: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/kernels.fatbin")));
 
 /// The kernels fatbin embedded at build time (all `kernels/*.cu`, one module), or `None` when
 /// the crate was built without nvcc.
@@ -66,7 +65,10 @@ pub fn nvcc_version() -> Option<&'static str> {
 
 /// `(major, minor)` of the build toolkit, from [`nvcc_version`].
 pub fn toolkit_version() -> Option<(u32, u32)> {
-    let v = nvcc_version()?;
+    parse_major_minor(nvcc_version()?)
+}
+
+fn parse_major_minor(v: &str) -> Option<(u32, u32)> {
     let mut it = v.split('.');
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
@@ -172,6 +174,16 @@ impl CudaProbe {
         match &self.driver {
             DriverStatus::Ready { version, .. } => Some(split_cuda_version(*version)),
             _ => None,
+        }
+    }
+
+    /// The driver's CUDA major version is older than the toolkit that built the fatbin, so the
+    /// driver cannot load it (CUDA's compatibility across versions is minor-version only).
+    pub fn driver_too_old(&self) -> bool {
+        let toolkit = self.nvcc_version.as_deref().and_then(parse_major_minor);
+        match (self.driver_version(), toolkit) {
+            (Some((dmaj, _)), Some((tmaj, _))) => dmaj < tmaj as i32,
+            _ => false,
         }
     }
 

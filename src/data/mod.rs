@@ -1,0 +1,94 @@
+//! Corpora, vocabulary and batching.
+//!
+//! Every source becomes a [`Corpus`]: train/valid/test lists of [`Sentence`]s, each word with
+//! its UPOS tag and dependency head where the source knows them. A [`Vocab`] maps words to ids
+//! and [`TokenStream`] concatenates sentences (each followed by `<eos>`) for language modelling;
+//! [`batch`] cuts it into `(B, T)` windows that carry tags and heads beside the ids.
+
+pub mod batch;
+pub mod conllu;
+pub mod synthetic;
+pub mod vocab;
+pub mod wikitext;
+
+pub use batch::{Batch, EvalWindows};
+pub use vocab::{TokenStream, Vocab};
+
+use crate::ling::Upos;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One sentence (or, for WikiText, one line): words, and where known their UPOS tags and
+/// 1-based dependency heads (0 = root).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sentence {
+    pub words: Vec<String>,
+    pub upos: Option<Vec<Upos>>,
+    pub heads: Option<Vec<u32>>,
+}
+
+/// Train, validation and test sentences.
+#[derive(Clone, Debug)]
+pub struct Corpus {
+    pub name: String,
+    pub train: Vec<Sentence>,
+    pub valid: Vec<Sentence>,
+    pub test: Vec<Sentence>,
+}
+
+/// Where the text comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CorpusSource {
+    /// The embedded grammar: `sentences` training sentences (valid and test get a tenth each,
+    /// from disjoint seeds).
+    Synthetic { sentences: usize, seed: u64 },
+    /// A directory holding `wiki.{train,valid,test}.tokens`.
+    Wikitext2 { dir: PathBuf },
+    /// A UD treebank directory holding `*-ud-{train,dev,test}.conllu`.
+    Conllu { dir: PathBuf },
+}
+
+impl CorpusSource {
+    /// Load the corpus.
+    pub fn load(&self) -> Result<Corpus> {
+        match self {
+            CorpusSource::Synthetic { sentences, seed } => {
+                if *sentences < 10 {
+                    return Err(Error::Config(format!(
+                        "synthetic corpus needs at least 10 sentences, got {sentences}"
+                    )));
+                }
+                let held = (sentences / 10).max(1);
+                Ok(Corpus {
+                    name: "synthetic".into(),
+                    train: synthetic::generate(*sentences, *seed),
+                    valid: synthetic::generate(held, seed.wrapping_add(1_000_003)),
+                    test: synthetic::generate(held, seed.wrapping_add(2_000_003)),
+                })
+            }
+            CorpusSource::Wikitext2 { dir } => wikitext::load_dir(dir),
+            CorpusSource::Conllu { dir } => conllu::load_dir(dir),
+        }
+    }
+
+    /// Short label for reports.
+    pub fn label(&self) -> String {
+        match self {
+            CorpusSource::Synthetic { sentences, seed } => {
+                format!("synthetic ({sentences} sentences, seed {seed})")
+            }
+            CorpusSource::Wikitext2 { dir } => format!("wikitext2 ({})", dir.display()),
+            CorpusSource::Conllu { dir } => format!("conllu ({})", dir.display()),
+        }
+    }
+}
+
+/// Read a whole file, naming it on failure.
+pub(crate) fn read_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

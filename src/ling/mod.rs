@@ -1,0 +1,5 @@
+//! Linguistic annotation: the Universal POS tag set.
+
+pub mod upos;
+
+pub use upos::Upos;

@@ -1,0 +1,425 @@
+//! The training loop: random windows from the training split, AdamW with warmup + cosine
+//! learning rate and global-norm clipping, periodic evaluation, atomic checkpoints every few
+//! steps and exact resumption, and a results JSON with everything needed to reproduce it.
+
+pub mod checkpoint;
+pub mod schedule;
+
+use crate::backend::Ops;
+use crate::data::{batch, CorpusSource, EvalWindows, TokenStream, Vocab};
+use crate::model::{AdamWConfig, Gpt, GptConfig, LossStats};
+use crate::rng::Rng;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything that determines a training run (saved in checkpoints and results).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub corpus: CorpusSource,
+    /// Minimum training count for a word to get its own id.
+    pub min_count: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub d_model: usize,
+    /// Batch size `B` (windows per step).
+    pub batch: usize,
+    /// Window length `T` (also the model context).
+    pub seq_len: usize,
+    pub steps: u32,
+    pub lr: f32,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_frac: f32,
+    pub warmup: u32,
+    pub opt: AdamWConfig,
+    /// Evaluate every this many steps (0: only at the end).
+    pub eval_every: u32,
+    /// Validation tokens scored by a periodic evaluation (the final one scores all).
+    pub eval_tokens: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// The embedded default: the synthetic corpus and the paper's model shape
+    /// (2 layers, 2 heads, d_model 128, context 128, batch 16).
+    fn default() -> Self {
+        TrainConfig {
+            corpus: CorpusSource::Synthetic {
+                sentences: 40_000,
+                seed: 1,
+            },
+            min_count: 1,
+            n_layer: 2,
+            n_head: 2,
+            d_model: 128,
+            batch: 16,
+            seq_len: 128,
+            steps: 600,
+            lr: 3e-3,
+            min_lr_frac: 0.1,
+            warmup: 50,
+            opt: AdamWConfig::default(),
+            eval_every: 100,
+            eval_tokens: 16_384,
+            checkpoint_every: 100,
+            seed: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The model shape for a vocabulary of `vocab` ids.
+    pub fn model_config(&self, vocab: usize) -> GptConfig {
+        GptConfig {
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            d_model: self.d_model,
+            ctx: self.seq_len,
+            vocab,
+        }
+    }
+
+    /// Reject settings that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 || self.seq_len == 0 || self.steps == 0 {
+            return Err(Error::Config(format!(
+                "batch ({}), seq_len ({}) and steps ({}) must be positive",
+                self.batch, self.seq_len, self.steps
+            )));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::Config(format!(
+                "lr must be positive, got {}",
+                self.lr
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_frac) {
+            return Err(Error::Config(format!(
+                "min_lr_frac must be in [0, 1], got {}",
+                self.min_lr_frac
+            )));
+        }
+        self.model_config(2).validate()
+    }
+
+    /// Field-by-field differences from `other`, for "checkpoint from a different config".
+    pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(other).unwrap_or_default();
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(*v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: checkpoint {} vs now {v}",
+                        b.get(k).cloned().unwrap_or_default()
+                    )
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
+}
+
+/// One training step's record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: u32,
+    pub loss: f64,
+    pub lr: f32,
+    pub grad_norm: f64,
+}
+
+/// One evaluation's record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub step: u32,
+    pub split: String,
+    pub loss: f64,
+    pub perplexity: f64,
+    pub tokens: usize,
+}
+
+/// The results file of a run (`results.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainResults {
+    pub format: u32,
+    pub command: String,
+    pub config: TrainConfig,
+    pub model: GptConfig,
+    pub num_params: usize,
+    pub corpus: String,
+    pub git_commit: String,
+    pub device: String,
+    pub cpu: String,
+    pub started_unix: u64,
+    pub finished: bool,
+    pub steps_done: u32,
+    pub train_tokens: usize,
+    pub valid_tokens: usize,
+    pub test_tokens: usize,
+    pub unigram_valid_perplexity: f64,
+    pub train_curve: Vec<StepRecord>,
+    pub eval_curve: Vec<EvalRecord>,
+    pub final_valid_perplexity: Option<f64>,
+    pub final_test_perplexity: Option<f64>,
+    /// Training tokens per second over the steps timed in this process (excludes evaluation
+    /// and checkpointing).
+    pub tokens_per_sec: f64,
+    pub train_seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Options of one invocation (not part of the run's identity).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    pub resume: bool,
+    pub progress: bool,
+    pub command: String,
+    /// Stop after this many steps in this process (to test interruption); None: run to the end.
+    pub stop_after: Option<u32>,
+}
+
+/// Token-weighted loss over `windows` (at most `max_tokens` scored tokens, if given).
+pub fn evaluate<O: Ops>(
+    model: &mut Gpt<O>,
+    stream: &TokenStream,
+    b: usize,
+    t: usize,
+    max_tokens: Option<usize>,
+) -> Result<LossStats> {
+    let mut total = LossStats::default();
+    for batch in EvalWindows::new(stream, b, t)? {
+        let s = model.forward(&batch.tokens, &batch.targets, b, t, None)?;
+        total.sum += s.sum;
+        total.count += s.count;
+        if max_tokens.is_some_and(|m| total.count >= m) {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+fn eval_record(step: u32, split: &str, s: LossStats) -> EvalRecord {
+    EvalRecord {
+        step,
+        split: split.into(),
+        loss: s.mean(),
+        perplexity: s.mean().exp(),
+        tokens: s.count,
+    }
+}
+
+const CKPT: &str = "checkpoint.safetensors";
+const RESULTS: &str = "results.json";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn write_results(dir: &Path, r: &TrainResults) -> Result<()> {
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| Error::Config(format!("results serialisation: {e}")))?;
+    crate::io::write_atomic(&dir.join(RESULTS), json.as_bytes())
+}
+
+/// Train (or resume) a model per `cfg` on device `ops`, writing checkpoints and results into
+/// `opts.out_dir`.
+pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainResults> {
+    cfg.validate()?;
+    let corpus = cfg.corpus.load()?;
+    let vocab = Vocab::build(&corpus.train, cfg.min_count)?;
+    let train = vocab.encode(&corpus.train);
+    let valid = vocab.encode(&corpus.valid);
+    let test = vocab.encode(&corpus.test);
+    // Fail early, naming the split, if a window cannot be cut.
+    batch::random_batch(&train, 1, cfg.seq_len, &mut Rng::new(0))?;
+    let mcfg = cfg.model_config(vocab.len());
+    let mut model = Gpt::new(ops, mcfg, cfg.seed)?;
+    let dir = &opts.out_dir;
+    let ckpt_path = dir.join(CKPT);
+    let mut rng = Rng::new(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(17));
+    let mut results = TrainResults {
+        format: 1,
+        command: opts.command.clone(),
+        config: cfg.clone(),
+        model: mcfg,
+        num_params: model.num_params(),
+        corpus: cfg.corpus.label(),
+        git_commit: crate::provenance::git_commit(),
+        device: model.ops.label(),
+        cpu: crate::provenance::cpu_summary(),
+        started_unix: unix_now(),
+        finished: false,
+        steps_done: 0,
+        train_tokens: train.len(),
+        valid_tokens: valid.len(),
+        test_tokens: test.len(),
+        unigram_valid_perplexity: vocab.unigram_perplexity(&train, &valid),
+        train_curve: vec![],
+        eval_curve: vec![],
+        final_valid_perplexity: None,
+        final_test_perplexity: None,
+        tokens_per_sec: 0.0,
+        train_seconds: 0.0,
+        peak_rss_bytes: None,
+    };
+    if opts.resume && ckpt_path.is_file() {
+        let ck = checkpoint::Checkpoint::open(&ckpt_path)?;
+        let saved: TrainConfig = ck.meta_json("config")?;
+        let diff = cfg.differences(&saved);
+        if !diff.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: checkpoint is from a different config ({}); use another --out or drop --resume",
+                ckpt_path.display(),
+                diff.join("; ")
+            )));
+        }
+        let saved_vocab: usize = ck.meta_json("vocab_size")?;
+        if saved_vocab != vocab.len() {
+            return Err(Error::Config(format!(
+                "{}: checkpoint vocabulary has {saved_vocab} ids, the corpus now gives {}",
+                ckpt_path.display(),
+                vocab.len()
+            )));
+        }
+        ck.restore(&mut model)?;
+        rng = ck.meta_json("rng")?;
+        results.steps_done = ck.meta_json("step")?;
+        results.train_curve = ck.meta_json("train_curve")?;
+        results.eval_curve = ck.meta_json("eval_curve")?;
+        results.started_unix = ck.meta_json("started_unix")?;
+    } else if !opts.resume && ckpt_path.exists() {
+        return Err(Error::Config(format!(
+            "{} exists: pass --resume to continue that run, or choose another --out",
+            ckpt_path.display()
+        )));
+    }
+    vocab.save(&dir.join("vocab.json"))?;
+
+    let save = |model: &Gpt<O>, rng: &Rng, r: &TrainResults| -> Result<()> {
+        let mut meta = HashMap::new();
+        let j = |v: serde_json::Result<String>| {
+            v.map_err(|e| Error::Config(format!("checkpoint metadata: {e}")))
+        };
+        meta.insert("config".into(), j(serde_json::to_string(cfg))?);
+        meta.insert("model".into(), j(serde_json::to_string(&r.model))?);
+        meta.insert("vocab_size".into(), r.model.vocab.to_string());
+        meta.insert("rng".into(), j(serde_json::to_string(rng))?);
+        meta.insert("step".into(), r.steps_done.to_string());
+        meta.insert(
+            "train_curve".into(),
+            j(serde_json::to_string(&r.train_curve))?,
+        );
+        meta.insert(
+            "eval_curve".into(),
+            j(serde_json::to_string(&r.eval_curve))?,
+        );
+        meta.insert("started_unix".into(), r.started_unix.to_string());
+        meta.insert("git_commit".into(), r.git_commit.clone());
+        checkpoint::save(&ckpt_path, model, meta)?;
+        write_results(dir, r)
+    };
+
+    let (b, t) = (cfg.batch, cfg.seq_len);
+    let first = results.steps_done + 1;
+    let last = match opts.stop_after {
+        Some(n) => cfg.steps.min(results.steps_done + n),
+        None => cfg.steps,
+    };
+    let pb = if opts.progress {
+        indicatif::ProgressBar::new(cfg.steps as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|e| Error::Config(format!("progress bar template: {e}")))?
+            .progress_chars("=> "),
+    );
+    pb.set_position(results.steps_done as u64);
+    let mut timed = 0.0f64;
+    let mut timed_tokens = 0usize;
+    for step in first..=last {
+        let t0 = Instant::now();
+        let batch = batch::random_batch(&train, b, t, &mut rng)?;
+        let loss = model.forward(&batch.tokens, &batch.targets, b, t, None)?;
+        model.zero_grad()?;
+        model.backward(None)?;
+        let lr = schedule::lr_at(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_frac);
+        let norm = model.step(lr, step, &cfg.opt)?;
+        let dt = t0.elapsed().as_secs_f64();
+        timed += dt;
+        timed_tokens += b * t;
+        if !loss.mean().is_finite() {
+            return Err(Error::NonFinite {
+                tensor: format!("training loss at step {step}"),
+                index: 0,
+                value: loss.mean() as f32,
+            });
+        }
+        results.train_curve.push(StepRecord {
+            step,
+            loss: loss.mean(),
+            lr,
+            grad_norm: norm,
+        });
+        results.steps_done = step;
+        pb.set_position(step as u64);
+        pb.set_message(format!(
+            "loss {:.3} lr {:.2e} {:.0} tok/s",
+            loss.mean(),
+            lr,
+            timed_tokens as f64 / timed
+        ));
+        let at_end = step == cfg.steps;
+        if (cfg.eval_every > 0 && step % cfg.eval_every == 0) || at_end {
+            let s = evaluate(&mut model, &valid, b, t, Some(cfg.eval_tokens))?;
+            let rec = eval_record(step, "valid", s);
+            pb.println(format!(
+                "step {step:>6}  train loss {:.4}  valid loss {:.4}  ppl {:.2}",
+                loss.mean(),
+                rec.loss,
+                rec.perplexity
+            ));
+            results.eval_curve.push(rec);
+        }
+        if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || at_end || step == last
+        {
+            results.tokens_per_sec = timed_tokens as f64 / timed.max(1e-9);
+            results.train_seconds = timed;
+            results.peak_rss_bytes = crate::io::peak_rss_bytes();
+            save(&model, &rng, &results)?;
+        }
+    }
+    pb.finish_and_clear();
+    if timed > 0.0 {
+        results.tokens_per_sec = timed_tokens as f64 / timed;
+        results.train_seconds = timed;
+    }
+    if results.steps_done == cfg.steps {
+        let v = evaluate(&mut model, &valid, b, t, None)?;
+        let te = evaluate(&mut model, &test, b, t, None)?;
+        results.final_valid_perplexity = Some(v.mean().exp());
+        results.final_test_perplexity = Some(te.mean().exp());
+        results
+            .eval_curve
+            .push(eval_record(cfg.steps, "valid(full)", v));
+        results
+            .eval_curve
+            .push(eval_record(cfg.steps, "test(full)", te));
+        results.finished = true;
+    }
+    results.peak_rss_bytes = crate::io::peak_rss_bytes();
+    write_results(dir, &results)?;
+    Ok(results)
+}
