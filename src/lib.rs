@@ -3,6 +3,7 @@
 //! Atomic Semantic Attention experiments. See README.md and DESIGN.md.
 
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod io;

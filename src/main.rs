@@ -32,6 +32,29 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a trained run's checkpoint on a split (token-weighted perplexity).
     Eval(EvalArgs),
+    /// Benchmark kernels at the model's shapes on every available device: median and spread
+    /// over repeats, ratio to the copy-bandwidth and GEMM rooflines measured in the same run.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Kernel families to run (all when none): copy, gemm, matmul, layernorm, gelu,
+    /// attention, xent, adamw, train_step.
+    kernels: Vec<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Compare with a report written earlier (or by a peer script) and flag changes larger
+    /// than the measured spread.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Repeats per figure.
+    #[arg(long, default_value_t = 11)]
+    samples: usize,
+    /// Minimum milliseconds per repeat.
+    #[arg(long, default_value_t = 50.0)]
+    min_sample_ms: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -187,6 +210,7 @@ fn run() -> Result<()> {
         Command::Info { verbose } => info(verbose),
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Bench(a) => bench_cmd(a),
     }
 }
 
@@ -294,4 +318,146 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         s.count
     );
     Ok(())
+}
+
+fn bench_cmd(a: BenchArgs) -> Result<()> {
+    use asa_lth::bench::{self, cases::KERNELS, BenchReport, Figure, Machine, Roofline, Timing};
+    for k in &a.kernels {
+        if !KERNELS.contains(&k.as_str()) {
+            bail!("unknown kernel `{k}`; known: {}", KERNELS.join(", "));
+        }
+    }
+    let baseline: Option<BenchReport> = match &a.baseline {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a benchmark report", p.display()))?,
+            )
+        }
+    };
+    let timing = Timing {
+        samples: a.samples.max(3),
+        min_sample_secs: a.min_sample_ms / 1000.0,
+        ..Timing::default()
+    };
+    // The rooflines are always measured, so every ratio refers to this run.
+    let mut wanted = a.kernels.clone();
+    if !wanted.is_empty() {
+        wanted.extend(["copy".to_string(), "gemm".to_string()]);
+    }
+    let cases = bench::cpu_cases(&wanted);
+    let mut figures: Vec<Figure> = Vec::new();
+    let pb = indicatif::ProgressBar::new(cases.len() as u64);
+    for mut case in cases {
+        pb.set_message(case.name.clone());
+        let secs = bench::time_calls(&mut *case.run, timing);
+        let (med, spread) = bench::median_spread(&secs);
+        figures.push(Figure {
+            kernel: case.kernel.to_string(),
+            name: case.name,
+            device: case.device,
+            unit: case.unit.label().to_string(),
+            median_secs: med,
+            rel_spread: spread,
+            samples: secs.len(),
+            throughput: case.work / med,
+            roofline_ratio: None,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let rate = |k: &str| figures.iter().find(|f| f.kernel == k).map(|f| f.throughput);
+    let roofline = match (rate("copy"), rate("gemm")) {
+        (Some(copy), Some(gemm)) => Some(Roofline {
+            copy_bytes_per_sec: copy,
+            gemm_flops: gemm,
+        }),
+        _ => None,
+    };
+    if let Some(r) = &roofline {
+        for f in &mut figures {
+            f.roofline_ratio = match f.unit.as_str() {
+                "FLOP/s" => Some(f.throughput / r.gemm_flops),
+                "B/s" => Some(f.throughput / r.copy_bytes_per_sec),
+                _ => None,
+            };
+        }
+    }
+    let report = BenchReport {
+        format: bench::report::FORMAT,
+        implementation: "asa-lth".into(),
+        git_commit: asa_lth::provenance::git_commit(),
+        machine: Machine {
+            cpu: asa_lth::provenance::cpu_summary(),
+            threads: rayon::current_num_threads(),
+            devices: vec!["cpu".into()],
+            os: std::env::consts::OS.into(),
+        },
+        roofline,
+        figures,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let cmp = baseline
+        .as_ref()
+        .map(|b| bench::compare(&report, b))
+        .unwrap_or_default();
+    println!(
+        "{:<48} {:>6} {:>11} {:>7} {:>14} {:>8}{}",
+        "case",
+        "device",
+        "median",
+        "spread",
+        "throughput",
+        "roofline",
+        if baseline.is_some() {
+            "  vs baseline"
+        } else {
+            ""
+        }
+    );
+    for f in &report.figures {
+        let vs = cmp
+            .iter()
+            .find(|c| c.name == f.name && c.device == f.device)
+            .map(|c| format!("  {:.2}x{}", c.ratio, if c.significant { " *" } else { "" }))
+            .unwrap_or_default();
+        println!(
+            "{:<48} {:>6} {:>9.3}ms {:>6.1}% {:>14} {:>8}{vs}",
+            f.name,
+            f.device,
+            f.median_secs * 1e3,
+            f.rel_spread * 100.0,
+            human(f.throughput, &f.unit),
+            f.roofline_ratio
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if baseline.is_some() {
+        println!("(* = change larger than the combined measured spread)");
+    }
+    if let Some(p) = &a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        asa_lth::io::write_atomic(p, json.as_bytes())?;
+        println!("report: {}", p.display());
+    }
+    Ok(())
+}
+
+/// `1.23 GFLOP/s`-style formatting.
+fn human(x: f64, unit: &str) -> String {
+    let (v, p) = if x >= 1e12 {
+        (x / 1e12, "T")
+    } else if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    format!("{v:.2} {p}{unit}")
 }

@@ -1,6 +1,9 @@
 //! Masked flash attention on the CPU against a dense f64 reference, finite differences,
 //! tile classification against brute force, and bad-input handling.
 
+// The dense reference reads most clearly as plain index loops.
+#![allow(clippy::needless_range_loop)]
+
 use asa_lth::backend::cpu::attention::{attention_bwd, attention_fwd, set_max_isa, MaskView, TILE};
 use asa_lth::backend::AttnShape;
 use asa_lth::mask::{BitMask, TileClass, TileMap};
@@ -450,16 +453,14 @@ fn backward_matches_dense_reference_and_accumulates() {
     eprintln!("worst f32 backward rel L2: {worst32:e}");
 }
 
-/// The portable and AVX2 builds of the kernels agree with the reference too (the other
-/// tests run the best build the CPU has). Other tests running meanwhile may also take the
-/// capped path; every path is correct.
+/// The portable build of the kernels agrees with the reference too (the other tests run
+/// the best build the CPU has, e.g. AVX2+FMA). Other tests running meanwhile may also take
+/// the portable path; every path is correct.
 #[test]
-fn every_isa_level_matches_reference() {
-    for level in [0, 1] {
-        set_max_isa(level);
-        isa_level_matches_reference();
-    }
-    set_max_isa(2);
+fn portable_build_matches_reference() {
+    set_max_isa(0);
+    isa_level_matches_reference();
+    set_max_isa(u8::MAX);
 }
 
 fn isa_level_matches_reference() {

@@ -280,3 +280,39 @@ fn ops_reject_mismatched_shapes_with_named_tensors() {
     let err = embedding::embedding_fwd(&mut e, &[0, 9], &[0.0; 6], &[0.0; 6], 1, 2, 3).unwrap_err();
     assert!(err.to_string().contains("token id 9"), "{err}");
 }
+
+/// The f32 instantiations (vectorised exp/tanh) against the f64 ones: relative L2 ≤ 1e-5.
+#[test]
+fn f32_elementwise_ops_match_f64_within_contract_tolerance() {
+    let mut rng = Rng::new(6);
+    let n = 10_000;
+    let x: Vec<f64> = rand_vec(&mut rng, n).iter().map(|v| 6.0 * v).collect();
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let g = rand_vec(&mut rng, n);
+    let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+    let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (mut y, mut y32) = (vec![0.0; n], vec![0.0f32; n]);
+    gelu::gelu_fwd(&mut y, &x).unwrap();
+    gelu::gelu_fwd(&mut y32, &x32).unwrap();
+    assert!(common::rel_l2(&widen(&y32), &y) < 1e-5);
+    let (mut d, mut d32) = (vec![0.0; n], vec![0.0f32; n]);
+    gelu::gelu_bwd(&mut d, &x, &g).unwrap();
+    gelu::gelu_bwd(&mut d32, &x32, &g32).unwrap();
+    assert!(common::rel_l2(&widen(&d32), &d) < 1e-5);
+
+    let (rows, v) = (37, 1001);
+    let logits: Vec<f64> = rand_vec(&mut rng, rows * v)
+        .iter()
+        .map(|x| 8.0 * x)
+        .collect();
+    let l32: Vec<f32> = logits.iter().map(|&x| x as f32).collect();
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(v) as u32).collect();
+    let (mut loss, mut loss32) = (vec![0.0; rows], vec![0.0f32; rows]);
+    xent::xent_fwd(&mut loss, &logits, &targets, rows, v).unwrap();
+    xent::xent_fwd(&mut loss32, &l32, &targets, rows, v).unwrap();
+    assert!(common::rel_l2(&widen(&loss32), &loss) < 1e-5);
+    let (mut dl, mut dl32) = (vec![0.0; rows * v], vec![0.0f32; rows * v]);
+    xent::xent_bwd(&mut dl, &logits, &targets, 0.5, rows, v).unwrap();
+    xent::xent_bwd(&mut dl32, &l32, &targets, 0.5, rows, v).unwrap();
+    assert!(common::rel_l2(&widen(&dl32), &dl) < 1e-5);
+}

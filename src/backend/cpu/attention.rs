@@ -18,11 +18,15 @@
 //!   `dQ += scale·dS K`, `dK += scale·dSᵀ Q`; results are accumulated (`+=`) into the
 //!   caller's gradient buffers.
 //!
-//! The block products use a small register-blocked kernel on local, contiguous, zero-padded
-//! tiles (head dim padded to a multiple of 16). On x86-64 CPUs with AVX2 and FMA the whole
-//! tile routine is compiled a second time with those features enabled and picked at run
-//! time; elsewhere the portable build runs. `exp` is a branch-free polynomial (computed in
-//! f64, accurate to a few f64 ulps) so the softmax loops vectorise.
+//! The block products use a small register-blocked kernel (`MR×NR` accumulators in
+//! registers, A packed in `MR`-row panels, B streamed) on contiguous, zero-padded tiles
+//! (head dim padded to a multiple of 16). The forward packs Kᵀ and V of every head once per
+//! call (into a buffer kept per calling thread, so repeated calls do not reallocate); the
+//! backward packs Q, dO, K, Kᵀ and Vᵀ of its head locally. On x86-64 CPUs with AVX2 and FMA
+//! the whole per-task routine is compiled a second time with those features enabled and
+//! picked at run time; elsewhere the portable build runs. `exp` is a branch-free polynomial
+//! (computed in f64: a few f64 ulps for `F = f64`, ~1e-8 relative for f32) so the softmax
+//! loops vectorise.
 
 use rayon::prelude::*;
 
@@ -135,7 +139,8 @@ fn mask_ctx<'a>(
     }))
 }
 
-/// Class of block `(qt, kt)` (`kt ≤ qt`) and the mask head used by attention head `h`.
+/// Class of block `(qt, kt)` (`kt ≤ qt`) of `(b, mask head hm)`; without a mask, plain
+/// causal classes.
 #[inline(always)]
 fn class_of(mask: Option<&MaskCtx>, b: usize, hm: usize, qt: usize, kt: usize) -> TileClass {
     match mask {
@@ -201,8 +206,8 @@ fn madd64<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
 fn exp_lanes<const FMA: bool, const N: usize>(x: [f64; N], hi: bool) -> [f64; N] {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2^52: adding it rounds to an integer
     const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1; // 21 trailing zero bits: n·LN2_HI exact
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1; // 21 trailing zero bits: n·LN2_HI exact
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     const INV_FACT: [f64; 14] = [
         1.0,
         1.0,
@@ -219,15 +224,8 @@ fn exp_lanes<const FMA: bool, const N: usize>(x: [f64; N], hi: bool) -> [f64; N]
         1.0 / 479_001_600.0,
         1.0 / 6_227_020_800.0,
     ];
-    let xc: [f64; N] = std::array::from_fn(|l| {
-        if x[l] < -708.0 {
-            -708.0
-        } else if x[l] > 709.0 {
-            709.0
-        } else {
-            x[l]
-        }
-    });
+    // NaN stays NaN.
+    let xc: [f64; N] = std::array::from_fn(|l| x[l].clamp(-708.0, 709.0));
     let t: [f64; N] = std::array::from_fn(|l| madd64::<FMA>(xc[l], LOG2E, MAGIC));
     let mut r: [f64; N] = std::array::from_fn(|l| madd64::<FMA>(MAGIC - t[l], LN2_HI, xc[l]));
     for l in 0..N {
@@ -311,16 +309,20 @@ fn full_max<F: Real>(row: &[F]) -> F {
 /// row sum.
 #[inline(always)]
 fn exp_row<F: Real, const FMA: bool>(row: &mut [F], bits: u64, mul: F, sub: F) -> F {
-    let (mul, sub) = (mul.f64(), sub.f64());
     let mut acc = [F::zero(); 8];
     for (ci, chunk) in row.chunks_exact_mut(8).enumerate() {
         let chunk: &mut [F; 8] = chunk.try_into().expect("chunks of 8");
-        let xs: [f64; 8] = std::array::from_fn(|l| madd64::<FMA>(chunk[l].f64(), mul, -sub));
-        let e = exp_lanes::<FMA, 8>(xs, hi_prec::<F>());
+        let e: [F; 8] = if hi_prec::<F>() {
+            let (mul, sub) = (mul.f64(), sub.f64());
+            let xs: [f64; 8] = std::array::from_fn(|l| madd64::<FMA>(chunk[l].f64(), mul, -sub));
+            exp_lanes::<FMA, 8>(xs, true).map(F::c)
+        } else {
+            std::array::from_fn(|l| madd::<F, FMA>(chunk[l], mul, -sub).exp_fast())
+        };
         let byte = (bits >> (ci * 8)) as u32;
         for l in 0..8 {
             let p = if byte & (1 << l) != 0 {
-                F::c(e[l])
+                e[l]
             } else {
                 F::zero()
             };
@@ -372,7 +374,9 @@ fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
     n: usize,
     k: usize,
 ) {
-    debug_assert!(m % MR == 0 && n % NR == 0 && k >= 1 && b.len() >= (k - 1) * ldb + n);
+    debug_assert!(
+        m.is_multiple_of(MR) && n.is_multiple_of(NR) && k >= 1 && b.len() >= (k - 1) * ldb + n
+    );
     for (rb, panel) in ap[..m * k].chunks_exact(k * MR).enumerate() {
         for c0 in (0..n).step_by(NR) {
             let mut acc = [[F::zero(); NR]; MR];
@@ -399,12 +403,11 @@ fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
     }
 }
 
-/// [`gemm_nr`] with the register-block width picked for `F` and the vector width (two
-/// vectors per row: 256-bit, or 512-bit when `WIDE`); a column remainder (`n` is always a
-/// multiple of 16) is done with half-width blocks.
+/// [`gemm_nr`] with the register-block width picked for `F` (two 256-bit vectors per row;
+/// `n` is always a multiple of 16).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gemm<F: Real, const FMA: bool, const WIDE: bool, const ACC: bool>(
+fn gemm<F: Real, const FMA: bool, const ACC: bool>(
     c: &mut [F],
     ldc: usize,
     ap: &[F],
@@ -414,34 +417,10 @@ fn gemm<F: Real, const FMA: bool, const WIDE: bool, const ACC: bool>(
     n: usize,
     k: usize,
 ) {
-    match (WIDE, std::mem::size_of::<F>() <= 4) {
-        (true, true) => gemm_split::<F, FMA, ACC, 32, 16>(c, ldc, ap, b, ldb, m, n, k),
-        (true, false) | (false, true) => {
-            gemm_split::<F, FMA, ACC, 16, 8>(c, ldc, ap, b, ldb, m, n, k)
-        }
-        (false, false) => gemm_split::<F, FMA, ACC, 8, 4>(c, ldc, ap, b, ldb, m, n, k),
-    }
-}
-
-/// Columns `0..n/NR·NR` with `NR`-wide blocks, the rest with `NH`-wide ones.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gemm_split<F: Real, const FMA: bool, const ACC: bool, const NR: usize, const NH: usize>(
-    c: &mut [F],
-    ldc: usize,
-    ap: &[F],
-    b: &[F],
-    ldb: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-) {
-    let main = n / NR * NR;
-    if main > 0 {
-        gemm_nr::<F, FMA, ACC, NR>(c, ldc, ap, b, ldb, m, main, k);
-    }
-    if main < n {
-        gemm_nr::<F, FMA, ACC, NH>(&mut c[main..], ldc, ap, &b[main..], ldb, m, n - main, k);
+    if std::mem::size_of::<F>() <= 4 {
+        gemm_nr::<F, FMA, ACC, 16>(c, ldc, ap, b, ldb, m, n, k);
+    } else {
+        gemm_nr::<F, FMA, ACC, 8>(c, ldc, ap, b, ldb, m, n, k);
     }
 }
 
@@ -582,19 +561,18 @@ fn round_up(x: usize, m: usize) -> usize {
 }
 
 /// Instruction-set level the kernels run at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isa {
     Portable,
     Avx2,
-    Avx512,
 }
 
-/// Highest level tests allow (0 portable, 1 AVX2, 2 anything).
-static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+/// Highest level allowed (0 portable, 1 or more: the best available).
+static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
 
-/// Cap the instruction set the kernels may use: 0 = portable code only, 1 = at most
-/// AVX2+FMA, 2 (default) = the best the CPU supports. For tests and benchmarks; results
-/// differ only by rounding.
+/// Cap the instruction set the kernels may use: 0 = portable code only, anything else
+/// (the default) = the best the CPU supports (AVX2+FMA on x86-64 when present). For tests
+/// and benchmarks; results differ only by rounding.
 #[doc(hidden)]
 pub fn set_max_isa(level: u8) {
     MAX_ISA.store(level, std::sync::atomic::Ordering::Relaxed);
@@ -605,11 +583,7 @@ fn isa() -> Isa {
     let cap = MAX_ISA.load(std::sync::atomic::Ordering::Relaxed);
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        if cap >= 2 && avx2 && is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if cap >= 1 && avx2 {
+        if cap >= 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return Isa::Avx2;
         }
     }
@@ -749,14 +723,10 @@ fn fwd_block<F: Real>(
 ) {
     match isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `fwd_block_avx512` only requires AVX-512F, AVX2 and FMA, which `isa`
-        // detected on this CPU at run time.
-        Isa::Avx512 => unsafe { fwd_block_avx512(a, scr, b, qt, o, lse) },
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: `fwd_block_avx2` only requires AVX2 and FMA, which `isa` detected on this
         // CPU at run time.
         Isa::Avx2 => unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) },
-        _ => fwd_block_impl::<F, false, false>(a, scr, b, qt, o, lse),
+        _ => fwd_block_impl::<F, false>(a, scr, b, qt, o, lse),
     }
 }
 
@@ -770,26 +740,13 @@ fn fwd_block_avx2<F: Real>(
     o: &mut [F],
     lse: &mut [F],
 ) {
-    fwd_block_impl::<F, true, false>(a, scr, b, qt, o, lse);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn fwd_block_avx512<F: Real>(
-    a: &FwdArgs<F>,
-    scr: &mut FwdScratch<F>,
-    b: usize,
-    qt: usize,
-    o: &mut [F],
-    lse: &mut [F],
-) {
-    fwd_block_impl::<F, true, true>(a, scr, b, qt, o, lse);
+    fwd_block_impl::<F, true>(a, scr, b, qt, o, lse);
 }
 
 /// One q-tile of one sequence, all heads: `o` is rows `qt·TILE..` of `out[b]` (all `C`
 /// columns), `lse` is `H × nq`.
 #[inline(always)]
-fn fwd_block_impl<F: Real, const FMA: bool, const WIDE: bool>(
+fn fwd_block_impl<F: Real, const FMA: bool>(
     a: &FwdArgs<F>,
     scr: &mut FwdScratch<F>,
     b: usize,
@@ -825,7 +782,7 @@ fn fwd_block_impl<F: Real, const FMA: bool, const WIDE: bool>(
             let ktile = &a.kt[(head_tiles + kt) * blk..][..blk];
             let vtile = &a.v[(head_tiles + kt) * blk..][..blk];
             // S = (scale·Q)·Kᵀ
-            gemm::<F, FMA, WIDE, false>(&mut scr.p, TILE, &scr.qp, ktile, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, false>(&mut scr.p, TILE, &scr.qp, ktile, TILE, mrows, TILE, dp);
             for r in 0..mrows {
                 let prow = &mut scr.p[r * TILE..(r + 1) * TILE];
                 if r >= nq {
@@ -856,7 +813,7 @@ fn fwd_block_impl<F: Real, const FMA: bool, const WIDE: bool>(
             }
             // O += P·V
             pack_a(&mut scr.pp, &scr.p, TILE, mrows, nk);
-            gemm::<F, FMA, WIDE, true>(&mut scr.o, dp, &scr.pp, vtile, dp, mrows, dp, nk);
+            gemm::<F, FMA, true>(&mut scr.o, dp, &scr.pp, vtile, dp, mrows, dp, nk);
         }
         for r in 0..nq {
             let orow = &mut o[r * c + h * d..][..d];
@@ -1018,14 +975,10 @@ pub fn attention_bwd<F: Real>(
 fn bwd_head<F: Real>(a: &BwdArgs<F>, scr: &mut BwdScratch<F>, b: usize, h: usize) -> HeadGrads<F> {
     match isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `bwd_head_avx512` only requires AVX-512F, AVX2 and FMA, which `isa`
-        // detected on this CPU at run time.
-        Isa::Avx512 => unsafe { bwd_head_avx512(a, scr, b, h) },
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: `bwd_head_avx2` only requires AVX2 and FMA, which `isa` detected on this
         // CPU at run time.
         Isa::Avx2 => unsafe { bwd_head_avx2(a, scr, b, h) },
-        _ => bwd_head_impl::<F, false, false>(a, scr, b, h),
+        _ => bwd_head_impl::<F, false>(a, scr, b, h),
     }
 }
 
@@ -1037,22 +990,11 @@ fn bwd_head_avx2<F: Real>(
     b: usize,
     h: usize,
 ) -> HeadGrads<F> {
-    bwd_head_impl::<F, true, false>(a, scr, b, h)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn bwd_head_avx512<F: Real>(
-    a: &BwdArgs<F>,
-    scr: &mut BwdScratch<F>,
-    b: usize,
-    h: usize,
-) -> HeadGrads<F> {
-    bwd_head_impl::<F, true, true>(a, scr, b, h)
+    bwd_head_impl::<F, true>(a, scr, b, h)
 }
 
 #[inline(always)]
-fn bwd_head_impl<F: Real, const FMA: bool, const WIDE: bool>(
+fn bwd_head_impl<F: Real, const FMA: bool>(
     a: &BwdArgs<F>,
     scr: &mut BwdScratch<F>,
     b: usize,
@@ -1122,7 +1064,7 @@ fn bwd_head_impl<F: Real, const FMA: bool, const WIDE: bool>(
             let qp = &scr.qp[q0 * dp..][..blk];
             let dop = &scr.dop[q0 * dp..][..blk];
             // S = Q·Kᵀ, then P = exp(scale·S − lse) on allowed pairs.
-            gemm::<F, FMA, WIDE, false>(&mut scr.p, TILE, qp, ktile, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, false>(&mut scr.p, TILE, qp, ktile, TILE, mrows, TILE, dp);
             let mut any = false;
             for r in 0..mrows {
                 let prow = &mut scr.p[r * TILE..(r + 1) * TILE];
@@ -1151,9 +1093,9 @@ fn bwd_head_impl<F: Real, const FMA: bool, const WIDE: bool>(
             );
             // dV += Pᵀ·dO
             pack_at(&mut scr.ap, &scr.p, TILE, kr, mrows);
-            gemm::<F, FMA, WIDE, true>(dvs, dp, &scr.ap, dos, dp, kr, dp, mrows);
+            gemm::<F, FMA, true>(dvs, dp, &scr.ap, dos, dp, kr, dp, mrows);
             // dP = dO·Vᵀ
-            gemm::<F, FMA, WIDE, false>(&mut scr.ds, TILE, dop, vtile, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, false>(&mut scr.ds, TILE, dop, vtile, TILE, mrows, TILE, dp);
             // dS = scale·P∘(dP − Di)
             for r in 0..mrows {
                 let di = scr.di[q0 + r];
@@ -1165,9 +1107,9 @@ fn bwd_head_impl<F: Real, const FMA: bool, const WIDE: bool>(
             }
             // dQ += dS·K ; dK += dSᵀ·Q
             pack_a(&mut scr.ap, &scr.ds, TILE, mrows, nk);
-            gemm::<F, FMA, WIDE, true>(dqs, dp, &scr.ap, ks, dp, mrows, dp, nk);
+            gemm::<F, FMA, true>(dqs, dp, &scr.ap, ks, dp, mrows, dp, nk);
             pack_at(&mut scr.ap, &scr.ds, TILE, kr, mrows);
-            gemm::<F, FMA, WIDE, true>(dks, dp, &scr.ap, qs, dp, kr, dp, mrows);
+            gemm::<F, FMA, true>(dks, dp, &scr.ap, qs, dp, kr, dp, mrows);
         }
     }
     g

@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod embedding;
+pub mod fastmath;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;

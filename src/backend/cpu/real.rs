@@ -23,7 +23,26 @@ pub trait Real:
     fn f64(self) -> f64 {
         num_traits::ToPrimitive::to_f64(&self).unwrap_or(f64::NAN)
     }
+    /// `e^x` for hot loops: a vectorisable polynomial for f32, libm for f64.
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        self.exp()
+    }
+    /// `tanh` for hot loops: via [`exp_fast`](Self::exp_fast) for f32, libm for f64.
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        self.tanh()
+    }
 }
 
-impl Real for f32 {}
+impl Real for f32 {
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        super::fastmath::exp_f32(self)
+    }
+    #[inline(always)]
+    fn tanh_fast(self) -> Self {
+        super::fastmath::tanh_f32(self)
+    }
+}
 impl Real for f64 {}

@@ -20,10 +20,29 @@ fn check_targets(targets: &[u32], v: usize) -> Result<()> {
     }
 }
 
-/// Max and log-sum-exp of a row (numerically stable).
+/// Log-sum-exp of a row (numerically stable). Eight independent lanes so the max and the
+/// sum vectorise (a single running accumulator serialises on the add latency).
 fn row_lse<F: Real>(row: &[F]) -> F {
-    let mx = row.iter().copied().fold(F::neg_infinity(), F::max);
-    let s: F = row.iter().map(|&x| (x - mx).exp()).sum();
+    let mut mx = [F::neg_infinity(); 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            mx[l] = if c[l] > mx[l] { c[l] } else { mx[l] };
+        }
+    }
+    let mx = tail
+        .iter()
+        .chain(&mx)
+        .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a });
+    let mut acc = [F::zero(); 8];
+    let chunks = row.chunks_exact(8);
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += (c[l] - mx).exp_fast();
+        }
+    }
+    let s = tail.iter().map(|&x| (x - mx).exp_fast()).sum::<F>() + acc.iter().copied().sum::<F>();
     mx + s.ln()
 }
 
@@ -79,7 +98,7 @@ pub fn xent_bwd<F: Real>(
             }
             let lse = row_lse(row);
             for (di, &x) in d.iter_mut().zip(row) {
-                *di = dloss * (x - lse).exp();
+                *di = dloss * (x - lse).exp_fast();
             }
             d[t as usize] -= dloss;
         });

@@ -1,0 +1,335 @@
+//! The benchmark cases: each kernel at the shapes the model uses (B 16, T 128, d_model 128,
+//! 2 heads; vocabularies of the synthetic corpus and of WikiText-2), plus the two roofline
+//! probes. The same list feeds the criterion benches and `asa-lth bench`.
+
+use crate::backend::cpu::{adamw, attention, gelu, layernorm, matmul, xent};
+use crate::backend::{AdamWStep, AttnShape, MatmulShape};
+use crate::model::{AdamWConfig, Gpt, GptConfig};
+use crate::rng::Rng;
+
+/// What a case's work is counted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Flops,
+    Bytes,
+    Tokens,
+}
+
+impl Unit {
+    /// Throughput label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::Flops => "FLOP/s",
+            Unit::Bytes => "B/s",
+            Unit::Tokens => "tokens/s",
+        }
+    }
+}
+
+/// One benchmark: a prepared call and the work it does.
+pub struct BenchCase {
+    /// Kernel family, used to select cases (`asa-lth bench matmul`).
+    pub kernel: &'static str,
+    /// Unique name: `kernel/variant/shape`.
+    pub name: String,
+    pub device: String,
+    pub unit: Unit,
+    /// Work per call in `unit` (FLOPs, bytes moved, tokens).
+    pub work: f64,
+    /// Runs the kernel once on prepared inputs.
+    pub run: Box<dyn FnMut() + Send>,
+}
+
+/// The kernel families `cpu_cases` knows.
+pub const KERNELS: &[&str] = &[
+    "copy",
+    "gemm",
+    "matmul",
+    "layernorm",
+    "gelu",
+    "attention",
+    "xent",
+    "adamw",
+    "train_step",
+];
+
+fn rand(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect()
+}
+
+/// Vocabulary of the embedded synthetic corpus at its default size, and of WikiText-2.
+pub const VOCAB_SYNTHETIC: usize = 153;
+pub const VOCAB_WIKITEXT2: usize = 33_278;
+
+/// The default model shape with vocabulary `vocab`.
+pub fn default_model(vocab: usize) -> GptConfig {
+    GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        d_model: 128,
+        ctx: 128,
+        vocab,
+    }
+}
+
+/// CPU cases whose kernel family is in `only` (all when empty).
+pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
+    let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
+    let dev = || "cpu".to_string();
+    let mut rng = Rng::new(1234);
+    let mut cases = Vec::new();
+    let (b, t, c) = (16usize, 128usize, 128usize);
+    let n = b * t;
+
+    if want("copy") {
+        let len = 16 << 20; // 64 MiB of f32: far beyond the caches
+        let src = rand(&mut rng, len);
+        let mut dst = vec![0.0f32; len];
+        cases.push(BenchCase {
+            kernel: "copy",
+            name: "copy/f32/64MiB".into(),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (2 * 4 * len) as f64,
+            run: Box::new(move || {
+                dst.copy_from_slice(&src);
+                std::hint::black_box(&dst);
+            }),
+        });
+    }
+    if want("gemm") {
+        let m = 1024;
+        let s = MatmulShape { n: m, k: m, oc: m };
+        let (x, w) = (rand(&mut rng, m * m), rand(&mut rng, m * m));
+        let mut y = vec![0.0f32; m * m];
+        cases.push(BenchCase {
+            kernel: "gemm",
+            name: "gemm/f32/1024x1024x1024".into(),
+            device: dev(),
+            unit: Unit::Flops,
+            work: 2.0 * (m * m * m) as f64,
+            run: Box::new(move || {
+                matmul::matmul_fwd(&mut y, &x, &w, None, None, s).expect("shapes fixed above");
+            }),
+        });
+    }
+    if want("matmul") {
+        for (label, k, oc) in [
+            ("qkv", c, c),
+            ("fc", c, 4 * c),
+            ("proj", 4 * c, c),
+            ("lm_head_wt2", c, VOCAB_WIKITEXT2),
+        ] {
+            let s = MatmulShape { n, k, oc };
+            let (x, w, bias) = (
+                rand(&mut rng, n * k),
+                rand(&mut rng, oc * k),
+                rand(&mut rng, oc),
+            );
+            let mut y = vec![0.0f32; n * oc];
+            let flops = 2.0 * (n * k * oc) as f64;
+            cases.push(BenchCase {
+                kernel: "matmul",
+                name: format!("matmul/fwd_{label}/n{n}_k{k}_oc{oc}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: flops,
+                run: Box::new(move || {
+                    matmul::matmul_fwd(&mut y, &x, &w, Some(&bias), None, s).expect("fixed shapes");
+                }),
+            });
+            let (x, w, dy) = (
+                rand(&mut rng, n * k),
+                rand(&mut rng, oc * k),
+                rand(&mut rng, n * oc),
+            );
+            let (mut dx, mut dw, mut db) =
+                (vec![0.0f32; n * k], vec![0.0f32; oc * k], vec![0.0f32; oc]);
+            cases.push(BenchCase {
+                kernel: "matmul",
+                name: format!("matmul/bwd_{label}/n{n}_k{k}_oc{oc}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: 2.0 * flops,
+                run: Box::new(move || {
+                    matmul::matmul_bwd(Some(&mut dx), &mut dw, Some(&mut db), &dy, &x, &w, None, s)
+                        .expect("fixed shapes");
+                }),
+            });
+        }
+    }
+    if want("layernorm") {
+        let (x, w, bb) = (rand(&mut rng, n * c), rand(&mut rng, c), rand(&mut rng, c));
+        let (mut y, mut mean, mut rstd) = (vec![0.0f32; n * c], vec![0.0f32; n], vec![0.0f32; n]);
+        layernorm::layernorm_fwd(&mut y, &mut mean, &mut rstd, &x, &w, &bb, n, c).expect("fixed");
+        let dy = rand(&mut rng, n * c);
+        let (mean2, rstd2) = (mean.clone(), rstd.clone());
+        let (x2, w2) = (x.clone(), w.clone());
+        cases.push(BenchCase {
+            kernel: "layernorm",
+            name: format!("layernorm/fwd/n{n}_c{c}"),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (2 * 4 * n * c) as f64,
+            run: Box::new(move || {
+                layernorm::layernorm_fwd(&mut y, &mut mean, &mut rstd, &x, &w, &bb, n, c)
+                    .expect("fixed");
+            }),
+        });
+        let (mut dx, mut dw, mut db) = (vec![0.0f32; n * c], vec![0.0f32; c], vec![0.0f32; c]);
+        cases.push(BenchCase {
+            kernel: "layernorm",
+            name: format!("layernorm/bwd/n{n}_c{c}"),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (4 * 4 * n * c) as f64,
+            run: Box::new(move || {
+                layernorm::layernorm_bwd(
+                    &mut dx, &mut dw, &mut db, &dy, &x2, &w2, &mean2, &rstd2, n, c,
+                )
+                .expect("fixed");
+            }),
+        });
+    }
+    if want("gelu") {
+        let len = n * 4 * c;
+        let x = rand(&mut rng, len);
+        let dy = rand(&mut rng, len);
+        let mut y = vec![0.0f32; len];
+        let x2 = x.clone();
+        let mut dx = vec![0.0f32; len];
+        cases.push(BenchCase {
+            kernel: "gelu",
+            name: format!("gelu/fwd/{len}"),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (2 * 4 * len) as f64,
+            run: Box::new(move || gelu::gelu_fwd(&mut y, &x).expect("fixed")),
+        });
+        cases.push(BenchCase {
+            kernel: "gelu",
+            name: format!("gelu/bwd/{len}"),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (4 * 4 * len) as f64,
+            run: Box::new(move || gelu::gelu_bwd(&mut dx, &x2, &dy).expect("fixed")),
+        });
+    }
+    if want("attention") {
+        for (bb, h, tt, d) in [(b, 2, t, 64), (2, 2, 1024, 64)] {
+            let s = AttnShape { b: bb, t: tt, h, d };
+            let len = bb * tt * h * d;
+            let (q, k, v) = (
+                rand(&mut rng, len),
+                rand(&mut rng, len),
+                rand(&mut rng, len),
+            );
+            let (mut o, mut lse) = (vec![0.0f32; len], vec![0.0f32; bb * h * tt]);
+            attention::attention_fwd(&mut o, &mut lse, &q, &k, &v, None, s).expect("fixed");
+            // FLOPs counted on the unmasked (causal) pairs: 4·D per pair forward
+            // (QKᵀ and PV), 2.5× that backward (the FlashAttention convention).
+            let pairs = (bb * h * tt * (tt + 1) / 2) as f64;
+            let shape = format!("b{bb}_h{h}_t{tt}_d{d}_causal");
+            let (q2, k2, v2, o2, lse2) = (q.clone(), k.clone(), v.clone(), o.clone(), lse.clone());
+            let dout = rand(&mut rng, len);
+            cases.push(BenchCase {
+                kernel: "attention",
+                name: format!("attention/fwd/{shape}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: 4.0 * d as f64 * pairs,
+                run: Box::new(move || {
+                    attention::attention_fwd(&mut o, &mut lse, &q, &k, &v, None, s).expect("fixed")
+                }),
+            });
+            let (mut dq, mut dk, mut dv) =
+                (vec![0.0f32; len], vec![0.0f32; len], vec![0.0f32; len]);
+            cases.push(BenchCase {
+                kernel: "attention",
+                name: format!("attention/bwd/{shape}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: 10.0 * d as f64 * pairs,
+                run: Box::new(move || {
+                    attention::attention_bwd(
+                        &mut dq, &mut dk, &mut dv, &dout, &q2, &k2, &v2, &o2, &lse2, None, s,
+                    )
+                    .expect("fixed")
+                }),
+            });
+        }
+    }
+    if want("xent") {
+        for v in [VOCAB_SYNTHETIC, VOCAB_WIKITEXT2] {
+            let logits = rand(&mut rng, n * v);
+            let targets: Vec<u32> = (0..n).map(|i| (i % v) as u32).collect();
+            let (mut losses, mut dlogits) = (vec![0.0f32; n], vec![0.0f32; n * v]);
+            cases.push(BenchCase {
+                kernel: "xent",
+                name: format!("xent/fwd_bwd/n{n}_v{v}"),
+                device: dev(),
+                unit: Unit::Bytes,
+                // forward reads the logits; backward reads them and writes dlogits
+                work: (3 * 4 * n * v) as f64,
+                run: Box::new(move || {
+                    xent::xent_fwd(&mut losses, &logits, &targets, n, v).expect("fixed");
+                    xent::xent_bwd(&mut dlogits, &logits, &targets, 1.0 / n as f32, n, v)
+                        .expect("fixed");
+                }),
+            });
+        }
+    }
+    if want("adamw") {
+        let len = 1 << 20;
+        let (mut p, g) = (rand(&mut rng, len), rand(&mut rng, len));
+        let (mut m, mut v) = (vec![0.0f32; len], vec![0.0f32; len]);
+        let hp = AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_scale: 1.0,
+            t: 10,
+        };
+        cases.push(BenchCase {
+            kernel: "adamw",
+            name: format!("adamw/f32/{len}"),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (7 * 4 * len) as f64, // read p, g, m, v; write p, m, v
+            run: Box::new(move || {
+                adamw::adamw(&mut p, &g, &mut m, &mut v, None, &hp).expect("fixed")
+            }),
+        });
+    }
+    if want("train_step") {
+        for (label, vocab) in [
+            ("synthetic", VOCAB_SYNTHETIC),
+            ("wt2vocab", VOCAB_WIKITEXT2),
+        ] {
+            let cfg = default_model(vocab);
+            let mut model =
+                Gpt::new(crate::backend::cpu::Cpu, cfg, 1).expect("the default model is valid");
+            let x: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+            let y: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+            let opt = AdamWConfig::default();
+            let mut step = 0u32;
+            cases.push(BenchCase {
+                kernel: "train_step",
+                name: format!("train_step/{label}/b{b}_t{t}_d{c}_l2_h2_v{vocab}"),
+                device: dev(),
+                unit: Unit::Tokens,
+                work: n as f64,
+                run: Box::new(move || {
+                    step += 1;
+                    model.forward(&x, &y, b, t, None).expect("fixed shapes");
+                    model.zero_grad().expect("cpu");
+                    model.backward(None).expect("after forward");
+                    model.step(1e-3, step, &opt).expect("finite gradients");
+                }),
+            });
+        }
+    }
+    cases
+}

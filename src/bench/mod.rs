@@ -1,0 +1,69 @@
+//! The benchmark harness shared by `cargo bench` (criterion) and `asa-lth bench`: a list of
+//! named cases (one kernel at one shape on one device, with the work one call does), a timer
+//! that reports the median and spread over repeats, the roofline measured in the same run
+//! (copy bandwidth, dense GEMM rate), a JSON report with machine and commit, and the
+//! comparison against a baseline report that flags changes larger than the measured spread.
+
+pub mod cases;
+pub mod report;
+
+pub use cases::{cpu_cases, BenchCase, Unit};
+pub use report::{compare, BenchReport, Comparison, Figure, Machine, Roofline};
+
+use std::time::Instant;
+
+/// Timing settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Repeats whose spread is reported.
+    pub samples: usize,
+    /// Minimum seconds per sample (a sample runs the case enough times to last this long).
+    pub min_sample_secs: f64,
+    /// Warm-up seconds before sampling.
+    pub warmup_secs: f64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            samples: 11,
+            min_sample_secs: 0.05,
+            warmup_secs: 0.2,
+        }
+    }
+}
+
+/// Seconds per call of `f`: `samples` measurements, each the mean over enough calls to last
+/// `min_sample_secs`.
+pub fn time_calls(f: &mut dyn FnMut(), t: Timing) -> Vec<f64> {
+    let start = Instant::now();
+    let mut calls_in_warmup = 0usize;
+    while start.elapsed().as_secs_f64() < t.warmup_secs || calls_in_warmup == 0 {
+        f();
+        calls_in_warmup += 1;
+    }
+    let per_call = start.elapsed().as_secs_f64() / calls_in_warmup as f64;
+    let reps = ((t.min_sample_secs / per_call.max(1e-9)).ceil() as usize).max(1);
+    (0..t.samples.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            s.elapsed().as_secs_f64() / reps as f64
+        })
+        .collect()
+}
+
+/// Median and relative spread (half the inter-quartile range over the median).
+pub fn median_spread(xs: &[f64]) -> (f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        let i = p * (v.len() - 1) as f64;
+        let (lo, hi) = (i.floor() as usize, i.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (i - lo as f64)
+    };
+    let med = q(0.5);
+    (med, 0.5 * (q(0.75) - q(0.25)) / med)
+}

@@ -1,0 +1,94 @@
+//! The JSON report of a benchmark run and the comparison against a baseline.
+
+use serde::{Deserialize, Serialize};
+
+/// Report format version (bump on incompatible changes).
+pub const FORMAT: u32 = 1;
+
+/// What machine produced a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub threads: usize,
+    /// Devices the run measured, e.g. `["cpu"]`.
+    pub devices: Vec<String>,
+    pub os: String,
+}
+
+/// The rooflines measured in the same run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Roofline {
+    /// Memory copy bandwidth, bytes read + written per second.
+    pub copy_bytes_per_sec: f64,
+    /// Dense f32 GEMM rate, FLOP/s.
+    pub gemm_flops: f64,
+}
+
+/// One measured figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    /// Kernel family (`matmul`, `attention`, `train_step`, …).
+    pub kernel: String,
+    /// Full case name, unique in a report: `kernel/variant/shape`.
+    pub name: String,
+    pub device: String,
+    /// `FLOP/s`, `B/s` or `tokens/s`.
+    pub unit: String,
+    /// Median seconds per call.
+    pub median_secs: f64,
+    /// Half the inter-quartile range of the per-call times, relative to the median.
+    pub rel_spread: f64,
+    pub samples: usize,
+    /// Median throughput in `unit`.
+    pub throughput: f64,
+    /// Throughput over the matching roofline of this run (GEMM rate for FLOP/s, copy
+    /// bandwidth for B/s), if one applies.
+    pub roofline_ratio: Option<f64>,
+}
+
+/// A benchmark report (`asa-lth bench --json`, and the peer scripts' output).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub format: u32,
+    /// Who measured: `asa-lth` or a peer (`jax`, `pytorch`).
+    pub implementation: String,
+    pub git_commit: String,
+    pub machine: Machine,
+    pub roofline: Option<Roofline>,
+    pub figures: Vec<Figure>,
+    pub command: String,
+}
+
+/// One figure compared with a baseline figure of the same name and device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub name: String,
+    pub device: String,
+    /// New throughput over baseline throughput.
+    pub ratio: f64,
+    /// The change exceeds the combined measured spread of both figures.
+    pub significant: bool,
+}
+
+/// Compare `new` against `base` figure by figure (matched by name and device). A change is
+/// significant when `|ratio − 1|` exceeds the sum of both figures' relative spreads (with a
+/// floor of 1%, below which timers on a shared machine cannot resolve anything).
+pub fn compare(new: &BenchReport, base: &BenchReport) -> Vec<Comparison> {
+    new.figures
+        .iter()
+        .filter_map(|f| {
+            let b = base
+                .figures
+                .iter()
+                .find(|b| b.name == f.name && b.device == f.device && b.unit == f.unit)?;
+            let ratio = f.throughput / b.throughput;
+            let threshold = (f.rel_spread + b.rel_spread).max(0.01);
+            Some(Comparison {
+                name: f.name.clone(),
+                device: f.device.clone(),
+                ratio,
+                significant: (ratio - 1.0).abs() > threshold,
+            })
+        })
+        .collect()
+}
