@@ -251,7 +251,7 @@ fn make_mask(rng: &mut Rng, kind: MaskKind, s: AttnShape) -> Option<BitMask> {
 }
 
 const TS: [usize; 6] = [1, 37, 64, 65, 130, 200];
-const BHD: [(usize, usize, usize); 3] = [(2, 2, 8), (1, 3, 5), (2, 1, 64)];
+const BHD: [(usize, usize, usize); 4] = [(2, 2, 8), (1, 3, 5), (2, 1, 64), (1, 2, 20)];
 
 // ---------------------------------------------------------------------------------------
 // Forward.

@@ -236,7 +236,7 @@ fn eval_windows_score_every_token_once_and_pad_the_rest() {
     }
     // Heads inside a window point at the right tokens.
     let batch = random_batch(&s, 4, 16, &mut Rng::new(3)).unwrap();
-    assert!(batch.heads.iter().all(|&h| h >= -1 && h < 16));
+    assert!(batch.heads.iter().all(|h| (-1..16).contains(h)));
     assert!(batch.heads.iter().any(|&h| h >= 0));
     // A context longer than the data is a clear error.
     let e = random_batch(&s, 1, s.len(), &mut Rng::new(0))

@@ -204,7 +204,7 @@ fn bad_configs_are_clear_errors() {
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     // A mask built for another T.
     // b = 2, t = 16 needs 2·16 rows of one word; this one was built for t = 8.
-    let wrong = Cpu.upload_idx(&vec![u32::MAX; 2 * 8]).unwrap();
+    let wrong = Cpu.upload_idx(&[u32::MAX; 2 * 8]).unwrap();
     let err = model
         .forward(
             &[1; 32],

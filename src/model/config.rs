@@ -28,7 +28,7 @@ impl GptConfig {
                 return Err(Error::Config(format!("{name} must be positive, got 0")));
             }
         }
-        if self.d_model % self.n_head != 0 {
+        if !self.d_model.is_multiple_of(self.n_head) {
             return Err(Error::Config(format!(
                 "n_head = {} does not divide d_model = {}",
                 self.n_head, self.d_model

@@ -653,31 +653,39 @@ fn pair_mut<T>(xs: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     }
 }
 
+/// A named host tensor of the model state (for checkpoints).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
 /// Which part of the model state a checkpoint tensor holds.
 const STATE_PARTS: [&str; 3] = ["param", "adam_m", "adam_v"];
 
 impl<O: Ops> Gpt<O> {
     /// The whole trainable state as named host tensors: `param/<name>`, `adam_m/<name>`,
     /// `adam_v/<name>` and, for pruned weights, `mask/<name>`.
-    pub fn state(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn state(&self) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::new();
         for (i, spec) in self.table.specs.iter().enumerate() {
             for (part, bufs) in STATE_PARTS
                 .iter()
                 .zip([&self.params, &self.adam_m, &self.adam_v])
             {
-                out.push((
-                    format!("{part}/{}", spec.name),
-                    spec.shape.clone(),
-                    self.ops.download(&bufs[i])?,
-                ));
+                out.push(NamedTensor {
+                    name: format!("{part}/{}", spec.name),
+                    shape: spec.shape.clone(),
+                    values: self.ops.download(&bufs[i])?,
+                });
             }
             if let Some(m) = &self.masks[i] {
-                out.push((
-                    format!("mask/{}", spec.name),
-                    spec.shape.clone(),
-                    self.ops.download(m)?,
-                ));
+                out.push(NamedTensor {
+                    name: format!("mask/{}", spec.name),
+                    shape: spec.shape.clone(),
+                    values: self.ops.download(m)?,
+                });
             }
         }
         Ok(out)

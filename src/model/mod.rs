@@ -6,5 +6,5 @@ pub mod gpt;
 pub mod params;
 
 pub use config::GptConfig;
-pub use gpt::{AdamWConfig, Gpt, LossStats};
+pub use gpt::{AdamWConfig, Gpt, LossStats, NamedTensor};
 pub use params::{ParamKind, ParamSpec, ParamTable};

@@ -14,9 +14,9 @@ pub fn save<O: Ops>(path: &Path, model: &Gpt<O>, meta: HashMap<String, String>) 
     let state = model.state()?;
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = state
         .into_iter()
-        .map(|(name, shape, vals)| {
-            let b = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, shape, b)
+        .map(|t| {
+            let b = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (t.name, t.shape, b)
         })
         .collect();
     let mut views = Vec::with_capacity(bytes.len());

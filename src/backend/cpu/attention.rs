@@ -24,9 +24,9 @@
 //! call (into a buffer kept per calling thread, so repeated calls do not reallocate); the
 //! backward packs Q, dO, K, Kᵀ and Vᵀ of its head locally. On x86-64 CPUs with AVX2 and FMA
 //! the whole per-task routine is compiled a second time with those features enabled and
-//! picked at run time; elsewhere the portable build runs. `exp` is a branch-free polynomial
-//! (computed in f64: a few f64 ulps for `F = f64`, ~1e-8 relative for f32) so the softmax
-//! loops vectorise.
+//! picked at run time; elsewhere the portable build runs. The softmax `exp` is a branch-free
+//! polynomial so its loops vectorise: [`Real::exp_fast`] for f32, an f64 one accurate to a
+//! few ulps for f64 (so f64 results can be held to ~1e-12 in tests).
 
 use rayon::prelude::*;
 
@@ -305,8 +305,8 @@ fn full_max<F: Real>(row: &[F]) -> F {
         .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
-/// `row[j] ← bits_j ? exp(row[j]·mul − sub) : 0` (argument formed in f64); returns the
-/// row sum.
+/// `row[j] ← bits_j ? exp(row[j]·mul − sub) : 0`; returns the row sum. f32 uses
+/// [`Real::exp_fast`]; wider types the f64 [`exp_lanes`].
 #[inline(always)]
 fn exp_row<F: Real, const FMA: bool>(row: &mut [F], bits: u64, mul: F, sub: F) -> F {
     let mut acc = [F::zero(); 8];

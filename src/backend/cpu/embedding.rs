@@ -31,7 +31,7 @@ pub fn embedding_fwd<F: Real>(
     let sh = || format!("b={b} t={t} c={c}");
     check_len(OP, "out", out.len(), b * t * c, sh)?;
     check_len(OP, "tokens", tokens.len(), b * t, sh)?;
-    if c == 0 || wte.len() % c != 0 {
+    if c == 0 || !wte.len().is_multiple_of(c) {
         return Err(Error::Config(format!(
             "{OP}: wte has {} elements, not a multiple of c={c}",
             wte.len()
@@ -71,7 +71,7 @@ pub fn embedding_bwd<F: Real>(
     let sh = || format!("b={b} t={t} c={c}");
     check_len(OP, "dout", dout.len(), b * t * c, sh)?;
     check_len(OP, "tokens", tokens.len(), b * t, sh)?;
-    if c == 0 || dwte.len() % c != 0 || dwpe.len() < t * c {
+    if c == 0 || !dwte.len().is_multiple_of(c) || dwpe.len() < t * c {
         return Err(Error::Config(format!(
             "{OP}: gradient tables (dwte {}, dwpe {}) do not fit c={c}, t={t}",
             dwte.len(),

@@ -14,6 +14,7 @@ const EXP_MAX: f32 = 88.0; // clamp so the exponent field cannot overflow (e^88 
 pub fn exp_f32(x: f32) -> f32 {
     // max/min (not clamp, whose NaN and assertion handling blocks vectorisation); NaN is
     // restored at the end.
+    #[allow(clippy::manual_clamp)]
     let xc = x.max(EXP_MIN).min(EXP_MAX);
     let n = (xc * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
     let r = (xc - n * LN2_HI) - n * LN2_LO; // |r| ≤ ln2/2
