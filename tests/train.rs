@@ -266,3 +266,64 @@ fn cli_rejects_unknown_values_and_explains_missing_data() {
     let gpu: Vec<&str> = text.lines().filter(|l| l.starts_with("gpu:")).collect();
     assert_eq!(gpu.len(), 1, "{text}");
 }
+
+#[test]
+fn cli_train_then_eval_agree_on_perplexity() {
+    let exe = env!("CARGO_BIN_EXE_asa-lth");
+    let d = tmpdir("cli-eval");
+    let out = Command::new(exe)
+        .args([
+            "train",
+            "--sentences",
+            "300",
+            "--d-model",
+            "32",
+            "--batch",
+            "4",
+            "--seq-len",
+            "32",
+            "--steps",
+            "6",
+            "--warmup",
+            "2",
+            "--eval-every",
+            "3",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+        ])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("unigram baseline"), "{stdout}");
+    let r: TrainResults =
+        serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap();
+    let want = format!("perplexity {:.2}", r.final_valid_perplexity.unwrap());
+    let out = Command::new(exe)
+        .args(["eval", "--split", "valid", "--run"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&want),
+        "{text} vs {want}"
+    );
+    // A run directory without a checkpoint is a clear error.
+    let out = Command::new(exe)
+        .args(["eval", "--run", "/nonexistent/run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/nonexistent/run/checkpoint.safetensors"),
+        "{err}"
+    );
+}
