@@ -229,12 +229,12 @@ fn cross_entropy_backward_matches_finite_differences_and_ignores() {
     targets[5] = IGNORE_INDEX;
     let dloss = 0.37;
     let fwd = |z: &[f64]| {
-        let mut l = vec![f64::NAN; n];
-        xent::xent_fwd(&mut l, z, &targets, n, v).unwrap();
+        let (mut l, mut lse) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+        xent::xent_fwd(&mut l, &mut lse, z, &targets, n, v).unwrap();
         dloss * l.iter().sum::<f64>()
     };
-    let mut losses = vec![f64::NAN; n];
-    xent::xent_fwd(&mut losses, &logits, &targets, n, v).unwrap();
+    let (mut losses, mut lse) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+    xent::xent_fwd(&mut losses, &mut lse, &logits, &targets, n, v).unwrap();
     assert_eq!(losses[2], 0.0);
     assert_eq!(losses[5], 0.0);
     // Against a direct log-softmax.
@@ -249,14 +249,14 @@ fn cross_entropy_backward_matches_finite_differences_and_ignores() {
         );
     }
     let mut d = vec![f64::NAN; n * v];
-    xent::xent_bwd(&mut d, &logits, &targets, dloss, n, v).unwrap();
+    xent::xent_bwd(&mut d, &logits, &lse, &targets, dloss, n, v).unwrap();
     fd_check("xent dlogits", &logits, &d, fwd, RTOL, ATOL);
     assert!(d[2 * v..3 * v].iter().all(|&x| x == 0.0));
 
     // A target outside the vocabulary is an error naming it.
     let mut bad = targets.clone();
     bad[0] = v as u32;
-    let err = xent::xent_fwd(&mut losses, &logits, &bad, n, v).unwrap_err();
+    let err = xent::xent_fwd(&mut losses, &mut lse, &logits, &bad, n, v).unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
 
@@ -308,11 +308,12 @@ fn f32_elementwise_ops_match_f64_within_contract_tolerance() {
     let l32: Vec<f32> = logits.iter().map(|&x| x as f32).collect();
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(v) as u32).collect();
     let (mut loss, mut loss32) = (vec![0.0; rows], vec![0.0f32; rows]);
-    xent::xent_fwd(&mut loss, &logits, &targets, rows, v).unwrap();
-    xent::xent_fwd(&mut loss32, &l32, &targets, rows, v).unwrap();
+    let (mut z, mut z32) = (vec![0.0; rows], vec![0.0f32; rows]);
+    xent::xent_fwd(&mut loss, &mut z, &logits, &targets, rows, v).unwrap();
+    xent::xent_fwd(&mut loss32, &mut z32, &l32, &targets, rows, v).unwrap();
     assert!(common::rel_l2(&widen(&loss32), &loss) < 1e-5);
     let (mut dl, mut dl32) = (vec![0.0; rows * v], vec![0.0f32; rows * v]);
-    xent::xent_bwd(&mut dl, &logits, &targets, 0.5, rows, v).unwrap();
-    xent::xent_bwd(&mut dl32, &l32, &targets, 0.5, rows, v).unwrap();
+    xent::xent_bwd(&mut dl, &logits, &z, &targets, 0.5, rows, v).unwrap();
+    xent::xent_bwd(&mut dl32, &l32, &z32, &targets, 0.5, rows, v).unwrap();
     assert!(common::rel_l2(&widen(&dl32), &dl) < 1e-5);
 }

@@ -232,22 +232,26 @@ pub trait Ops: Send + Sync {
     ) -> Result<()>;
 
     // ---- classifier ----
-    /// Per-row cross-entropy of `softmax(logits)` (`n × v`) against `targets`; rows whose
-    /// target is [`IGNORE_INDEX`] get loss 0.
+    /// Per-row cross-entropy of `softmax(logits)` (`n × v`) against `targets`, and each row's
+    /// log-sum-exp `lse` (length `n`, saved for the backward); rows whose target is
+    /// [`IGNORE_INDEX`] get loss 0.
     fn xent_fwd(
         &self,
         losses: &mut Self::Buf,
+        lse: &mut Self::Buf,
         logits: &Self::Buf,
         targets: &Self::Idx,
         n: usize,
         v: usize,
     ) -> Result<()>;
     /// `dlogits = dloss·(softmax(logits) − onehot(target))` for scored rows, 0 for ignored
-    /// rows (overwrites, since logits feed nothing else).
+    /// rows (overwrites, since logits feed nothing else); `lse` is the forward's.
+    #[allow(clippy::too_many_arguments)]
     fn xent_bwd(
         &self,
         dlogits: &mut Self::Buf,
         logits: &Self::Buf,
+        lse: &Self::Buf,
         targets: &Self::Idx,
         dloss: f32,
         n: usize,

@@ -263,17 +263,19 @@ pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
         for v in [VOCAB_SYNTHETIC, VOCAB_WIKITEXT2] {
             let logits = rand(&mut rng, n * v);
             let targets: Vec<u32> = (0..n).map(|i| (i % v) as u32).collect();
-            let (mut losses, mut dlogits) = (vec![0.0f32; n], vec![0.0f32; n * v]);
+            let (mut losses, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let mut dlogits = vec![0.0f32; n * v];
             cases.push(BenchCase {
                 kernel: "xent",
                 name: format!("xent/fwd_bwd/n{n}_v{v}"),
                 device: dev(),
                 unit: Unit::Bytes,
-                // forward reads the logits; backward reads them and writes dlogits
+                // the forward reads the logits; the backward reads them and writes dlogits
                 work: (3 * 4 * n * v) as f64,
                 run: Box::new(move || {
-                    xent::xent_fwd(&mut losses, &logits, &targets, n, v).expect("fixed");
-                    xent::xent_bwd(&mut dlogits, &logits, &targets, 1.0 / n as f32, n, v)
+                    xent::xent_fwd(&mut losses, &mut lse, &logits, &targets, n, v).expect("fixed");
+                    let dloss = 1.0 / n as f32;
+                    xent::xent_bwd(&mut dlogits, &logits, &lse, &targets, dloss, n, v)
                         .expect("fixed");
                 }),
             });

@@ -81,6 +81,7 @@ struct Acts<O: Ops> {
     lnf_rstd: O::Buf,
     logits: O::Buf,
     losses: O::Buf,
+    logits_lse: O::Buf,
     // gradient scratch
     d_res: O::Buf,
     d_c: O::Buf,
@@ -132,6 +133,7 @@ impl<O: Ops> Acts<O> {
             lnf_rstd: z(n)?,
             logits: z(n * v)?,
             losses: z(n)?,
+            logits_lse: z(n)?,
             d_res: z(n * c)?,
             d_c: z(n * c)?,
             d_q: z(n * c)?,
@@ -394,7 +396,14 @@ impl<O: Ops> Gpt<O> {
             c,
         )?;
         ops.matmul_fwd(&mut a.logits, &a.lnf, &p[tab.wte], None, None, mm(c, v))?;
-        ops.xent_fwd(&mut a.losses, &a.logits, &a.targets, n, v)?;
+        ops.xent_fwd(
+            &mut a.losses,
+            &mut a.logits_lse,
+            &a.logits,
+            &a.targets,
+            n,
+            v,
+        )?;
         let losses = ops.download(&a.losses)?;
         let sum: f64 = losses.iter().map(|&x| x as f64).sum();
         self.forward_done = true;
@@ -441,7 +450,15 @@ impl<O: Ops> Gpt<O> {
         } else {
             1.0 / a.n_scored as f32
         };
-        ops.xent_bwd(&mut a.d_logits, &a.logits, &a.targets, dloss, n, v)?;
+        ops.xent_bwd(
+            &mut a.d_logits,
+            &a.logits,
+            &a.logits_lse,
+            &a.targets,
+            dloss,
+            n,
+            v,
+        )?;
         ops.fill(&mut a.d_c, 0.0)?;
         ops.matmul_bwd(
             Some(&mut a.d_c),

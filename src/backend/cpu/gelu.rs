@@ -19,10 +19,15 @@ pub fn gelu_fwd<F: Real>(out: &mut [F], inp: &[F]) -> Result<()> {
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
         .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                let u = s * (x + k * x * x * x);
-                *o = half * x * (F::one() + u.tanh_fast());
-            }
+            super::fastmath::dispatch(
+                #[inline(always)]
+                || {
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        let u = s * (x + k * x * x * x);
+                        *o = half * x * (F::one() + u.tanh_fast());
+                    }
+                },
+            )
         });
     Ok(())
 }

@@ -215,23 +215,25 @@ impl Ops for Cpu {
     fn xent_fwd(
         &self,
         losses: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
         logits: &Vec<f32>,
         targets: &Vec<u32>,
         n: usize,
         v: usize,
     ) -> Result<()> {
-        xent::xent_fwd(losses, logits, targets, n, v)
+        xent::xent_fwd(losses, lse, logits, targets, n, v)
     }
     fn xent_bwd(
         &self,
         dlogits: &mut Vec<f32>,
         logits: &Vec<f32>,
+        lse: &Vec<f32>,
         targets: &Vec<u32>,
         dloss: f32,
         n: usize,
         v: usize,
     ) -> Result<()> {
-        xent::xent_bwd(dlogits, logits, targets, dloss, n, v)
+        xent::xent_bwd(dlogits, logits, lse, targets, dloss, n, v)
     }
 
     fn adamw(

@@ -1,11 +1,16 @@
 //! Fused softmax + cross-entropy with an ignore index. Contract:
-//! [`crate::backend::Ops::xent_fwd`].
+//! [`crate::backend::Ops::xent_fwd`]. The forward saves each row's log-sum-exp so the
+//! backward is a single pass over the logits.
 
+use super::fastmath::dispatch;
 use super::real::Real;
 use crate::backend::IGNORE_INDEX;
 use crate::error::check_len;
 use crate::{Error, Result};
 use rayon::prelude::*;
+
+/// Rows per rayon task.
+const ROWS: usize = 16;
 
 fn check_targets(targets: &[u32], v: usize) -> Result<()> {
     match targets
@@ -22,6 +27,7 @@ fn check_targets(targets: &[u32], v: usize) -> Result<()> {
 
 /// Log-sum-exp of a row (numerically stable). Eight independent lanes so the max and the
 /// sum vectorise (a single running accumulator serialises on the add latency).
+#[inline(always)]
 fn row_lse<F: Real>(row: &[F]) -> F {
     let mut mx = [F::neg_infinity(); 8];
     let chunks = row.chunks_exact(8);
@@ -36,8 +42,7 @@ fn row_lse<F: Real>(row: &[F]) -> F {
         .chain(&mx)
         .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a });
     let mut acc = [F::zero(); 8];
-    let chunks = row.chunks_exact(8);
-    for c in chunks {
+    for c in row.chunks_exact(8) {
         for l in 0..8 {
             acc[l] += (c[l] - mx).exp_fast();
         }
@@ -46,9 +51,11 @@ fn row_lse<F: Real>(row: &[F]) -> F {
     mx + s.ln()
 }
 
-/// `losses[r] = lse(logits[r]) − logits[r][target[r]]`, 0 for ignored rows.
+/// `losses[r] = lse(logits[r]) − logits[r][target[r]]` and `lse[r]`; ignored rows get loss 0
+/// (their `lse` is still computed, so it is always finite for finite logits).
 pub fn xent_fwd<F: Real>(
     losses: &mut [F],
+    lse: &mut [F],
     logits: &[F],
     targets: &[u32],
     n: usize,
@@ -56,27 +63,44 @@ pub fn xent_fwd<F: Real>(
 ) -> Result<()> {
     let sh = || format!("n={n} v={v}");
     check_len("xent_fwd", "losses", losses.len(), n, sh)?;
+    check_len("xent_fwd", "lse", lse.len(), n, sh)?;
     check_len("xent_fwd", "logits", logits.len(), n * v, sh)?;
     check_len("xent_fwd", "targets", targets.len(), n, sh)?;
     check_targets(targets, v)?;
+    if v == 0 {
+        return Err(Error::Config(
+            "cross-entropy over an empty vocabulary".into(),
+        ));
+    }
     losses
-        .par_iter_mut()
-        .zip(logits.par_chunks(v.max(1)))
-        .zip(targets)
-        .for_each(|((l, row), &t)| {
-            *l = if t == IGNORE_INDEX {
-                F::zero()
-            } else {
-                row_lse(row) - row[t as usize]
-            };
+        .par_chunks_mut(ROWS)
+        .zip(lse.par_chunks_mut(ROWS))
+        .zip(logits.par_chunks(ROWS * v).zip(targets.par_chunks(ROWS)))
+        .for_each(|((l, z), (rows, t))| {
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (r, row) in rows.chunks_exact(v).enumerate() {
+                        z[r] = row_lse(row);
+                        l[r] = if t[r] == IGNORE_INDEX {
+                            F::zero()
+                        } else {
+                            z[r] - row[t[r] as usize]
+                        };
+                    }
+                },
+            )
         });
     Ok(())
 }
 
-/// `dlogits = dloss·(softmax − onehot)` for scored rows, 0 for ignored rows (overwrites).
+/// `dlogits = dloss·(softmax − onehot)` for scored rows, 0 for ignored rows (overwrites), using
+/// the `lse` saved by [`xent_fwd`].
+#[allow(clippy::too_many_arguments)]
 pub fn xent_bwd<F: Real>(
     dlogits: &mut [F],
     logits: &[F],
+    lse: &[F],
     targets: &[u32],
     dloss: F,
     n: usize,
@@ -85,22 +109,37 @@ pub fn xent_bwd<F: Real>(
     let sh = || format!("n={n} v={v}");
     check_len("xent_bwd", "dlogits", dlogits.len(), n * v, sh)?;
     check_len("xent_bwd", "logits", logits.len(), n * v, sh)?;
+    check_len("xent_bwd", "lse", lse.len(), n, sh)?;
     check_len("xent_bwd", "targets", targets.len(), n, sh)?;
     check_targets(targets, v)?;
+    if v == 0 {
+        return Err(Error::Config(
+            "cross-entropy over an empty vocabulary".into(),
+        ));
+    }
     dlogits
-        .par_chunks_mut(v.max(1))
-        .zip(logits.par_chunks(v.max(1)))
-        .zip(targets)
-        .for_each(|((d, row), &t)| {
-            if t == IGNORE_INDEX {
-                d.fill(F::zero());
-                return;
-            }
-            let lse = row_lse(row);
-            for (di, &x) in d.iter_mut().zip(row) {
-                *di = dloss * (x - lse).exp_fast();
-            }
-            d[t as usize] -= dloss;
+        .par_chunks_mut(ROWS * v)
+        .zip(logits.par_chunks(ROWS * v))
+        .zip(lse.par_chunks(ROWS).zip(targets.par_chunks(ROWS)))
+        .for_each(|((d, rows), (z, t))| {
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (r, (dr, row)) in
+                        d.chunks_exact_mut(v).zip(rows.chunks_exact(v)).enumerate()
+                    {
+                        if t[r] == IGNORE_INDEX {
+                            dr.fill(F::zero());
+                            continue;
+                        }
+                        let zr = z[r];
+                        for (di, &x) in dr.iter_mut().zip(row) {
+                            *di = dloss * (x - zr).exp_fast();
+                        }
+                        dr[t[r] as usize] -= dloss;
+                    }
+                },
+            )
         });
     Ok(())
 }
