@@ -125,52 +125,52 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
     /// Words seen fewer times in training map to <unk>.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults().min_count)]
     min_count: usize,
     /// Transformer blocks.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = defaults().n_layer)]
     layers: usize,
     /// Attention heads (must divide --d-model).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = defaults().n_head)]
     heads: usize,
     /// Model width.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults().d_model)]
     d_model: usize,
     /// Windows per step (B).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = defaults().batch)]
     batch: usize,
     /// Tokens per window (T), also the model context.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults().seq_len)]
     seq_len: usize,
     /// Optimiser steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = defaults().steps)]
     steps: u32,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = defaults().lr)]
     lr: f32,
     /// Final learning rate as a fraction of --lr (cosine decay).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults().min_lr_frac)]
     min_lr_frac: f32,
     /// Linear warmup steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults().warmup)]
     warmup: u32,
     /// AdamW decoupled weight decay (matrices only).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults().opt.weight_decay)]
     weight_decay: f32,
     /// Clip the global gradient norm to this (0 disables).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults().opt.grad_clip)]
     grad_clip: f32,
     /// Evaluate on validation text every N steps (0: only at the end).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults().eval_every)]
     eval_every: u32,
     /// Validation tokens per periodic evaluation (the final one scores the whole split).
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = defaults().eval_tokens)]
     eval_tokens: usize,
     /// Checkpoint every N steps (0: only at the end).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults().checkpoint_every)]
     checkpoint_every: u32,
     /// Seed for initialisation and data order.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults().seed)]
     seed: u64,
     /// Stop after this many steps in this invocation (resume later with --resume).
     #[arg(long)]
@@ -195,6 +195,11 @@ enum Split {
     Train,
     Valid,
     Test,
+}
+
+/// The library's default run, so the CLI's defaults and `TrainConfig::default()` never drift.
+fn defaults() -> TrainConfig {
+    TrainConfig::default()
 }
 
 fn main() {

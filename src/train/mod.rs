@@ -45,7 +45,7 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     /// The embedded default: the synthetic corpus and the paper's model shape
-    /// (2 layers, 2 heads, d_model 128, context 128, batch 16).
+    /// (2 layers, 2 heads, d_model 128, context 128, batch 16, 2000 steps).
     fn default() -> Self {
         TrainConfig {
             corpus: CorpusSource::Synthetic {
@@ -58,7 +58,7 @@ impl Default for TrainConfig {
             d_model: 128,
             batch: 16,
             seq_len: 128,
-            steps: 600,
+            steps: 2000,
             lr: 3e-3,
             min_lr_frac: 0.1,
             warmup: 50,
