@@ -11,6 +11,8 @@
 #include <cstdint>
 
 #include "adamw.cuh"
+#include "gemm24.cuh"
+#include "topk.cuh"
 
 extern "C" {
 
@@ -38,6 +40,71 @@ void asa_host_adamw_f32(float* p, const float* g, float* m, float* v, const floa
 // 1 - beta^t as the kernels receive it.
 float asa_host_adamw_bias_correction(float beta, uint32_t t) {
     return asa_adamw_bias_correction(beta, t);
+}
+
+// ---- top-k pruning and 2:4 selection (kernels/topk.cuh) ----
+
+// The constants the Rust launcher mirrors, in this order: digit bits, bins, tile, block,
+// f32 key bits, 16-bit key bits, first non-finite key of f32, bf16, f16. Writes 9 values.
+void asa_host_topk_constants(uint32_t* out) {
+    const uint32_t c[9] = {ASA_TOPK_DIGIT_BITS,    ASA_TOPK_BINS,           ASA_TOPK_TILE,
+                           ASA_TOPK_BLOCK,         ASA_TOPK_KEY_BITS_F32,   ASA_TOPK_KEY_BITS_16,
+                           ASA_TOPK_NONFINITE_F32, ASA_TOPK_NONFINITE_BF16, ASA_TOPK_NONFINITE_F16};
+    for (int i = 0; i < 9; ++i) {
+        out[i] = c[i];
+    }
+}
+
+uint32_t asa_host_topk_key_f32(uint32_t bits) { return asa_topk_key_f32(bits); }
+uint32_t asa_host_topk_key_16(uint32_t bits) { return asa_topk_key_16(bits); }
+uint32_t asa_host_topk_passes(uint32_t key_bits) { return asa_topk_passes(key_bits); }
+uint32_t asa_host_topk_width(uint32_t key_bits, uint32_t pass) {
+    return asa_topk_width(key_bits, pass);
+}
+uint32_t asa_host_topk_shift(uint32_t key_bits, uint32_t pass) {
+    return asa_topk_shift(key_bits, pass);
+}
+uint32_t asa_host_topk_prefix_shift(uint32_t key_bits, uint32_t pass) {
+    return asa_topk_prefix_shift(key_bits, pass);
+}
+uint32_t asa_host_topk_digit(uint32_t key, uint32_t key_bits, uint32_t pass) {
+    return asa_topk_digit(key, key_bits, pass);
+}
+uint32_t asa_host_topk_in_prefix(uint32_t key, uint32_t key_bits, uint32_t pass,
+                                 uint32_t prefix) {
+    return asa_topk_in_prefix(key, key_bits, pass, prefix) ? 1u : 0u;
+}
+uint32_t asa_host_topk_mask_state(float m) { return asa_topk_mask_state(m); }
+uint32_t asa_host_two_four_keep(uint32_t k0, uint32_t k1, uint32_t k2, uint32_t k3) {
+    return asa_two_four_keep(k0, k1, k2, k3);
+}
+uint32_t asa_host_topk_tensor_of(const uint64_t* tile_begin, uint32_t nt, uint64_t tile) {
+    static_assert(sizeof(uint64_t) == sizeof(unsigned long long), "u64 layout");
+    return asa_topk_tensor_of(reinterpret_cast<const unsigned long long*>(tile_begin), nt, tile);
+}
+void asa_host_topk_block_tiles(uint64_t num_tiles, uint32_t grid, uint32_t block, uint64_t* t0,
+                               uint64_t* t1) {
+    unsigned long long a = 0, b = 0;
+    asa_topk_block_tiles(num_tiles, grid, block, &a, &b);
+    *t0 = a;
+    *t1 = b;
+}
+
+// ---- 2:4 GEMM lane layouts (kernels/gemm24.cuh) ----
+
+void asa_host_mma_sp_a_pos(uint32_t lane, uint32_t j, uint32_t h, uint32_t* row,
+                           uint32_t* ccol) {
+    asa_mma_sp_a_pos(lane, j, h, row, ccol);
+}
+void asa_host_mma_sp_b_pos(uint32_t lane, uint32_t j, uint32_t h, uint32_t* k, uint32_t* n) {
+    asa_mma_sp_b_pos(lane, j, h, k, n);
+}
+void asa_host_mma_c_pos(uint32_t lane, uint32_t i, uint32_t* row, uint32_t* col) {
+    asa_mma_c_pos(lane, i, row, col);
+}
+uint32_t asa_host_mma_sp_meta_word(const uint16_t* meta, uint32_t per_row, uint32_t row0,
+                                   uint32_t pair, uint32_t steps, uint32_t lane) {
+    return asa_mma_sp_meta_word(meta, per_row, row0, pair, steps, lane);
 }
 
 }  // extern "C"

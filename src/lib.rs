@@ -2,6 +2,7 @@
 //! pruning) with a CPU twin for each, and the training harness for the Lottery Ticket vs
 //! Atomic Semantic Attention experiments. See README.md and DESIGN.md.
 
+pub mod asa_cli;
 pub mod backend;
 pub mod bench;
 pub mod data;
@@ -12,6 +13,7 @@ pub mod mask;
 pub mod model;
 pub mod provenance;
 pub mod rng;
+pub mod sparse;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -35,12 +35,16 @@ enum Command {
     /// Benchmark kernels at the model's shapes on every available device: median and spread
     /// over repeats, ratio to the copy-bandwidth and GEMM rooflines measured in the same run.
     Bench(BenchArgs),
+    /// ASA masks: derive compatibility matrices, train and score taggers, mask statistics
+    /// and pictures.
+    #[command(subcommand)]
+    Asa(AsaCommand),
 }
 
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// Kernel families to run (all when none): copy, gemm, matmul, layernorm, gelu,
-    /// attention, xent, adamw, train_step.
+    /// attention, xent, adamw, train_step, gemm24, topk, asa_mask.
     kernels: Vec<String>,
     /// Write the report as JSON to this file.
     #[arg(long)]
@@ -216,6 +220,7 @@ fn run() -> Result<()> {
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),
         Command::Bench(a) => bench_cmd(a),
+        Command::Asa(c) => asa_cmd(c),
     }
 }
 
@@ -465,4 +470,46 @@ fn human(x: f64, unit: &str) -> String {
         (x, "")
     };
     format!("{v:.2} {p}{unit}")
+}
+
+// ---- `asa-lth asa …` (the logic lives in asa_lth::asa_cli) ----
+
+#[derive(Subcommand, Debug)]
+enum AsaCommand {
+    /// Derive a UPOS compatibility matrix from a treebank's head–dependent tag pairs.
+    DeriveCompat(asa_lth::asa_cli::DeriveCompatArgs),
+    /// Train taggers on one CoNLL-U file and report overall and per-tag accuracy on another.
+    TagEval(asa_lth::asa_cli::TagEvalArgs),
+    /// Train a lexicon or perceptron tagger and save it (versioned JSON).
+    TrainTagger(asa_lth::asa_cli::TrainTaggerArgs),
+    /// Tag whitespace-tokenised text (one sentence per line) with a saved model or the rules.
+    Tag(asa_lth::asa_cli::TagArgs),
+    /// Mask statistics on a corpus split: density, tile classes, gold-arc coverage, nulls.
+    Stats {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        #[command(flatten)]
+        args: asa_lth::asa_cli::StatsArgs,
+    },
+    /// Draw one sentence's mask as an SVG heatmap (and as text).
+    Show {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        #[command(flatten)]
+        args: asa_lth::asa_cli::ShowArgs,
+    },
+}
+
+fn asa_cmd(c: AsaCommand) -> Result<()> {
+    use asa_lth::asa_cli;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match c {
+        AsaCommand::DeriveCompat(a) => asa_cli::derive_compat(&a, &mut out),
+        AsaCommand::TagEval(a) => asa_cli::tag_eval(&a, &mut out),
+        AsaCommand::TrainTagger(a) => asa_cli::train_tagger(&a, &mut out),
+        AsaCommand::Tag(a) => asa_cli::tag(&a, &mut std::io::stdin().lock(), &mut out),
+        AsaCommand::Stats { corpus, args } => asa_cli::stats(&corpus.source()?, &args, &mut out),
+        AsaCommand::Show { corpus, args } => asa_cli::show(&corpus.source()?, &args, &mut out),
+    }
 }

@@ -51,6 +51,9 @@ pub const KERNELS: &[&str] = &[
     "xent",
     "adamw",
     "train_step",
+    "gemm24",
+    "topk",
+    "asa_mask",
 ];
 
 fn rand(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -332,6 +335,51 @@ pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
                 }),
             });
         }
+    }
+    cases.extend(super::gemm24_cases::gemm24_cases(&want));
+    cases.extend(super::topk_cases::topk_cases(&want));
+    if want("asa_mask") {
+        // ASA mask building for one default batch (B 16, T 128) from the synthetic corpus's
+        // gold tags: the per-step cost an ASA-masked training run adds (compare with
+        // train_step/synthetic). The second case adds the tile classification (tile 64) and
+        // the forward/backward tile lists the kernels read.
+        use crate::data::{batch::random_batch, synthetic, Vocab};
+        use crate::ling::compat::{CompatMatrix, CompatSet};
+        use crate::mask::{AsaMaskBuilder, TileMap};
+        let sents = synthetic::generate(2000, 7);
+        let vocab = Vocab::build(&sents, 1).expect("synthetic vocabulary");
+        let stream = vocab.encode(&sents);
+        let batch = random_batch(&stream, b, t, &mut rng).expect("stream longer than T");
+        let builder = AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa()));
+        let tags = batch.upos.clone();
+        let mut words = Vec::new();
+        let b2 = builder.clone();
+        let tags2 = tags.clone();
+        cases.push(BenchCase {
+            kernel: "asa_mask",
+            name: format!("asa_mask/build/b{b}_t{t}"),
+            device: dev(),
+            unit: Unit::Tokens,
+            work: n as f64,
+            run: Box::new(move || {
+                builder
+                    .build_into(&tags, b, t, &mut words)
+                    .expect("valid tags");
+                std::hint::black_box(&words);
+            }),
+        });
+        cases.push(BenchCase {
+            kernel: "asa_mask",
+            name: format!("asa_mask/build+tiles64/b{b}_t{t}"),
+            device: dev(),
+            unit: Unit::Tokens,
+            work: n as f64,
+            run: Box::new(move || {
+                let m = b2.build(&tags2, b, t).expect("valid tags");
+                let tm = TileMap::from_mask(&m, 64).expect("tile 64");
+                std::hint::black_box((tm.forward_lists(), tm.backward_lists()));
+            }),
+        });
     }
     cases
 }

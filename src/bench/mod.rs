@@ -5,7 +5,9 @@
 //! comparison against a baseline report that flags changes larger than the measured spread.
 
 pub mod cases;
+pub mod gemm24_cases;
 pub mod report;
+pub mod topk_cases;
 
 pub use cases::{cpu_cases, BenchCase, Unit};
 pub use report::{compare, BenchReport, Comparison, Figure, Machine, Roofline};

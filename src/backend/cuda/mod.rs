@@ -7,8 +7,10 @@
 //! [`is_culib_present`](cudarc::driver::sys::is_culib_present) first ([`probe`] does; code
 //! that creates a context should call [`probe`] or [`libcuda_present`] before it).
 
+pub mod gemm24;
 pub mod host;
 pub mod kernels;
+pub mod topk;
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
