@@ -5,6 +5,8 @@
 //! GPU tests print a skip reason when no GPU (or no kernels) is available;
 //! `ASA_LTH_REQUIRE_GPU=1` turns that skip into a failure.
 
+mod common;
+
 use asa_lth::backend::cuda::{self, host, DriverStatus};
 use asa_lth::backend::AdamWStep;
 
@@ -36,18 +38,6 @@ impl XorShift {
             x
         }
     }
-}
-
-fn require_gpu() -> bool {
-    std::env::var("ASA_LTH_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-/// Skip (print why) or, under ASA_LTH_REQUIRE_GPU=1, fail.
-fn skip_or_fail(test: &str, why: &str) {
-    if require_gpu() {
-        panic!("{test}: {why}, and ASA_LTH_REQUIRE_GPU=1");
-    }
-    println!("SKIP {test}: {why} (set ASA_LTH_REQUIRE_GPU=1 to make this a failure)");
 }
 
 /// Independent f64 statement of the AdamW contract (src/backend/mod.rs `Ops::adamw`).
@@ -284,21 +274,9 @@ fn driver_older_than_toolkit_is_reported() {
 #[test]
 fn gpu_adamw_matches_host_helper() {
     const TEST: &str = "gpu_adamw_matches_host_helper";
-    let probe = cuda::probe();
-    if !probe.has_gpu() {
-        return skip_or_fail(TEST, &format!("no GPU ({})", probe.one_line_summary()));
-    }
-    if !probe.kernels_built {
-        return skip_or_fail(TEST, "built without CUDA kernels (no nvcc at build time)");
-    }
-    if probe.driver_too_old() {
-        return skip_or_fail(TEST, &probe.warnings.join("; "));
-    }
-    use cudarc::driver::CudaContext;
-    let ctx = CudaContext::new(0).expect("CUDA context on GPU 0");
-    let stream = ctx.default_stream();
-    let module = cuda::kernels::KernelModule::load(&ctx)
-        .unwrap_or_else(|e| panic!("{e}\n{}", probe.details()));
+    let Some(common::Gpu { stream, module }) = common::gpu(TEST) else {
+        return;
+    };
 
     let mut rng = XorShift::new(2024);
     // Enough elements that a capped grid loops several times; not a multiple of the block.

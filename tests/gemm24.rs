@@ -291,35 +291,14 @@ fn kernel_layout_helpers_agree_with_the_isa_emulator() {
     }
 }
 
-fn require_gpu() -> bool {
-    std::env::var("ASA_LTH_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
 /// The reference mma.sp kernel against the CPU twin (bf16 and f16 operands, M tails, bias).
 #[test]
 fn gpu_gemm24_matches_the_cpu_twin() {
-    use asa_lth::backend::cuda::{self, gemm24 as g24, kernels::KernelModule};
-    let probe = cuda::probe();
-    let why = if !probe.has_gpu() {
-        Some(format!("no GPU ({})", probe.one_line_summary()))
-    } else if !probe.kernels_built {
-        Some("built without CUDA kernels".to_string())
-    } else if probe.driver_too_old() {
-        Some(probe.warnings.join("; "))
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        assert!(
-            !require_gpu(),
-            "gpu_gemm24_matches_the_cpu_twin: {why}, and ASA_LTH_REQUIRE_GPU=1"
-        );
-        println!("SKIP gpu_gemm24_matches_the_cpu_twin: {why}");
+    use asa_lth::backend::cuda::gemm24 as g24;
+    let Some(gpu) = common::gpu("gpu_gemm24_matches_the_cpu_twin") else {
         return;
-    }
-    let ctx = cudarc::driver::CudaContext::new(0).expect("CUDA context on GPU 0");
-    let stream = ctx.default_stream();
-    let module = KernelModule::load(&ctx).unwrap_or_else(|e| panic!("{e}\n{}", probe.details()));
+    };
+    let (stream, module) = (&gpu.stream, &gpu.module);
     let mut rng = Rng::new(5);
     for (m, n, k) in [(1, 16, 32), (13, 48, 96), (64, 128, 256), (77, 32, 4096)] {
         let wf = common::rand_vec_f32(&mut rng, n * k);
@@ -333,7 +312,7 @@ fn gpu_gemm24_matches_the_cpu_twin() {
                     let c = Sparse24::compress("w", &w, n, k).unwrap();
                     let mut y = vec![0.0f32; m * n];
                     gemm24(&mut y, &x, &c, Some(&bias), m).unwrap();
-                    let dw = g24::DeviceSparse24::upload(&stream, &c).unwrap();
+                    let dw = g24::DeviceSparse24::upload(stream, &c).unwrap();
                     (y, x.iter().map(|v| v.to_bits()).collect::<Vec<u16>>(), dw)
                 }
                 g24::Half::F16 => {
@@ -342,15 +321,14 @@ fn gpu_gemm24_matches_the_cpu_twin() {
                     let c = Sparse24::compress("w", &w, n, k).unwrap();
                     let mut y = vec![0.0f32; m * n];
                     gemm24(&mut y, &x, &c, Some(&bias), m).unwrap();
-                    let dw = g24::DeviceSparse24::upload(&stream, &c).unwrap();
+                    let dw = g24::DeviceSparse24::upload(stream, &c).unwrap();
                     (y, x.iter().map(|v| v.to_bits()).collect::<Vec<u16>>(), dw)
                 }
             };
             let xd = stream.clone_htod(&xbits).unwrap();
             let bd = stream.clone_htod(&bias).unwrap();
             let mut yd = stream.clone_htod(&vec![f32::NAN; m * n]).unwrap(); // poisoned
-            g24::launch_gemm24_ref(&module, &stream, dtype, &mut yd, &xd, &dw, Some(&bd), m)
-                .unwrap();
+            g24::launch_gemm24_ref(module, stream, dtype, &mut yd, &xd, &dw, Some(&bd), m).unwrap();
             let got = stream.clone_dtoh(&yd).unwrap();
             let wide = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
             let err = common::rel_l2(&wide(&got), &wide(&want));

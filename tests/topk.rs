@@ -5,13 +5,15 @@
 //! the CPU. GPU tests print a skip reason without a GPU; `ASA_LTH_REQUIRE_GPU=1` makes that a
 //! failure.
 
-use asa_lth::backend::cuda;
+mod common;
+
 use asa_lth::backend::cuda::topk::{self as gpu_topk, host_helpers as hh};
 use asa_lth::bench::topk_cases::prune_global_by_sort;
 use asa_lth::rng::Rng;
 use asa_lth::sparse::topk::{self, PruneReport, PruneScope, PruneTensor, TopkWeight};
 use asa_lth::sparse::two_four::{self, two_four_mask_vec};
 use asa_lth::Error;
+use common::{gpu, Gpu};
 use half::{bf16, f16};
 
 // ---------------------------------------------------------------- inputs and the oracle ----
@@ -924,44 +926,6 @@ fn host_tile_math_covers_every_tile_once() {
 }
 
 // ------------------------------------------------------------------------------- GPU --------
-
-fn require_gpu() -> bool {
-    std::env::var("ASA_LTH_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-/// Skip (print why) or, under ASA_LTH_REQUIRE_GPU=1, fail.
-fn skip_or_fail(test: &str, why: &str) {
-    if require_gpu() {
-        panic!("{test}: {why}, and ASA_LTH_REQUIRE_GPU=1");
-    }
-    println!("SKIP {test}: {why} (set ASA_LTH_REQUIRE_GPU=1 to make this a failure)");
-}
-
-struct Gpu {
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-    module: cuda::kernels::KernelModule,
-}
-
-fn gpu(test: &str) -> Option<Gpu> {
-    let probe = cuda::probe();
-    if !probe.has_gpu() {
-        skip_or_fail(test, &format!("no GPU ({})", probe.one_line_summary()));
-        return None;
-    }
-    if !probe.kernels_built {
-        skip_or_fail(test, "built without CUDA kernels (no nvcc at build time)");
-        return None;
-    }
-    if probe.driver_too_old() {
-        skip_or_fail(test, &probe.warnings.join("; "));
-        return None;
-    }
-    let ctx = cudarc::driver::CudaContext::new(0).expect("CUDA context on GPU 0");
-    let stream = ctx.default_stream();
-    let module = cuda::kernels::KernelModule::load(&ctx)
-        .unwrap_or_else(|e| panic!("{e}\n{}", probe.details()));
-    Some(Gpu { stream, module })
-}
 
 enum Host16 {
     F32(Vec<Vec<f32>>),

@@ -11,16 +11,16 @@ Thread count: XLA's CPU backend uses every core it is given; run both sides unde
 `taskset` (or on the same machine unrestricted) and compare `machine.threads`.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from peer_report import cpu_model, git_commit, write_report
 
 
 def init_params(key, n_layer, d, vocab, ctx):
@@ -100,24 +100,6 @@ def make_step(n_head, lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, wd=0.1, clip=1.0):
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except Exception:
-        return "unknown"
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="write the report here")
@@ -190,11 +172,7 @@ def main():
         "command": "python3 " + " ".join(os.sys.argv),
     }
     if a.json:
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, a.json)
+        write_report(a.json, report)
         print("report:", a.json)
 
 

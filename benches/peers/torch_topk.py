@@ -22,14 +22,14 @@ The roofline (copy bandwidth, and an f32 GEMM rate with TF32 off) is measured in
 so roofline_ratio = throughput / copy bandwidth.
 """
 import argparse
-import json
 import math
 import os
 import platform
 import statistics
-import subprocess
 
 import torch
+
+from peer_report import cpu_model, git_commit, write_report
 
 WEIGHTS = 10_000_000
 TENSORS = 20
@@ -130,24 +130,6 @@ def time_cuda(fn, reset, samples, min_sample_secs):
     return med, 0.5 * (q3 - q1) / med, len(out)
 
 
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except Exception:
-        return "unknown"
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="write the report here")
@@ -208,11 +190,7 @@ def main():
         "command": "python3 " + " ".join(os.sys.argv),
     }
     if a.json:
-        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, a.json)
+        write_report(a.json, report)
         print("report:", a.json)
 
 

@@ -2,6 +2,7 @@
 //! finite-difference gradient checker in f64.
 #![allow(dead_code)]
 
+use asa_lth::backend::cuda;
 use asa_lth::rng::Rng;
 
 /// `n` values uniform in ±[0.1, 1] (bounded away from zero), as f64.
@@ -65,4 +66,48 @@ pub fn fd_check(
 /// `Σ y·r`.
 pub fn dot(y: &[f64], r: &[f64]) -> f64 {
     y.iter().zip(r).map(|(a, b)| a * b).sum()
+}
+
+// ---- GPU tests: run, or skip with the reason (a failure under ASA_LTH_REQUIRE_GPU=1) ----
+
+/// Whether a skipped GPU test must fail instead (`ASA_LTH_REQUIRE_GPU=1`).
+pub fn require_gpu() -> bool {
+    std::env::var("ASA_LTH_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Skip (print why) or, under ASA_LTH_REQUIRE_GPU=1, fail.
+pub fn skip_or_fail(test: &str, why: &str) {
+    if require_gpu() {
+        panic!("{test}: {why}, and ASA_LTH_REQUIRE_GPU=1");
+    }
+    println!("SKIP {test}: {why} (set ASA_LTH_REQUIRE_GPU=1 to make this a failure)");
+}
+
+/// A CUDA stream on GPU 0 and the embedded kernels loaded there.
+pub struct Gpu {
+    pub stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    pub module: cuda::kernels::KernelModule,
+}
+
+/// The GPU, or `None` after printing why a GPU test cannot run (a panic under
+/// `ASA_LTH_REQUIRE_GPU=1`).
+pub fn gpu(test: &str) -> Option<Gpu> {
+    let probe = cuda::probe();
+    if !probe.has_gpu() {
+        skip_or_fail(test, &format!("no GPU ({})", probe.one_line_summary()));
+        return None;
+    }
+    if !probe.kernels_built {
+        skip_or_fail(test, "built without CUDA kernels (no nvcc at build time)");
+        return None;
+    }
+    if probe.driver_too_old() {
+        skip_or_fail(test, &probe.warnings.join("; "));
+        return None;
+    }
+    let ctx = cudarc::driver::CudaContext::new(0).expect("CUDA context on GPU 0");
+    let stream = ctx.default_stream();
+    let module = cuda::kernels::KernelModule::load(&ctx)
+        .unwrap_or_else(|e| panic!("{e}\n{}", probe.details()));
+    Some(Gpu { stream, module })
 }
