@@ -179,9 +179,33 @@ struct TrainArgs {
     /// Stop after this many steps in this invocation (resume later with --resume).
     #[arg(long)]
     stop_after: Option<u32>,
+    /// Attention mask (with causality) for training and evaluation: none (dense), asa (from
+    /// the corpus's UPOS tags and the built-in compatibility matrix), null-rows / null-dist
+    /// (random masks matching the ASA mask's per-row counts / also its distance histogram).
+    #[arg(long, value_enum, default_value = "none")]
+    attn_mask: AttnMaskArg,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AttnMaskArg {
+    None,
+    Asa,
+    NullRows,
+    NullDist,
+}
+
+impl From<AttnMaskArg> for train::AttnMaskKind {
+    fn from(a: AttnMaskArg) -> Self {
+        match a {
+            AttnMaskArg::None => train::AttnMaskKind::None,
+            AttnMaskArg::Asa => train::AttnMaskKind::Asa,
+            AttnMaskArg::NullRows => train::AttnMaskKind::NullRows,
+            AttnMaskArg::NullDist => train::AttnMaskKind::NullDist,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -271,6 +295,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         eval_tokens: a.eval_tokens,
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
+        attn_mask: a.attn_mask.into(),
     };
     let ops = select_device(a.device)?;
     let opts = RunOptions {
@@ -319,7 +344,8 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let stream = vocab.encode(sents);
     let mut model = Gpt::new(Cpu, mcfg, 0)?;
     ck.restore(&mut model)?;
-    let s = train::evaluate(&mut model, &stream, cfg.batch, cfg.seq_len, None)?;
+    let plan = train::MaskPlan::new(cfg.attn_mask, cfg.seed);
+    let s = train::evaluate(&mut model, &plan, &stream, cfg.batch, cfg.seq_len, None)?;
     println!(
         "{:?}: loss {:.4}, perplexity {:.2} over {} tokens",
         a.split,

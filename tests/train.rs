@@ -160,8 +160,19 @@ fn perplexity_never_scores_padding() {
     };
     let mut model = Gpt::new(Cpu, cfg, 1).unwrap();
     // Same windows, batched 1 or 5 at a time (the last batch of 5 is mostly padding rows).
-    let one = train::evaluate(&mut model, &stream, 1, 24, None).unwrap();
-    let five = train::evaluate(&mut model, &stream, 5, 24, None).unwrap();
+    let dense = train::MaskPlan::new(train::AttnMaskKind::None, 0);
+    let one = train::evaluate(&mut model, &dense, &stream, 1, 24, None).unwrap();
+    let five = train::evaluate(&mut model, &dense, &stream, 5, 24, None).unwrap();
+    // With the ASA mask too: padding has no tag, so it never becomes a key of a real query.
+    let asa = train::MaskPlan::new(train::AttnMaskKind::Asa, 0);
+    let one_asa = train::evaluate(&mut model, &asa, &stream, 1, 24, None).unwrap();
+    let five_asa = train::evaluate(&mut model, &asa, &stream, 5, 24, None).unwrap();
+    assert_eq!(five_asa.count, one_asa.count);
+    assert!((one_asa.sum - five_asa.sum).abs() < 1e-6 * one_asa.sum);
+    assert!(
+        (one_asa.sum - one.sum).abs() > 1e-3,
+        "the ASA mask must change the loss"
+    );
     assert_eq!(one.count, stream.len() - 1);
     assert_eq!(five.count, one.count);
     assert!(
@@ -326,4 +337,59 @@ fn cli_train_then_eval_agree_on_perplexity() {
         !out.status.success() && err.contains("/nonexistent/run/checkpoint.safetensors"),
         "{err}"
     );
+}
+
+#[test]
+fn masked_training_runs_resumes_exactly_and_needs_tags() {
+    for kind in [
+        train::AttnMaskKind::Asa,
+        train::AttnMaskKind::NullRows,
+        train::AttnMaskKind::NullDist,
+    ] {
+        let mut cfg = small();
+        cfg.steps = 10;
+        cfg.eval_every = 5;
+        cfg.attn_mask = kind;
+        let full = train::run(
+            Cpu,
+            &cfg,
+            &opts(&tmpdir(&format!("{kind:?}-full")), false, None),
+        )
+        .unwrap();
+        assert!(full.finished && full.final_valid_perplexity.unwrap().is_finite());
+        let d = tmpdir(&format!("{kind:?}-split"));
+        train::run(Cpu, &cfg, &opts(&d, false, Some(4))).unwrap();
+        let rest = train::run(Cpu, &cfg, &opts(&d, true, None)).unwrap();
+        assert_eq!(
+            losses(&rest),
+            losses(&full),
+            "{kind:?}: resumed curve differs"
+        );
+        let mut dense_cfg = cfg.clone();
+        dense_cfg.attn_mask = train::AttnMaskKind::None;
+        let dense = train::run(
+            Cpu,
+            &dense_cfg,
+            &opts(&tmpdir(&format!("{kind:?}-dense")), false, None),
+        )
+        .unwrap();
+        assert_ne!(
+            losses(&dense)[1..],
+            losses(&full)[1..],
+            "{kind:?} must change training"
+        );
+    }
+    // Text without tags cannot be masked.
+    let w = tmpdir("wt-mask");
+    for split in ["train", "valid", "test"] {
+        let text = " the cat sat on the mat . \n".repeat(200);
+        std::fs::write(w.join(format!("wiki.{split}.tokens")), text).unwrap();
+    }
+    let mut cfg = small();
+    cfg.corpus = CorpusSource::Wikitext2 { dir: w };
+    cfg.attn_mask = train::AttnMaskKind::Asa;
+    let e = train::run(Cpu, &cfg, &opts(&tmpdir("wt-mask-out"), false, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs UPOS tags"), "{e}");
 }

@@ -5,8 +5,11 @@
 pub mod checkpoint;
 pub mod schedule;
 
-use crate::backend::Ops;
-use crate::data::{batch, CorpusSource, EvalWindows, TokenStream, Vocab};
+use crate::backend::{MaskRef, Ops};
+use crate::data::{batch, Batch, CorpusSource, EvalWindows, TokenStream, Vocab};
+use crate::ling::compat::{CompatMatrix, CompatSet};
+use crate::mask::asa::AsaMaskBuilder;
+use crate::mask::nulls;
 use crate::model::{AdamWConfig, Gpt, GptConfig, LossStats};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -14,6 +17,88 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Which attention mask the model trains and evaluates with (combined with causality).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttnMaskKind {
+    /// Causal only (the dense baseline).
+    #[default]
+    None,
+    /// The ASA mask from each token's UPOS tag and the built-in compatibility matrix.
+    Asa,
+    /// A random mask with exactly the ASA mask's allowed keys per query row (null 1).
+    NullRows,
+    /// As `NullRows`, also matching the ASA mask's distance histogram (null 2).
+    NullDist,
+}
+
+/// Builds the attention mask of each batch for an [`AttnMaskKind`]. Tags come from the corpus
+/// (gold tags: the synthetic grammar, CoNLL-U); text without tags is an error here.
+pub struct MaskPlan {
+    kind: AttnMaskKind,
+    builder: AsaMaskBuilder,
+    seed: u64,
+}
+
+impl MaskPlan {
+    /// A plan for `kind`; nulls are reseeded per batch from `seed` and a batch counter, so a
+    /// resumed run draws the same nulls.
+    pub fn new(kind: AttnMaskKind, seed: u64) -> Self {
+        MaskPlan {
+            kind,
+            builder: AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa())),
+            seed,
+        }
+    }
+
+    /// The mask words of `batch` (`None` for causal-only); `salt` distinguishes batches.
+    pub fn words(&self, batch: &Batch, salt: u64) -> Result<Option<Vec<u32>>> {
+        if self.kind == AttnMaskKind::None {
+            return Ok(None);
+        }
+        if batch
+            .upos
+            .iter()
+            .zip(&batch.targets)
+            .any(|(&u, &y)| u == batch::NO_TAG && y != crate::backend::IGNORE_INDEX)
+        {
+            return Err(Error::Config(
+                "--attn-mask needs UPOS tags for every token; this corpus has none (use the \
+                 synthetic corpus or a CoNLL-U treebank)"
+                    .into(),
+            ));
+        }
+        let asa = self.builder.build_for_batch(batch)?;
+        let valid = nulls::valid_from_targets(&batch.targets);
+        let seed = self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mask = match self.kind {
+            AttnMaskKind::None | AttnMaskKind::Asa => asa,
+            AttnMaskKind::NullRows => nulls::row_matched(&asa, &valid, seed)?,
+            AttnMaskKind::NullDist => nulls::distance_matched(&asa, &valid, seed)?,
+        };
+        Ok(Some(mask.into_words()))
+    }
+}
+
+/// Run `forward` on a batch with the plan's mask (uploaded to the device).
+fn forward_masked<O: Ops>(
+    model: &mut Gpt<O>,
+    plan: &MaskPlan,
+    batch: &Batch,
+    salt: u64,
+) -> Result<(LossStats, Option<O::Idx>)> {
+    let bits = match plan.words(batch, salt)? {
+        Some(w) => Some(model.ops.upload_idx(&w)?),
+        None => None,
+    };
+    let mask = bits.as_ref().map(|bits| MaskRef {
+        bits,
+        per_head: false,
+    });
+    let s = model.forward(&batch.tokens, &batch.targets, batch.b, batch.t, mask)?;
+    Ok((s, bits))
+}
 
 /// Everything that determines a training run (saved in checkpoints and results).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +126,9 @@ pub struct TrainConfig {
     /// Checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: u32,
     pub seed: u64,
+    /// Attention mask during training and evaluation.
+    #[serde(default)]
+    pub attn_mask: AttnMaskKind,
 }
 
 impl Default for TrainConfig {
@@ -67,6 +155,7 @@ impl Default for TrainConfig {
             eval_tokens: 16_384,
             checkpoint_every: 100,
             seed: 1,
+            attn_mask: AttnMaskKind::None,
         }
     }
 }
@@ -186,17 +275,19 @@ pub struct RunOptions {
     pub stop_after: Option<u32>,
 }
 
-/// Token-weighted loss over `windows` (at most `max_tokens` scored tokens, if given).
+/// Token-weighted loss over the evaluation windows of `stream` (at most `max_tokens` scored
+/// tokens, if given), with the attention mask of `plan`.
 pub fn evaluate<O: Ops>(
     model: &mut Gpt<O>,
+    plan: &MaskPlan,
     stream: &TokenStream,
     b: usize,
     t: usize,
     max_tokens: Option<usize>,
 ) -> Result<LossStats> {
     let mut total = LossStats::default();
-    for batch in EvalWindows::new(stream, b, t)? {
-        let s = model.forward(&batch.tokens, &batch.targets, b, t, None)?;
+    for (i, batch) in EvalWindows::new(stream, b, t)?.enumerate() {
+        let (s, _) = forward_masked(model, plan, &batch, u64::MAX - i as u64)?;
         total.sum += s.sum;
         total.count += s.count;
         if max_tokens.is_some_and(|m| total.count >= m) {
@@ -331,6 +422,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     };
 
     let (b, t) = (cfg.batch, cfg.seq_len);
+    let plan = MaskPlan::new(cfg.attn_mask, cfg.seed);
     let first = results.steps_done + 1;
     let last = match opts.stop_after {
         Some(n) => cfg.steps.min(results.steps_done + n),
@@ -352,9 +444,12 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     for step in first..=last {
         let t0 = Instant::now();
         let batch = batch::random_batch(&train, b, t, &mut rng)?;
-        let loss = model.forward(&batch.tokens, &batch.targets, b, t, None)?;
+        let (loss, bits) = forward_masked(&mut model, &plan, &batch, step as u64)?;
         model.zero_grad()?;
-        model.backward(None)?;
+        model.backward(bits.as_ref().map(|bits| MaskRef {
+            bits,
+            per_head: false,
+        }))?;
         let lr = schedule::lr_at(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_frac);
         let norm = model.step(lr, step, &cfg.opt)?;
         let dt = t0.elapsed().as_secs_f64();
@@ -383,7 +478,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         ));
         let at_end = step == cfg.steps;
         if (cfg.eval_every > 0 && step % cfg.eval_every == 0) || at_end {
-            let s = evaluate(&mut model, &valid, b, t, Some(cfg.eval_tokens))?;
+            let s = evaluate(&mut model, &plan, &valid, b, t, Some(cfg.eval_tokens))?;
             let rec = eval_record(step, "valid", s);
             pb.println(format!(
                 "step {step:>6}  train loss {:.4}  valid loss {:.4}  ppl {:.2}",
@@ -407,8 +502,8 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         results.train_seconds = timed;
     }
     if results.steps_done == cfg.steps {
-        let v = evaluate(&mut model, &valid, b, t, None)?;
-        let te = evaluate(&mut model, &test, b, t, None)?;
+        let v = evaluate(&mut model, &plan, &valid, b, t, None)?;
+        let te = evaluate(&mut model, &plan, &test, b, t, None)?;
         results.final_valid_perplexity = Some(v.mean().exp());
         results.final_test_perplexity = Some(te.mean().exp());
         results
