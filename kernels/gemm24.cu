@@ -124,3 +124,44 @@ gemm24_f16_ref(const uint16_t* __restrict__ x, const uint32_t* __restrict__ wv,
                float* __restrict__ y, int M, int N, int K) {
     asa_gemm24::gemm24_ref<false>(x, wv, meta, bias, y, M, N, K);
 }
+
+// The layout probe (PTX-FACTS.md, last section): one warp executes one mma.sp m16n8k32 on
+// per-lane registers supplied by the host, so tests/gemm24.rs can compare every output
+// register with the PTX-ISA warp emulator (src/sparse/mma_emu.rs) — this checks the [figure]
+// items (B layout, metadata register) that no host-side test can. a, b: 32 lanes × 4 u32;
+// e: 32 u32; c, d: 32 lanes × 4 f32; selector 0 or 1; bf16 != 0 selects bf16, else f16.
+// asa-lth: sass-expect mma_sp_probe HMMA.SP
+extern "C" __global__ void __launch_bounds__(32)
+mma_sp_probe(const uint32_t* __restrict__ a, const uint32_t* __restrict__ b,
+             const uint32_t* __restrict__ e, const float* __restrict__ c, float* __restrict__ d,
+             int selector, int bf16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const uint32_t lane = threadIdx.x & 31;
+    uint32_t ra[4], rb[4];
+    float acc[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        ra[j] = a[lane * 4 + j];
+        rb[j] = b[lane * 4 + j];
+        acc[j] = c[lane * 4 + j];
+    }
+    const uint32_t re = e[lane];
+    if (bf16 != 0) {
+        if (selector == 0) {
+            asa_gemm24::mma_sp<true, 0>(acc, ra, rb, re);
+        } else {
+            asa_gemm24::mma_sp<true, 1>(acc, ra, rb, re);
+        }
+    } else {
+        if (selector == 0) {
+            asa_gemm24::mma_sp<false, 0>(acc, ra, rb, re);
+        } else {
+            asa_gemm24::mma_sp<false, 1>(acc, ra, rb, re);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        d[lane * 4 + j] = acc[j];
+    }
+#endif
+}

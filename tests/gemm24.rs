@@ -336,3 +336,66 @@ fn gpu_gemm24_matches_the_cpu_twin() {
         }
     }
 }
+
+/// The layout probe (PTX-FACTS.md, last section): one `mma.sp` on the GPU with registers
+/// chosen so every product is exact (small integers), compared register by register with the
+/// ISA emulator, for both selectors and both 16-bit types. The first GPU test to run: if it
+/// fails, fix the emulator's [figure] tables first, then the kernels.
+#[test]
+fn gpu_mma_sp_layout_probe_matches_the_emulator() {
+    use asa_lth::backend::cuda::gemm24 as g24;
+    let Some(gpu) = common::gpu("gpu_mma_sp_layout_probe_matches_the_emulator") else {
+        return;
+    };
+    let mut rng = Rng::new(6);
+    const NIBBLES: [u32; 6] = [0b0100, 0b1000, 0b1001, 0b1100, 0b1101, 0b1110];
+    for dtype in [g24::Half::Bf16, g24::Half::F16] {
+        let enc = |v: f32| match dtype {
+            g24::Half::Bf16 => bf16::from_f32(v).to_bits() as u32,
+            g24::Half::F16 => half::f16::from_f32(v).to_bits() as u32,
+        };
+        let dec = move |h: u16| match dtype {
+            g24::Half::Bf16 => bf16::from_bits(h).to_f32(),
+            g24::Half::F16 => half::f16::from_bits(h).to_f32(),
+        };
+        for selector in 0..2 {
+            let mut small = || (rng.below(7) as f32) - 3.0;
+            let (mut a, mut b, mut c) = ([[0u32; 4]; 32], [[0u32; 4]; 32], [[0f32; 4]; 32]);
+            for lane in 0..32 {
+                for j in 0..4 {
+                    a[lane][j] = enc(small()) | (enc(small()) << 16);
+                    b[lane][j] = enc(small()) | (enc(small()) << 16);
+                    c[lane][j] = small();
+                }
+            }
+            let mut e = [0u32; 32];
+            for word in e.iter_mut() {
+                for q in 0..8 {
+                    *word |= NIBBLES[rng.below(6)] << (4 * q);
+                }
+            }
+            let want = mma_emu::mma_sp_m16n8k32(&a, &b, &c, &e, selector, dec).unwrap();
+            let got = g24::run_mma_sp_probe(
+                &gpu.module,
+                &gpu.stream,
+                dtype,
+                &a,
+                &b,
+                &c,
+                &e,
+                selector as u32,
+            )
+            .unwrap();
+            let bad: Vec<String> = (0..32)
+                .flat_map(|l| (0..4).map(move |i| (l, i)))
+                .filter(|&(l, i)| got[l][i] != want[l][i])
+                .map(|(l, i)| format!("lane {l} d{i}: gpu {} emulator {}", got[l][i], want[l][i]))
+                .collect();
+            assert!(
+                bad.is_empty(),
+                "{dtype:?} selector {selector}:\n{}",
+                bad.join("\n")
+            );
+        }
+    }
+}

@@ -191,3 +191,77 @@ pub fn launch_gemm24_ref(
     unsafe { result::launch_kernel(func, grid, (32, 1, 1), 0, stream.cu_stream(), &mut params) }
         .map_err(|e| drv(&format!("launch {name}"), e))
 }
+
+/// Run the layout probe (`mma_sp_probe` in kernels/gemm24.cu): one warp, one `mma.sp` on the
+/// given per-lane registers; returns `d` (32 lanes × 4 f32). Compare with
+/// [`crate::sparse::mma_emu::mma_sp_m16n8k32`] on the same registers.
+#[allow(clippy::too_many_arguments)]
+pub fn run_mma_sp_probe(
+    module: &KernelModule,
+    stream: &Arc<CudaStream>,
+    dtype: Half,
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 4]; 32],
+    c: &[[f32; 4]; 32],
+    e: &[u32; 32],
+    selector: u32,
+) -> Result<[[f32; 4]; 32]> {
+    if selector > 1 {
+        return Err(Error::Config(format!(
+            "mma.sp m16n8k32 selector must be 0 or 1, got {selector}"
+        )));
+    }
+    let flat = |x: &[[u32; 4]; 32]| x.iter().flatten().copied().collect::<Vec<u32>>();
+    let up = |what: &str, e| drv(what, e);
+    let ad = stream.clone_htod(&flat(a)).map_err(|e| up("upload a", e))?;
+    let bd = stream.clone_htod(&flat(b)).map_err(|e| up("upload b", e))?;
+    let ed = stream.clone_htod(&e[..]).map_err(|e| up("upload e", e))?;
+    let cflat: Vec<f32> = c.iter().flatten().copied().collect();
+    let cd = stream.clone_htod(&cflat).map_err(|e| up("upload c", e))?;
+    let mut dd = stream
+        .clone_htod(&[f32::NAN; 128][..])
+        .map_err(|e| up("upload d", e))?;
+    let func = module.function("mma_sp_probe")?;
+    {
+        let (mut ap, _ga) = ad.device_ptr(stream);
+        let (mut bp, _gb) = bd.device_ptr(stream);
+        let (mut ep, _ge) = ed.device_ptr(stream);
+        let (mut cp, _gc) = cd.device_ptr(stream);
+        let (mut dp, _gd) = dd.device_ptr_mut(stream);
+        let mut sel = selector as i32;
+        let mut is_bf16: i32 = (dtype == Half::Bf16) as i32;
+        let mut params: [*mut c_void; 7] = [
+            (&mut ap) as *mut _ as *mut c_void,
+            (&mut bp) as *mut _ as *mut c_void,
+            (&mut ep) as *mut _ as *mut c_void,
+            (&mut cp) as *mut _ as *mut c_void,
+            (&mut dp) as *mut _ as *mut c_void,
+            (&mut sel) as *mut _ as *mut c_void,
+            (&mut is_bf16) as *mut _ as *mut c_void,
+        ];
+        module
+            .context()
+            .bind_to_thread()
+            .map_err(|e| drv("bind context", e))?;
+        // SAFETY: the 7 parameters match `mma_sp_probe`'s signature (five device pointers, two
+        // i32); a, b, c, d hold 128 elements and e 32, exactly what one warp of 32 lanes reads
+        // and writes; the guards keep the buffers alive and ordered on `stream`.
+        unsafe {
+            result::launch_kernel(
+                func,
+                (1, 1, 1),
+                (32, 1, 1),
+                0,
+                stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .map_err(|e| drv("launch mma_sp_probe", e))?;
+    }
+    let out = stream.clone_dtoh(&dd).map_err(|e| drv("download d", e))?;
+    let mut d = [[0.0f32; 4]; 32];
+    for (lane, regs) in d.iter_mut().enumerate() {
+        regs.copy_from_slice(&out[lane * 4..lane * 4 + 4]);
+    }
+    Ok(d)
+}
