@@ -2,20 +2,39 @@
 # One-call GPU validation for a lent GPU machine (DEVELOPERS.md "A GPU is rare"), in the order
 # PTX-FACTS.md asks for. Prepare here, run there:
 #
-#   here:  NVCC=$(bash scripts/install-cuda-toolchain.sh --sass | tail -n 1) \
-#            bash ../shared/tools/gpu-bundle.sh
+#   here:  bash scripts/gpu-validate.sh --prepare    (builds .gpu-bundle with the pinned nvcc via
+#          ../shared/tools/gpu-bundle.sh, strips debug info and keeps only the executables
+#          with GPU work, so it fits the device tool's 64 MiB carry limit)
 #   there: bash scripts/gpu-validate.sh "$OUT"       (carry .gpu-bundle; cargo not needed)
 #
 # Writes into OUTDIR: gpu.txt (card, driver), probe.log (the mma.sp layout probe — if it
-# fails, fix the emulator's [figure] tables before anything else), the bundle's test and bench
-# logs (run.sh: every test with ASA_LTH_REQUIRE_GPU=1, benches in quick mode),
+# fails, fix the emulator's [figure] tables before anything else), test-*.log (every bundled
+# test with ASA_LTH_REQUIRE_GPU=1),
 # sanitizer-*.log (compute-sanitizer memcheck and racecheck on the GPU tests), and peer
 # reports from the PyTorch scripts when torch with CUDA is installed. Summarise them under
 # results/ with the card, driver, commit and this command.
 set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [[ ${1:-} == --prepare ]]; then
+  set -e
+  cd "$root"
+  NVCC=$(bash scripts/install-cuda-toolchain.sh --sass | tail -n 1)
+  export NVCC
+  bash "$root/../shared/tools/gpu-bundle.sh" >/dev/null 2>&1 || bash "$root/../shared/tools/gpu-bundle.sh"
+  # Keep the tests that hold GPU checks, the benches and the CLI; drop debug info (symbols stay,
+  # so backtraces still name functions).
+  for t in .gpu-bundle/tests/*; do
+    case $(basename "$t") in gemm24-*|topk-*|cuda_build-*) ;; *) rm -f "$t" ;; esac
+  done
+  # The criterion benches have no GPU cases yet (CPU figures would only spend device time);
+  # keep them once src/bench/ grows CUDA cases.
+  rm -f .gpu-bundle/benches/*
+  strip --strip-debug .gpu-bundle/tests/* .gpu-bundle/bin/*
+  du -sh .gpu-bundle
+  exit 0
+fi
 out=${1:-./gpu-logs}
 mkdir -p "$out"
-root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 [[ -d .gpu-bundle/tests ]] || { echo "gpu-validate: no .gpu-bundle (build it with ../shared/tools/gpu-bundle.sh)" >&2; exit 2; }
 export CARGO_MANIFEST_DIR=$root ASA_LTH_REQUIRE_GPU=1 RUST_BACKTRACE=1
@@ -32,8 +51,17 @@ if ! "$(test_bin gemm24)" gpu_mma_sp_layout_probe_matches_the_emulator --exact -
 fi
 tail -n 5 "$out/probe.log"
 
-echo "== 2. every test (GPU skips are failures) and quick benches"
-bash .gpu-bundle/run.sh "$out" || fail=1
+echo "== 2. every bundled test (GPU skips are failures)"
+for t in .gpu-bundle/tests/*; do
+  n=$(basename "$t")
+  if "$t" --test-threads=1 >"$out/test-$n.log" 2>&1; then
+    tail -n 1 "$out/test-$n.log"
+  else
+    fail=1
+    echo "FAILED: $n"
+    tail -n 30 "$out/test-$n.log"
+  fi
+done
 
 echo "== 3. compute-sanitizer on the GPU tests"
 if command -v compute-sanitizer >/dev/null; then
