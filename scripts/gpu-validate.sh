@@ -2,7 +2,7 @@
 # One-call GPU validation for a lent GPU machine (DEVELOPERS.md "A GPU is rare"), in the order
 # PTX-FACTS.md asks for. Prepare here, run there:
 #
-#   here:  bash scripts/gpu-validate.sh --prepare    (builds .gpu-bundle with the pinned nvcc via
+#   here:  bash scripts/gpu-validate.sh --prepare    (builds .gpu-bundle with $NVCC or the pinned nvcc via
 #          ../shared/tools/gpu-bundle.sh, strips debug info and keeps only the executables
 #          with GPU work, so it fits the device tool's 64 MiB carry limit)
 #   there: bash scripts/gpu-validate.sh "$OUT"       (carry .gpu-bundle; cargo not needed)
@@ -18,7 +18,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 if [[ ${1:-} == --prepare ]]; then
   set -e
   cd "$root"
-  NVCC=$(bash scripts/install-cuda-toolchain.sh --sass | tail -n 1)
+  # The pinned toolkit unless NVCC names another (e.g. a 12.x nvcc for a machine whose
+  # driver predates CUDA 13: `asa-lth info` there says so).
+  NVCC=${NVCC:-$(bash scripts/install-cuda-toolchain.sh --sass | tail -n 1)}
   export NVCC
   bash "$root/../shared/tools/gpu-bundle.sh" >/dev/null 2>&1 || bash "$root/../shared/tools/gpu-bundle.sh"
   # Keep the tests that hold GPU checks, the benches and the CLI; drop debug info (symbols stay,
