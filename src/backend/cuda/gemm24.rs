@@ -5,10 +5,10 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::drv;
-use super::kernels::KernelModule;
+use super::kernels::{launch, KernelModule};
 use crate::sparse::Sparse24;
 use crate::{Error, Result};
 
@@ -161,7 +161,6 @@ pub fn launch_gemm24_ref(
         Half::Bf16 => "gemm24_bf16_ref",
         Half::F16 => "gemm24_f16_ref",
     };
-    let func = module.function(name)?;
     let (mut xp, _gx) = x.device_ptr(stream);
     let (mut vp, _gv) = w.values.device_ptr(stream);
     let (mut mp, _gm) = w.meta.device_ptr(stream);
@@ -179,17 +178,12 @@ pub fn launch_gemm24_ref(
         (&mut ki) as *mut _ as *mut c_void,
     ];
     let grid = (m.div_ceil(8) as u32, (n / 16) as u32, 1);
-    module
-        .context()
-        .bind_to_thread()
-        .map_err(|e| drv("bind context", e))?;
-    // SAFETY: `func` is from `module`; the 8 parameters match the kernel's signature in order
-    // and size (five device pointers, bias possibly 0 = nullptr, three i32). Buffer lengths were
-    // checked against (M, N, K) above, N % 16 and K % 32 hold, and the kernel reads x rows < M
-    // only, values/metadata of tiles < N/16 and steps < K/32, and writes y[m][n] for m < M.
-    // The pointer guards keep the buffers alive and ordered on `stream`.
-    unsafe { result::launch_kernel(func, grid, (32, 1, 1), 0, stream.cu_stream(), &mut params) }
-        .map_err(|e| drv(&format!("launch {name}"), e))
+    // SAFETY: the 8 parameters match the kernel's signature in order and size (five device
+    // pointers, bias possibly 0 = nullptr, three i32). Buffer lengths were checked against
+    // (M, N, K) above, N % 16 and K % 32 hold, and the kernel reads x rows < M only,
+    // values/metadata of tiles < N/16 and steps < K/32, and writes y[m][n] for m < M. The
+    // pointer guards keep the buffers alive and ordered on `stream`.
+    unsafe { launch(module, stream, name, grid, (32, 1, 1), &mut params) }
 }
 
 /// Run the layout probe (`mma_sp_probe` in kernels/gemm24.cu): one warp, one `mma.sp` on the
@@ -221,7 +215,6 @@ pub fn run_mma_sp_probe(
     let mut dd = stream
         .clone_htod(&[f32::NAN; 128][..])
         .map_err(|e| up("upload d", e))?;
-    let func = module.function("mma_sp_probe")?;
     {
         let (mut ap, _ga) = ad.device_ptr(stream);
         let (mut bp, _gb) = bd.device_ptr(stream);
@@ -239,24 +232,19 @@ pub fn run_mma_sp_probe(
             (&mut sel) as *mut _ as *mut c_void,
             (&mut is_bf16) as *mut _ as *mut c_void,
         ];
-        module
-            .context()
-            .bind_to_thread()
-            .map_err(|e| drv("bind context", e))?;
         // SAFETY: the 7 parameters match `mma_sp_probe`'s signature (five device pointers, two
         // i32); a, b, c, d hold 128 elements and e 32, exactly what one warp of 32 lanes reads
         // and writes; the guards keep the buffers alive and ordered on `stream`.
         unsafe {
-            result::launch_kernel(
-                func,
+            launch(
+                module,
+                stream,
+                "mma_sp_probe",
                 (1, 1, 1),
                 (32, 1, 1),
-                0,
-                stream.cu_stream(),
                 &mut params,
             )
-        }
-        .map_err(|e| drv("launch mma_sp_probe", e))?;
+        }?;
     }
     let out = stream.clone_dtoh(&dd).map_err(|e| drv("download d", e))?;
     let mut d = [[0.0f32; 4]; 32];

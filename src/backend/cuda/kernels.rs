@@ -82,6 +82,33 @@ impl Drop for KernelModule {
     }
 }
 
+/// Launch kernel `name` of `module` on `stream` with the given grid and block shapes; every
+/// launcher goes through here (bind the context, launch, name the kernel in the error).
+///
+/// # Safety
+/// `params` must match the kernel's parameter list in number, order and size, every pointer
+/// among them must be valid for what the kernel does with it given the other arguments, and
+/// the pointed-to buffers must stay alive and unused by other streams until the launch is
+/// ordered before their next use.
+pub unsafe fn launch(
+    module: &KernelModule,
+    stream: &CudaStream,
+    name: &str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+    params: &mut [*mut c_void],
+) -> Result<()> {
+    let func = module.function(name)?;
+    module
+        .context()
+        .bind_to_thread()
+        .map_err(|e| drv("bind context", e))?;
+    // SAFETY: forwarded to the caller (see the contract above); `func` belongs to `module`,
+    // which outlives the enqueueing (the driver copies the parameter values).
+    unsafe { result::launch_kernel(func, grid, block, 0, stream.cu_stream(), params) }
+        .map_err(|e| drv(&format!("launch {name}"), e))
+}
+
 /// Blocks for `n` elements of a grid-stride kernel, at most `cap` (and at least 1).
 pub fn elementwise_grid(n: usize, cap: u32) -> u32 {
     let blocks = n.div_ceil(ELEMENTWISE_BLOCK as usize).max(1);
@@ -114,7 +141,6 @@ pub fn launch_adamw_f32(
     if n == 0 {
         return Ok(());
     }
-    let func = module.function("adamw_f32")?;
     let bc1 = host::adamw_bias_correction(hp.beta1, hp.t);
     let bc2 = host::adamw_bias_correction(hp.beta2, hp.t);
 
@@ -153,26 +179,19 @@ pub fn launch_adamw_f32(
         (&mut c2) as *mut _ as *mut c_void,
     ];
     let grid = elementwise_grid(n, max_blocks.unwrap_or(ELEMENTWISE_MAX_BLOCKS));
-    module
-        .context()
-        .bind_to_thread()
-        .map_err(|e| drv("bind context", e))?;
-    // SAFETY: `func` comes from `module`, which outlives the launch's enqueueing (the driver
-    // copies the parameter values during cuLaunchKernel). The 14 parameters match the
-    // kernel's signature in order and size: five device pointers (u64; the mask may be 0 =
-    // nullptr), size_t n (usize), eight f32. Every buffer holds `n` f32 (checked above), the
-    // kernel touches indices < n only, and the pointer guards keep the buffers alive and
-    // ordered on `stream`.
+    // SAFETY: the 14 parameters match the kernel's signature in order and size: five device
+    // pointers (u64; the mask may be 0 = nullptr), size_t n (usize), eight f32. Every buffer
+    // holds `n` f32 (checked above), the kernel touches indices < n only, and the pointer
+    // guards keep the buffers alive and ordered on `stream`.
     unsafe {
-        result::launch_kernel(
-            func,
+        launch(
+            module,
+            stream,
+            "adamw_f32",
             (grid, 1, 1),
             (ELEMENTWISE_BLOCK, 1, 1),
-            0,
-            stream.cu_stream(),
             &mut params,
         )
-    }
-    .map_err(|e| drv("launch adamw_f32", e))?;
+    }?;
     Ok(())
 }

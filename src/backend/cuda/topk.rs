@@ -19,8 +19,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    result, sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop,
-    ValidAsZeroBits,
+    sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop, ValidAsZeroBits,
 };
 
 use super::drv;
@@ -113,24 +112,8 @@ unsafe fn launch(
     grid: u32,
     params: &mut [*mut c_void],
 ) -> Result<()> {
-    let func = module.function(name)?;
-    module
-        .context()
-        .bind_to_thread()
-        .map_err(|e| drv("bind context", e))?;
-    // SAFETY: forwarded to the caller (see the function's contract); `func` belongs to
-    // `module`, which outlives the enqueueing (the driver copies the parameter values).
-    unsafe {
-        result::launch_kernel(
-            func,
-            (grid, 1, 1),
-            (BLOCK, 1, 1),
-            0,
-            stream.cu_stream(),
-            params,
-        )
-    }
-    .map_err(|e| drv(&format!("launch {name}"), e))
+    // SAFETY: forwarded to the caller (the same contract as `kernels::launch`).
+    unsafe { super::kernels::launch(module, stream, name, (grid, 1, 1), (BLOCK, 1, 1), params) }
 }
 
 fn to_dev<T: DeviceRepr>(stream: &Arc<CudaStream>, v: &[T], what: &str) -> Result<CudaSlice<T>> {
