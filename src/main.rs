@@ -216,6 +216,10 @@ struct EvalArgs {
     /// Split to score.
     #[arg(long, value_enum, default_value = "test")]
     split: Split,
+    /// Project the FFN weights to 2:4 by magnitude (one shot, no fine-tuning) and run their
+    /// forward from the compressed form (the 2:4 GEMM).
+    #[arg(long)]
+    ffn24: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -344,11 +348,15 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let stream = vocab.encode(sents);
     let mut model = Gpt::new(Cpu, mcfg, 0)?;
     ck.restore(&mut model)?;
+    if a.ffn24 {
+        model.enable_ffn24()?;
+    }
     let plan = train::MaskPlan::new(cfg.attn_mask, cfg.seed);
     let s = train::evaluate(&mut model, &plan, &stream, cfg.batch, cfg.seq_len, None)?;
     println!(
-        "{:?}: loss {:.4}, perplexity {:.2} over {} tokens",
+        "{:?}{}: loss {:.4}, perplexity {:.2} over {} tokens",
         a.split,
+        if a.ffn24 { " (FFN 2:4-compressed)" } else { "" },
         s.mean(),
         s.mean().exp(),
         s.count

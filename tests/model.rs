@@ -235,3 +235,58 @@ fn bad_configs_are_clear_errors() {
     let mut fresh = Gpt::new(Cpu, base, 0).unwrap();
     assert!(fresh.backward(None).is_err());
 }
+
+/// The FFN forward from 2:4-compressed weights equals the dense forward of the same model
+/// with the 2:4 masks applied; the compressed forward refuses a backward.
+#[test]
+fn ffn24_forward_matches_the_dense_forward_of_the_projected_weights() {
+    let cfg = GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        d_model: 32,
+        ctx: 16,
+        vocab: 37,
+    };
+    let mut model = Gpt::new(Cpu, cfg, 4).unwrap();
+    let mut rng = Rng::new(8);
+    // An existing prune mask on one FFN weight must survive the projection.
+    let n = model.param("blocks.0.mlp.w_fc").unwrap().len();
+    let old: Vec<f32> = (0..n)
+        .map(|_| if rng.bernoulli(0.3) { 0.0 } else { 1.0 })
+        .collect();
+    model
+        .set_prune_mask("blocks.0.mlp.w_fc", Some(&old))
+        .unwrap();
+    let (b, t) = (3, 16);
+    let (x, y) = batch(&mut rng, b, t, cfg.vocab);
+    let dense_before = model.forward(&x, &y, b, t, None).unwrap();
+    model.enable_ffn24().unwrap();
+    assert!(model.ffn24_enabled());
+    let sparse = model.forward(&x, &y, b, t, None).unwrap();
+    for name in ["blocks.0.mlp.w_fc", "blocks.1.mlp.w_proj"] {
+        let w = model.param(name).unwrap();
+        for (gi, g) in w.chunks_exact(4).enumerate() {
+            let nz = g.iter().filter(|v| **v != 0.0).count();
+            assert!(nz <= 2, "{name} group {gi} keeps {nz}");
+        }
+    }
+    let w_fc = model.param("blocks.0.mlp.w_fc").unwrap();
+    assert!(w_fc.iter().zip(&old).all(|(w, m)| *m != 0.0 || *w == 0.0));
+    model.disable_ffn24();
+    let dense_after = model.forward(&x, &y, b, t, None).unwrap();
+    let rel = (sparse.sum - dense_after.sum).abs() / dense_after.sum;
+    assert!(
+        rel < 1e-5,
+        "compressed {} vs dense-projected {}",
+        sparse.sum,
+        dense_after.sum
+    );
+    assert_ne!(
+        dense_before.sum, dense_after.sum,
+        "the projection must change the model"
+    );
+    model.enable_ffn24().unwrap();
+    model.forward(&x, &y, b, t, None).unwrap();
+    let e = model.backward(None).unwrap_err().to_string();
+    assert!(e.contains("inference-only"), "{e}");
+}

@@ -83,6 +83,8 @@ pub trait Ops: Send + Sync {
     type Buf: Send + Sync;
     /// A u32 buffer on this device.
     type Idx: Send + Sync;
+    /// A 2:4-compressed weight on this device (DESIGN.md §3 "2:4 format").
+    type Sparse24: Send + Sync;
 
     /// Human-readable device label recorded in results (e.g. `cpu (2 threads)`).
     fn label(&self) -> String;
@@ -272,4 +274,24 @@ pub trait Ops: Send + Sync {
     ) -> Result<()>;
     /// `Σ x²` accumulated in f64 (for global-norm clipping).
     fn sum_squares(&self, buf: &Self::Buf) -> Result<f64>;
+
+    // ---- 2:4 sparsity (inference) ----
+    /// Prune `weight` (`n × k`, out × in) to 2:4 along K (the 2 largest |w| of every aligned
+    /// group of 4, ties to the lower index) and compress it; K must be a multiple of 16.
+    fn compress24(
+        &self,
+        name: &str,
+        weight: &Self::Buf,
+        n: usize,
+        k: usize,
+    ) -> Result<Self::Sparse24>;
+    /// `out = inp·Wᵀ + bias` with W 2:4-compressed (`s.oc × s.k`); forward only.
+    fn matmul24_fwd(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        weight: &Self::Sparse24,
+        bias: Option<&Self::Buf>,
+        s: MatmulShape,
+    ) -> Result<()>;
 }

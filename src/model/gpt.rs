@@ -158,6 +158,9 @@ pub struct Gpt<O: Ops> {
     adam_m: Vec<O::Buf>,
     adam_v: Vec<O::Buf>,
     masks: Vec<Option<O::Buf>>,
+    /// Per block, the 2:4-compressed (w_fc, w_proj) the forward uses instead of the dense
+    /// FFN weights (inference only; see [`Gpt::enable_ffn24`]).
+    ffn24: Option<Vec<(O::Sparse24, O::Sparse24)>>,
     acts: Option<Acts<O>>,
     forward_done: bool,
 }
@@ -192,6 +195,7 @@ impl<O: Ops> Gpt<O> {
             adam_m,
             adam_v,
             masks,
+            ffn24: None,
             acts: None,
             forward_done: false,
         })
@@ -362,23 +366,38 @@ impl<O: Ops> Gpt<O> {
                 n,
                 c,
             )?;
-            ops.matmul_fwd(
-                &mut ba.fch,
-                &ba.ln2,
-                &p[id.w_fc],
-                Some(&p[id.b_fc]),
-                mk(id.w_fc),
-                mm(c, 4 * c),
-            )?;
+            let ffn24 = self.ffn24.as_ref().map(|f| &f[l]);
+            match ffn24 {
+                Some((fc, _)) => {
+                    ops.matmul24_fwd(&mut ba.fch, &ba.ln2, fc, Some(&p[id.b_fc]), mm(c, 4 * c))?
+                }
+                None => ops.matmul_fwd(
+                    &mut ba.fch,
+                    &ba.ln2,
+                    &p[id.w_fc],
+                    Some(&p[id.b_fc]),
+                    mk(id.w_fc),
+                    mm(c, 4 * c),
+                )?,
+            }
             ops.gelu_fwd(&mut ba.fch_gelu, &ba.fch)?;
-            ops.matmul_fwd(
-                &mut ba.fc_proj,
-                &ba.fch_gelu,
-                &p[id.w_proj],
-                Some(&p[id.b_proj]),
-                mk(id.w_proj),
-                mm(4 * c, c),
-            )?;
+            match ffn24 {
+                Some((_, proj)) => ops.matmul24_fwd(
+                    &mut ba.fc_proj,
+                    &ba.fch_gelu,
+                    proj,
+                    Some(&p[id.b_proj]),
+                    mm(4 * c, c),
+                )?,
+                None => ops.matmul_fwd(
+                    &mut ba.fc_proj,
+                    &ba.fch_gelu,
+                    &p[id.w_proj],
+                    Some(&p[id.b_proj]),
+                    mk(id.w_proj),
+                    mm(4 * c, c),
+                )?,
+            }
             ops.residual_fwd(&mut ba.res2, &ba.res1, &ba.fc_proj)?;
         }
         let x_last = match a.blocks.last() {
@@ -427,6 +446,13 @@ impl<O: Ops> Gpt<O> {
         if !self.forward_done {
             return Err(Error::Config(
                 "backward called without a successful forward".into(),
+            ));
+        }
+        if self.ffn24.is_some() {
+            return Err(Error::Config(
+                "the 2:4-compressed FFN forward is inference-only: call disable_ffn24() and \
+                 fine-tune through the 2:4 prune masks it left on mlp.w_fc / mlp.w_proj"
+                    .into(),
             ));
         }
         let (c, v, h) = (self.cfg.d_model, self.cfg.vocab, self.cfg.n_head);
@@ -603,6 +629,47 @@ impl<O: Ops> Gpt<O> {
         let (gte, gpe) = pair_mut(g, tab.wte, tab.wpe);
         ops.embedding_bwd(gte, gpe, &a.d_res, &a.tokens, b, t, c)?;
         Ok(())
+    }
+
+    /// Project every block's FFN weights (`mlp.w_fc`, `mlp.w_proj`) to 2:4 by magnitude
+    /// (DESIGN.md §3, ties to the lower index) and run their forward from the compressed form
+    /// through [`Ops::matmul24_fwd`]. The 2:4 mask (times any existing prune mask) is also set
+    /// as those weights' prune mask, so the dense parameters equal what the compressed ones
+    /// hold, and fine-tuning after [`disable_ffn24`](Self::disable_ffn24) keeps the pattern.
+    pub fn enable_ffn24(&mut self) -> Result<()> {
+        let mut compressed = Vec::with_capacity(self.table.blocks.len());
+        for l in 0..self.table.blocks.len() {
+            let id = self.table.blocks[l];
+            let mut pair = Vec::with_capacity(2);
+            for w in [id.w_fc, id.w_proj] {
+                let spec = self.table.specs[w].clone();
+                let (n, k) = (spec.shape[0], spec.shape[1]);
+                let dense = self.ops.download(&self.params[w])?;
+                let mut mask = vec![0.0f32; dense.len()];
+                crate::sparse::two_four_mask(&spec.name, &dense, n, k, &mut mask)?;
+                if let Some(old) = &self.masks[w] {
+                    let old = self.ops.download(old)?;
+                    mask.iter_mut().zip(&old).for_each(|(m, &o)| *m *= o);
+                }
+                self.set_prune_mask(&spec.name, Some(&mask))?;
+                pair.push(self.ops.compress24(&spec.name, &self.params[w], n, k)?);
+            }
+            let proj = pair.pop().expect("two compressed weights");
+            let fc = pair.pop().expect("two compressed weights");
+            compressed.push((fc, proj));
+        }
+        self.ffn24 = Some(compressed);
+        Ok(())
+    }
+
+    /// Go back to the dense FFN forward (the 2:4 prune masks stay).
+    pub fn disable_ffn24(&mut self) {
+        self.ffn24 = None;
+    }
+
+    /// Whether the FFN forward runs from 2:4-compressed weights.
+    pub fn ffn24_enabled(&self) -> bool {
+        self.ffn24.is_some()
     }
 
     /// Global L2 norm of all gradients.

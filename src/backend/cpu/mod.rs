@@ -33,6 +33,7 @@ fn view<'a>(m: Option<MaskRef<'a, Vec<u32>>>) -> Option<MaskView<'a>> {
 impl Ops for Cpu {
     type Buf = Vec<f32>;
     type Idx = Vec<u32>;
+    type Sparse24 = crate::sparse::Sparse24<f32>;
 
     fn label(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -249,5 +250,34 @@ impl Ops for Cpu {
     }
     fn sum_squares(&self, buf: &Vec<f32>) -> Result<f64> {
         Ok(adamw::sum_squares(buf))
+    }
+
+    fn compress24(
+        &self,
+        name: &str,
+        weight: &Vec<f32>,
+        n: usize,
+        k: usize,
+    ) -> Result<crate::sparse::Sparse24<f32>> {
+        crate::sparse::Sparse24::compress(name, weight, n, k)
+    }
+    fn matmul24_fwd(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        weight: &crate::sparse::Sparse24<f32>,
+        bias: Option<&Vec<f32>>,
+        s: MatmulShape,
+    ) -> Result<()> {
+        if weight.n() != s.oc || weight.k() != s.k {
+            return Err(crate::Error::Config(format!(
+                "matmul24_fwd: weight is {} x {}, the shape asks for oc {} x k {}",
+                weight.n(),
+                weight.k(),
+                s.oc,
+                s.k
+            )));
+        }
+        crate::sparse::gemm24(out, inp, weight, bias.map(|b| &b[..]), s.n)
     }
 }
