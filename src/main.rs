@@ -32,6 +32,16 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a trained run's checkpoint on a split (token-weighted perplexity).
     Eval(EvalArgs),
+    /// Print sentences of the embedded synthetic corpus as CoNLL-U (ID, FORM, UPOS, HEAD), so
+    /// they can be read, or fed to `asa-lth asa derive-compat` / `tag-eval`.
+    Sample {
+        /// Number of sentences.
+        #[arg(long, default_value_t = 5)]
+        sentences: usize,
+        /// Seed of the synthetic corpus.
+        #[arg(long, default_value_t = 1)]
+        corpus_seed: u64,
+    },
     /// Benchmark kernels at the model's shapes on every available device: median and spread
     /// over repeats, ratio to the copy-bandwidth and GEMM rooflines measured in the same run.
     Bench(BenchArgs),
@@ -247,6 +257,10 @@ fn run() -> Result<()> {
         Command::Info { verbose } => info(verbose),
         Command::Train(a) => train_cmd(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Sample {
+            sentences,
+            corpus_seed,
+        } => sample_cmd(sentences, corpus_seed),
         Command::Bench(a) => bench_cmd(a),
         Command::Asa(c) => asa_cmd(c),
     }
@@ -546,4 +560,31 @@ fn asa_cmd(c: AsaCommand) -> Result<()> {
         AsaCommand::Stats { corpus, args } => asa_cli::stats(&corpus.source()?, &args, &mut out),
         AsaCommand::Show { corpus, args } => asa_cli::show(&corpus.source()?, &args, &mut out),
     }
+}
+
+fn sample_cmd(n: usize, seed: u64) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for (si, s) in asa_lth::data::synthetic::generate(n, seed)
+        .iter()
+        .enumerate()
+    {
+        let (tags, heads) = match (&s.upos, &s.heads) {
+            (Some(t), Some(h)) => (t, h),
+            _ => bail!("synthetic sentence {si} lacks tags or heads"),
+        };
+        writeln!(out, "# sent_id = synthetic-{seed}-{si}")?;
+        writeln!(out, "# text = {}", s.words.join(" "))?;
+        for (i, w) in s.words.iter().enumerate() {
+            writeln!(
+                out,
+                "{}\t{w}\t_\t{}\t_\t_\t{}\t_\t_\t_",
+                i + 1,
+                tags[i],
+                heads[i]
+            )?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }

@@ -265,3 +265,15 @@ fn vocab_round_trips_and_unigram_perplexity_is_sane() {
         v.len()
     );
 }
+
+#[test]
+fn cli_sample_prints_valid_conllu_of_the_synthetic_corpus() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asa-lth"))
+        .args(["sample", "--sentences", "25", "--corpus-seed", "9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = conllu::parse(&text, Path::new("sample.conllu")).unwrap();
+    assert_eq!(parsed, synthetic::generate(25, 9));
+}
