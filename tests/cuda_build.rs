@@ -345,3 +345,31 @@ fn gpu_adamw_matches_host_helper() {
         }
     }
 }
+
+/// The CPU backend's AdamW and the kernel's element helper (host build) implement the same
+/// contract bit for bit, with and without a prune mask.
+#[test]
+fn cpu_adamw_matches_the_kernel_helper_bit_for_bit() {
+    let mut rng = XorShift::new(77);
+    let n = 4099;
+    for with_mask in [false, true] {
+        let hp = random_hp(&mut rng);
+        let p0: Vec<f32> = (0..n).map(|_| rng.range(-2.0, 2.0)).collect();
+        let g: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
+        let m0: Vec<f32> = (0..n).map(|_| rng.range(-0.5, 0.5)).collect();
+        let v0: Vec<f32> = (0..n).map(|_| rng.range(0.0, 0.5)).collect();
+        let mask: Vec<f32> = (0..n).map(|i| (i % 3 != 0) as u32 as f32).collect();
+        let mk = with_mask.then_some(&mask[..]);
+        let (mut p1, mut m1, mut v1) = (p0.clone(), m0.clone(), v0.clone());
+        asa_lth::backend::cpu::adamw::adamw(&mut p1, &g, &mut m1, &mut v1, mk, &hp).unwrap();
+        let (mut p2, mut m2, mut v2) = (p0.clone(), m0.clone(), v0.clone());
+        host::adamw_f32(&mut p2, &g, &mut m2, &mut v2, mk, &hp).unwrap();
+        for i in 0..n {
+            assert_eq!(
+                (p1[i].to_bits(), m1[i].to_bits(), v1[i].to_bits()),
+                (p2[i].to_bits(), m2[i].to_bits(), v2[i].to_bits()),
+                "element {i} (mask {with_mask})"
+            );
+        }
+    }
+}

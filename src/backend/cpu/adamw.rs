@@ -24,8 +24,10 @@ pub fn adamw(
     if let Some(mk) = mask {
         check_len("adamw", "mask", mk.len(), n, sh)?;
     }
-    let bc1 = (1.0 - (hp.beta1 as f64).powi(hp.t as i32)) as f32;
-    let bc2 = (1.0 - (hp.beta2 as f64).powi(hp.t as i32)) as f32;
+    // Same bias corrections and operation order as kernels/adamw.cuh, so the CPU and CUDA
+    // paths agree bit for bit (tests/cuda_build.rs holds them to it).
+    let bc1 = bias_correction(hp.beta1, hp.t);
+    let bc2 = bias_correction(hp.beta2, hp.t);
     let hp = *hp;
     let step = move |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, keep: bool| {
         if !keep {
@@ -36,7 +38,7 @@ pub fn adamw(
         }
         let g = g * hp.grad_scale;
         *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
-        *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+        *v = hp.beta2 * *v + (1.0 - hp.beta2) * (g * g);
         let mhat = *m / bc1;
         let vhat = *v / bc2;
         *p -= hp.lr * (mhat / (vhat.sqrt() + hp.eps) + hp.weight_decay * *p);
@@ -52,6 +54,11 @@ pub fn adamw(
             .for_each(|(((p, &g), (m, v)), &k)| step(p, g, m, v, k != 0.0)),
     }
     Ok(())
+}
+
+/// `1 − βᵗ` in f64, rounded to f32 once (as `asa_adamw_bias_correction` does).
+pub fn bias_correction(beta: f32, t: u32) -> f32 {
+    (1.0 - (beta as f64).powf(t as f64)) as f32
 }
 
 /// `Σ x²` in f64.
