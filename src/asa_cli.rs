@@ -348,14 +348,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
     }
     if want(EvalTagger::Perceptron) {
         let t0 = Instant::now();
-        let p = PerceptronTagger::train(
-            &train,
-            &TrainOptions {
-                iterations: a.iterations,
-                seed: a.seed,
-                ..Default::default()
-            },
-        )?;
+        let p = train_perceptron(&train, a.iterations, a.seed)?;
         let secs = t0.elapsed().as_secs_f64();
         runs.push((evaluate(&p, &test, Some(&known))?, secs));
     }
@@ -438,14 +431,7 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
             )?;
         }
         ModelKind::Perceptron => {
-            let p = PerceptronTagger::train(
-                &train,
-                &TrainOptions {
-                    iterations: a.iterations,
-                    seed: a.seed,
-                    ..Default::default()
-                },
-            )?;
+            let p = train_perceptron(&train, a.iterations, a.seed)?;
             p.save(&a.out)?;
             writeln!(
                 out,
@@ -870,4 +856,16 @@ pub fn show(source: &CorpusSource, a: &ShowArgs, out: &mut dyn Write) -> Result<
     crate::io::write_atomic(&a.out, svg::svg(&mask, 0, a.head, &hm).as_bytes())?;
     writeln!(out, "svg: {}", a.out.display())?;
     Ok(())
+}
+
+/// The perceptron tagger with the CLI's training options (the rest at their defaults).
+fn train_perceptron(train: &[Sentence], iterations: usize, seed: u64) -> Result<PerceptronTagger> {
+    Ok(PerceptronTagger::train(
+        train,
+        &TrainOptions {
+            iterations,
+            seed,
+            ..Default::default()
+        },
+    )?)
 }

@@ -11,8 +11,6 @@ Thread count: XLA's CPU backend uses every core it is given; run both sides unde
 `taskset` (or on the same machine unrestricted) and compare `machine.threads`.
 """
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -20,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from peer_report import cpu_model, git_commit, write_report
+from peer_report import build_report, write_report
+from peer_report import threads as cpu_threads
 
 
 def init_params(key, n_layer, d, vocab, ctx):
@@ -113,7 +112,7 @@ def main():
     ap.add_argument("--samples", type=int, default=11)
     ap.add_argument("--min-sample-secs", type=float, default=0.3)
     a = ap.parse_args()
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = cpu_threads()
     figures = []
     B, T, d = a.batch, a.seq_len, a.d_model
     for item in a.vocabs.split(","):
@@ -161,16 +160,8 @@ def main():
             "roofline_ratio": None,
         })
         print(f"{figures[-1]['name']}: {B * T / med:,.0f} tokens/s (loss {float(loss):.3f})")
-    report = {
-        "format": 1,
-        "implementation": f"jax {jax.__version__} (XLA CPU, jit)",
-        "git_commit": git_commit(),
-        "machine": {"cpu": f"{cpu_model()} ({threads} threads)", "threads": threads,
-                    "devices": ["cpu"], "os": platform.system().lower()},
-        "roofline": None,
-        "figures": figures,
-        "command": "python3 " + " ".join(os.sys.argv),
-    }
+    report = build_report(f"jax {jax.__version__} (XLA CPU, jit)", threads, ["cpu"], None,
+                          figures)
     if a.json:
         write_report(a.json, report)
         print("report:", a.json)

@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 
 
 def git_commit():
@@ -24,6 +25,25 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def threads():
+    """CPU threads this process may use (its affinity mask)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def build_report(implementation, threads, devices, roofline, figures):
+    """An asa-lth benchmark report (results/README.md) for a peer's figures."""
+    return {
+        "format": 1,
+        "implementation": implementation,
+        "git_commit": git_commit(),
+        "machine": {"cpu": f"{cpu_model()} ({threads} threads)", "threads": threads,
+                    "devices": devices, "os": platform.system().lower()},
+        "roofline": roofline,
+        "figures": figures,
+        "command": "python3 " + " ".join(sys.argv),
+    }
 
 
 def write_report(path, report):

@@ -23,13 +23,12 @@ so roofline_ratio = throughput / copy bandwidth.
 """
 import argparse
 import math
-import os
-import platform
 import statistics
 
 import torch
 
-from peer_report import cpu_model, git_commit, write_report
+from peer_report import build_report, write_report
+from peer_report import threads as cpu_threads
 
 WEIGHTS = 10_000_000
 TENSORS = 20
@@ -140,7 +139,7 @@ def main():
         raise SystemExit("torch_topk.py needs a CUDA device (torch.cuda.is_available() is False)")
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = cpu_threads()
 
     # Roofline: device copy and f32 GEMM, measured here.
     src = torch.empty(64 << 20, dtype=torch.float32, device=dev).uniform_()
@@ -178,17 +177,9 @@ def main():
     for f in figures:
         print(f"{f['name']}: {f['median_secs'] * 1e3:.3f} ms, {f['throughput'] / 1e9:.1f} GB/s "
               f"({f['roofline_ratio']:.2f} of copy)")
-    report = {
-        "format": 1,
-        "implementation": f"pytorch {torch.__version__} (CUDA {torch.version.cuda})",
-        "git_commit": git_commit(),
-        "machine": {"cpu": f"{cpu_model()} ({threads} threads)", "threads": threads,
-                    "devices": [f"cuda:0 {torch.cuda.get_device_name(0)}"],
-                    "os": platform.system().lower()},
-        "roofline": {"copy_bytes_per_sec": copy_bps, "gemm_flops": gemm},
-        "figures": figures,
-        "command": "python3 " + " ".join(os.sys.argv),
-    }
+    report = build_report(f"pytorch {torch.__version__} (CUDA {torch.version.cuda})", threads,
+                          [f"cuda:0 {torch.cuda.get_device_name(0)}"],
+                          {"copy_bytes_per_sec": copy_bps, "gemm_flops": gemm}, figures)
     if a.json:
         write_report(a.json, report)
         print("report:", a.json)
