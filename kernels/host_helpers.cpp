@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "adamw.cuh"
+#include "attention.cuh"  // also defines the asa_host_attn_* wrappers (host build only)
 #include "gemm24.cuh"
 #include "topk.cuh"
 

@@ -7,13 +7,16 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod experiments;
 pub mod io;
 pub mod ling;
+pub mod lth;
 pub mod mask;
 pub mod model;
 pub mod provenance;
 pub mod rng;
 pub mod sparse;
+pub mod stats;
 pub mod train;
 
 pub use error::{Error, Result};

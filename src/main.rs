@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use asa_lth::backend::cpu::Cpu;
+use asa_lth::backend::cuda::ops::CudaOps;
+use asa_lth::backend::Ops;
 use asa_lth::data::{CorpusSource, Vocab};
 use asa_lth::model::{Gpt, GptConfig};
 use asa_lth::train::{self, checkpoint::Checkpoint, RunOptions, TrainConfig};
@@ -49,6 +51,60 @@ enum Command {
     /// and pictures.
     #[command(subcommand)]
     Asa(AsaCommand),
+    /// Run the LTH/ASA experiments (E1–E5) as independent result cells into a run directory:
+    /// finished cells are skipped, so an interrupted run resumes and shards run in parallel.
+    /// Writes the report at the end.
+    Reproduce(ReproduceArgs),
+    /// Build report.md, summary.json and SVG plots from a run directory's finished cells.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReproduceArgs {
+    /// Text source (default: the embedded synthetic corpus).
+    #[arg(long, value_enum, default_value = "synthetic")]
+    corpus: CorpusKind,
+    /// Directory of the corpus files (wikitext2, conllu).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// small: the embedded default (minutes on a CPU); paper: the published configuration.
+    #[arg(long, default_value = "small")]
+    scale: String,
+    /// A configuration file (JSON, as written by --write-config) instead of the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write the configuration that would run to this file and stop (to edit and pass back
+    /// with --config).
+    #[arg(long)]
+    write_config: Option<PathBuf>,
+    /// Only the experiments named (comma-separated: e1,e2).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Run only shard i of n of the cell list (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    /// Run directory (cells, config.json) — shared by all shards.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where to write the report (default: <out>/report).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Device to train on: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceArg,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// A run directory written by `asa-lth reproduce`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output directory (default: <run>/report).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -81,14 +137,29 @@ enum CorpusKind {
     Conllu,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+/// `--device auto|cpu|cuda|cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DeviceArg {
-    /// CUDA when usable, else the CPU (with the reason printed).
+    /// CUDA when the driver, a device and the embedded kernels all work, else the CPU (with
+    /// the reason printed).
     Auto,
     /// The CPU backend.
     Cpu,
-    /// The CUDA backend (an error when it cannot be used).
-    Cuda,
+    /// The CUDA backend on GPU N (an error when it cannot be used).
+    Cuda(usize),
+}
+
+fn parse_device(s: &str) -> std::result::Result<DeviceArg, String> {
+    match s {
+        "auto" => Ok(DeviceArg::Auto),
+        "cpu" => Ok(DeviceArg::Cpu),
+        "cuda" => Ok(DeviceArg::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceArg::Cuda)
+            .ok_or_else(|| format!("expected auto, cpu, cuda or cuda:N, got {s:?}")),
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -135,8 +206,8 @@ struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Device to train on.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Device to train on: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceArg,
     /// Words seen fewer times in training map to <unk>.
     #[arg(long, default_value_t = defaults().min_count)]
@@ -263,6 +334,8 @@ fn run() -> Result<()> {
         } => sample_cmd(sentences, corpus_seed),
         Command::Bench(a) => bench_cmd(a),
         Command::Asa(c) => asa_cmd(c),
+        Command::Reproduce(a) => reproduce_cmd(a),
+        Command::Report(a) => report_cmd(a),
     }
 }
 
@@ -277,17 +350,50 @@ fn info(verbose: bool) -> Result<()> {
     Ok(())
 }
 
-/// The CPU, after saying why CUDA is not used (the CUDA training backend is not built yet).
-fn select_device(d: DeviceArg) -> Result<Cpu> {
-    match d {
-        DeviceArg::Cpu => Ok(Cpu),
-        DeviceArg::Auto => {
-            eprintln!("device: cpu (the CUDA training backend is not implemented yet)");
-            Ok(Cpu)
+/// A backend chosen at run time; [`on_device!`] runs generic code on either.
+enum Device {
+    Cpu(Cpu),
+    Cuda(Box<CudaOps>),
+}
+
+/// Run `$body` with `$ops` bound to the selected backend (each arm monomorphises it).
+macro_rules! on_device {
+    ($dev:expr, |$ops:ident| $body:expr) => {
+        match $dev {
+            Device::Cpu($ops) => $body,
+            Device::Cuda($ops) => {
+                let $ops = *$ops;
+                $body
+            }
         }
-        DeviceArg::Cuda => bail!(
-            "--device cuda: the CUDA training backend is not implemented yet; use --device cpu"
-        ),
+    };
+}
+
+/// Open the backend `d` asks for. `auto` takes CUDA only when the driver library is present
+/// (checked before any CUDA call), a device opens and the kernels were built, and otherwise
+/// says in one line why it uses the CPU; an explicit `cuda` that cannot work is an error.
+fn select_device(d: DeviceArg) -> Result<Device> {
+    match d {
+        DeviceArg::Cpu => Ok(Device::Cpu(Cpu)),
+        DeviceArg::Cuda(n) => CudaOps::new(n)
+            .map(|o| Device::Cuda(Box::new(o)))
+            .with_context(|| format!("--device cuda:{n}")),
+        DeviceArg::Auto => {
+            if !asa_lth::backend::cuda::libcuda_present() {
+                eprintln!("device: cpu (no NVIDIA driver library on this machine)");
+                return Ok(Device::Cpu(Cpu));
+            }
+            match CudaOps::new(0) {
+                Ok(ops) => {
+                    eprintln!("device: {}", ops.label());
+                    Ok(Device::Cuda(Box::new(ops)))
+                }
+                Err(e) => {
+                    eprintln!("device: cpu (CUDA not usable: {e})");
+                    Ok(Device::Cpu(Cpu))
+                }
+            }
+        }
     }
 }
 
@@ -314,8 +420,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
         attn_mask: a.attn_mask.into(),
+        ..TrainConfig::default()
     };
-    let ops = select_device(a.device)?;
+    let device = select_device(a.device)?;
     let opts = RunOptions {
         out_dir: a.out.clone(),
         resume: a.resume,
@@ -323,7 +430,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         stop_after: a.stop_after,
     };
-    let r = train::run(ops, &cfg, &opts)?;
+    let r = on_device!(device, |ops| train::run(ops, &cfg, &opts))?;
     println!(
         "{} steps on {} ({}), {} parameters, {:.0} tokens/s",
         r.steps_done, r.device, r.corpus, r.num_params, r.tokens_per_sec
@@ -586,5 +693,90 @@ fn sample_cmd(n: usize, seed: u64) -> Result<()> {
         }
         writeln!(out)?;
     }
+    Ok(())
+}
+
+fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
+    use asa_lth::experiments::{self, cells::Shard, ReproduceConfig, Scale};
+    let scale: Scale = a.scale.parse()?;
+    let corpus = CorpusArgs {
+        corpus: a.corpus,
+        data: a.data.clone(),
+        sentences: 0,
+        corpus_seed: 1,
+    };
+    let cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+            serde_json::from_str::<ReproduceConfig>(&text)
+                .with_context(|| format!("{}: not a reproduce config", p.display()))?
+        }
+        None => ReproduceConfig::preset(
+            scale,
+            match a.corpus {
+                CorpusKind::Synthetic => None,
+                _ => Some(corpus.source()?),
+            },
+        ),
+    };
+    cfg.validate()?;
+    if let Some(p) = &a.write_config {
+        let json = serde_json::to_string_pretty(&cfg)?;
+        asa_lth::io::write_atomic(p, json.as_bytes())?;
+        println!("wrote {}", p.display());
+        return Ok(());
+    }
+    let shard: Shard = a.shard.parse()?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", a.scale)));
+    // Each cell opens its own backend; the first selection decides which kind.
+    let summary = match select_device(a.device)? {
+        Device::Cpu(_) => experiments::reproduce(|| Ok(Cpu), &cfg, &out, shard, &a.only, !a.quiet)?,
+        Device::Cuda(first) => {
+            let ordinal = first.ordinal();
+            drop(first);
+            experiments::reproduce(
+                || CudaOps::new(ordinal),
+                &cfg,
+                &out,
+                shard,
+                &a.only,
+                !a.quiet,
+            )?
+        }
+    };
+    println!(
+        "{}: {} cells computed, {} already done (shard {}/{})",
+        out.display(),
+        summary.computed.len(),
+        summary.skipped.len(),
+        shard.index,
+        shard.count
+    );
+    let report_dir = a.report.unwrap_or_else(|| out.join("report"));
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let s = experiments::report::write_report(&out, &report_dir, &command)?;
+    if !s.cells_missing.is_empty() {
+        println!(
+            "report is partial: {} cells not computed yet (other shards?)",
+            s.cells_missing.len()
+        );
+    }
+    println!("report: {}", report_dir.join("report.md").display());
+    Ok(())
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    let out = a.out.unwrap_or_else(|| a.run.join("report"));
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let s = asa_lth::experiments::report::write_report(&a.run, &out, &command)?;
+    println!(
+        "{} cells, {} missing; report: {}",
+        s.cells_done.len(),
+        s.cells_missing.len(),
+        out.join("report.md").display()
+    );
     Ok(())
 }

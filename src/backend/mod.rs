@@ -76,6 +76,39 @@ pub struct AdamWStep {
     pub t: u32,
 }
 
+/// Memory held by a backend's buffers, as it accounts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryReport {
+    /// Bytes allocated now.
+    pub current_bytes: u64,
+    /// Most bytes allocated at once since the backend was created.
+    pub peak_bytes: u64,
+    /// Free and total device memory as the driver reports them (`cuMemGetInfo`), if any.
+    pub device_free_bytes: Option<u64>,
+    pub device_total_bytes: Option<u64>,
+}
+
+/// A running timer of the work a backend queues after it started (see [`Ops::start_timer`]).
+pub struct Timer(Box<dyn FnOnce() -> Result<f64> + Send>);
+
+impl Timer {
+    /// A timer from a closure that waits for the timed work and returns its seconds.
+    pub fn new(stop: impl FnOnce() -> Result<f64> + Send + 'static) -> Self {
+        Timer(Box::new(stop))
+    }
+
+    /// A wall-clock timer (work on the host is finished when the call returns).
+    pub fn wall() -> Self {
+        let t0 = std::time::Instant::now();
+        Timer::new(move || Ok(t0.elapsed().as_secs_f64()))
+    }
+
+    /// Wait for the work queued since the start, and return its duration in seconds.
+    pub fn stop(self) -> Result<f64> {
+        (self.0)()
+    }
+}
+
 /// The operations the model is built from. `Buf` holds f32 values, `Idx` holds u32 (token
 /// ids, targets, mask words).
 pub trait Ops: Send + Sync {
@@ -88,6 +121,23 @@ pub trait Ops: Send + Sync {
 
     /// Human-readable device label recorded in results (e.g. `cpu (2 threads)`).
     fn label(&self) -> String;
+
+    /// Block until every queued operation has finished (a no-op where ops run synchronously).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Start timing the work queued from now on (GPU: CUDA events on the stream; CPU: the
+    /// wall clock). Used by the training loop's tokens/s and the benches.
+    fn start_timer(&self) -> Result<Timer> {
+        Ok(Timer::wall())
+    }
+
+    /// Memory held by this backend's buffers (None where it is ordinary host memory, which the
+    /// process's peak RSS already reports).
+    fn memory(&self) -> Option<MemoryReport> {
+        None
+    }
 
     // ---- memory ----
     /// A zero-filled buffer of `n` f32.

@@ -5,9 +5,12 @@
 //! scores positions whose target is [`IGNORE_INDEX`](crate::backend::IGNORE_INDEX).
 
 use super::params::{BlockIds, ParamKind, ParamTable};
+use super::tag_bias::{self, TagBiasInit};
 use super::GptConfig;
 use crate::backend::{AdamWStep, AttnShape, MaskRef, MatmulShape, Ops, IGNORE_INDEX};
+use crate::data::batch::NO_TAG;
 use crate::error::check_len;
+use crate::ling::compat::NTAGS;
 use crate::{Error, Result};
 
 /// Optimiser settings (AdamW with decoupled weight decay on matrices, global-norm clipping).
@@ -93,12 +96,47 @@ struct Acts<O: Ops> {
     d_fch: O::Buf,
     d_logits: O::Buf,
     n_scored: usize,
+    /// Widened attention buffers of the tag bias (None when the model has none).
+    tag: Option<TagActs<O::Buf>>,
+}
+
+/// The tag bias's activations for one (B, T): the batch's tags and, per block, the widened
+/// `q'`, `k'`, `v'`, `out'` the attention ran on (see [`tag_bias`]), plus widened gradient
+/// scratch shared by the blocks.
+struct TagActs<B> {
+    tags: Vec<u8>,
+    /// Per block, the bias values the forward used (host copy, for attention captures).
+    bias: Vec<Vec<f32>>,
+    /// Per block: `[q', k', v', out']`, each `B×T×H·(D+17)`.
+    blocks: Vec<[B; 4]>,
+    d_q: B,
+    d_k: B,
+    d_v: B,
+    d_out: B,
 }
 
 impl<O: Ops> Acts<O> {
-    fn new(ops: &O, cfg: &GptConfig, b: usize, t: usize) -> Result<Self> {
+    fn new(ops: &O, cfg: &GptConfig, b: usize, t: usize, tagged: bool) -> Result<Self> {
         let (c, n, v) = (cfg.d_model, b * t, cfg.vocab);
         let z = |len| ops.zeros(len);
+        let tag = if tagged {
+            let cw = n * cfg.n_head * (cfg.head_dim() + NTAGS);
+            let mut blocks = Vec::with_capacity(cfg.n_layer);
+            for _ in 0..cfg.n_layer {
+                blocks.push([z(cw)?, z(cw)?, z(cw)?, z(cw)?]);
+            }
+            Some(TagActs {
+                tags: vec![NO_TAG; n],
+                bias: vec![Vec::new(); cfg.n_layer],
+                blocks,
+                d_q: z(cw)?,
+                d_k: z(cw)?,
+                d_v: z(cw)?,
+                d_out: z(cw)?,
+            })
+        } else {
+            None
+        };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for _ in 0..cfg.n_layer {
             blocks.push(BlockActs {
@@ -144,7 +182,62 @@ impl<O: Ops> Acts<O> {
             d_fch: z(n * 4 * c)?,
             d_logits: z(n * v)?,
             n_scored: 0,
+            tag,
         })
+    }
+}
+
+/// One block's attention inputs after a forward pass (see [`Gpt::attention_capture`]).
+#[derive(Clone, Debug)]
+pub struct AttentionCapture {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub d: usize,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub lse: Vec<f32>,
+    /// With the tag bias: the batch's UPOS tags (`B×T`, [`NO_TAG`] for none); else empty.
+    pub tags: Vec<u8>,
+    /// With the tag bias: this layer's `H×17×17` bias as the forward used it; else empty.
+    pub tag_bias: Vec<f32>,
+}
+
+impl AttentionCapture {
+    /// The tag bias added to the score of query `i` on key `j` (0 without the feature or when
+    /// either position has no tag).
+    pub fn score_bias(&self, b: usize, h: usize, i: usize, j: usize) -> f64 {
+        if self.tag_bias.is_empty() {
+            return 0.0;
+        }
+        let (ti, tj) = (self.tags[b * self.t + i], self.tags[b * self.t + j]);
+        if (ti as usize) < NTAGS && (tj as usize) < NTAGS {
+            self.tag_bias[(h * NTAGS + ti as usize) * NTAGS + tj as usize] as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Attention probability of query `i` on key `j` for sequence `b`, head `h`, tag bias
+    /// included (0 where the row is fully masked, i.e. `lse = +∞`). The caller keeps `j` inside the mask the model
+    /// ran with; outside it the value is what the softmax would have given, not 0.
+    pub fn prob(&self, b: usize, h: usize, i: usize, j: usize) -> f64 {
+        let c = self.h * self.d;
+        let qi = &self.q[(b * self.t + i) * c + h * self.d..][..self.d];
+        let kj = &self.k[(b * self.t + j) * c + h * self.d..][..self.d];
+        let mut s: f64 = qi
+            .iter()
+            .zip(kj)
+            .map(|(&x, &y)| x as f64 * y as f64)
+            .sum::<f64>()
+            / (self.d as f64).sqrt();
+        s += self.score_bias(b, h, i, j);
+        let lse = self.lse[(b * self.h + h) * self.t + i] as f64;
+        if lse.is_finite() {
+            (s - lse).exp()
+        } else {
+            0.0
+        }
     }
 }
 
@@ -161,6 +254,8 @@ pub struct Gpt<O: Ops> {
     /// Per block, the 2:4-compressed (w_fc, w_proj) the forward uses instead of the dense
     /// FFN weights (inference only; see [`Gpt::enable_ffn24`]).
     ffn24: Option<Vec<(O::Sparse24, O::Sparse24)>>,
+    /// Tags for the next forward (see [`Gpt::set_tags`]); taken by that forward.
+    pending_tags: Option<Vec<u8>>,
     acts: Option<Acts<O>>,
     forward_done: bool,
 }
@@ -196,6 +291,7 @@ impl<O: Ops> Gpt<O> {
             adam_v,
             masks,
             ffn24: None,
+            pending_tags: None,
             acts: None,
             forward_done: false,
         })
@@ -220,6 +316,44 @@ impl<O: Ops> Gpt<O> {
     /// Copy a parameter's current gradient to the host.
     pub fn grad(&self, name: &str) -> Result<Vec<f32>> {
         self.ops.download(&self.grads[self.id(name)?])
+    }
+
+    /// The last forward pass's attention inputs of block `layer`, copied to the host: `q` and
+    /// `k` (`B×T×C`, head `h` at columns `h·D..`) and the per-row log-sum-exp of the scaled
+    /// scores (`B×H×T`), from which any attention probability is
+    /// `exp(q_i·k_j/√D − lse_i)` (E1/E3 alignment measure it without a T×T buffer). With the
+    /// tag bias the scores also carry `B[h][a_i][b_j]`: the capture holds the tags and bias,
+    /// and [`AttentionCapture::prob`] adds it.
+    pub fn attention_capture(&self, layer: usize) -> Result<AttentionCapture> {
+        let a = match (&self.acts, self.forward_done) {
+            (Some(a), true) => a,
+            _ => {
+                return Err(Error::Config(
+                    "attention_capture needs a forward pass first".into(),
+                ))
+            }
+        };
+        let blk = a.blocks.get(layer).ok_or_else(|| {
+            Error::Config(format!(
+                "attention_capture: layer {layer} of a {}-layer model",
+                self.cfg.n_layer
+            ))
+        })?;
+        Ok(AttentionCapture {
+            b: a.b,
+            t: a.t,
+            h: self.cfg.n_head,
+            d: self.cfg.head_dim(),
+            q: self.ops.download(&blk.q)?,
+            k: self.ops.download(&blk.k)?,
+            lse: self.ops.download(&blk.lse)?,
+            tags: a.tag.as_ref().map(|ta| ta.tags.clone()).unwrap_or_default(),
+            tag_bias: a
+                .tag
+                .as_ref()
+                .map(|ta| ta.bias[layer].clone())
+                .unwrap_or_default(),
+        })
     }
 
     /// Overwrite a parameter from the host (its prune mask, if any, is re-applied).
@@ -276,10 +410,12 @@ impl<O: Ops> Gpt<O> {
                 "empty batch: b = {b}, t = {t} (both must be positive)"
             )));
         }
-        let fits = matches!(&self.acts, Some(a) if a.b == b && a.t == t);
+        let tagged = self.tag_bias_enabled();
+        let fits =
+            matches!(&self.acts, Some(a) if a.b == b && a.t == t && a.tag.is_some() == tagged);
         if !fits {
             self.acts = None; // free the old activations before allocating new ones
-            self.acts = Some(Acts::new(&self.ops, &self.cfg, b, t)?);
+            self.acts = Some(Acts::new(&self.ops, &self.cfg, b, t, tagged)?);
         }
         Ok(())
     }
@@ -296,6 +432,8 @@ impl<O: Ops> Gpt<O> {
         mask: Option<MaskRef<'_, O::Idx>>,
     ) -> Result<LossStats> {
         self.forward_done = false;
+        // Taken whether or not this pass succeeds, so a later batch never runs on stale tags.
+        let tags = self.pending_tags.take();
         self.ensure_acts(b, t)?;
         let (c, v, h) = (self.cfg.d_model, self.cfg.vocab, self.cfg.n_head);
         let n = b * t;
@@ -307,6 +445,17 @@ impl<O: Ops> Gpt<O> {
         let masks = &self.masks;
         let tab = &self.table;
         let a = self.acts.as_mut().expect("activations allocated above");
+        if let Some(ta) = a.tag.as_mut() {
+            let tags = tags.ok_or_else(|| {
+                Error::Config(
+                    "this model has a tag-pair attention bias: call set_tags with the batch's \
+                     UPOS tags before every forward"
+                        .into(),
+                )
+            })?;
+            check_len("forward", "tags", tags.len(), n, shape)?;
+            ta.tags = tags;
+        }
         ops.write_idx(&mut a.tokens, tokens)?;
         ops.write_idx(&mut a.targets, targets)?;
         a.n_scored = targets.iter().filter(|&&x| x != IGNORE_INDEX).count();
@@ -346,7 +495,12 @@ impl<O: Ops> Gpt<O> {
             ] {
                 ops.matmul_fwd(out, &ba.ln1, &p[w], Some(&p[bias]), mk(w), mm(c, c))?;
             }
-            ops.attention_fwd(&mut ba.att, &mut ba.lse, &ba.q, &ba.k, &ba.v, mask, attn)?;
+            match a.tag.as_mut() {
+                Some(ta) => tagged_attention_fwd(ops, ta, l, ba, &p[tab.tag_bias[l]], mask, attn)?,
+                None => {
+                    ops.attention_fwd(&mut ba.att, &mut ba.lse, &ba.q, &ba.k, &ba.v, mask, attn)?
+                }
+            }
             ops.matmul_fwd(
                 &mut ba.att_proj,
                 &ba.att,
@@ -590,10 +744,23 @@ impl<O: Ops> Gpt<O> {
             ops.fill(&mut a.d_q, 0.0)?;
             ops.fill(&mut a.d_k, 0.0)?;
             ops.fill(&mut a.d_v, 0.0)?;
-            ops.attention_bwd(
-                &mut a.d_q, &mut a.d_k, &mut a.d_v, &a.d_att, &ba.q, &ba.k, &ba.v, &ba.att,
-                &ba.lse, mask, attn,
-            )?;
+            match a.tag.as_mut() {
+                Some(ta) => tagged_attention_bwd(
+                    ops,
+                    ta,
+                    l,
+                    [&mut a.d_q, &mut a.d_k, &mut a.d_v],
+                    &mut g[tab.tag_bias[l]],
+                    &a.d_att,
+                    &ba.lse,
+                    mask,
+                    attn,
+                )?,
+                None => ops.attention_bwd(
+                    &mut a.d_q, &mut a.d_k, &mut a.d_v, &a.d_att, &ba.q, &ba.k, &ba.v, &ba.att,
+                    &ba.lse, mask, attn,
+                )?,
+            }
             ops.fill(&mut a.d_c, 0.0)?;
             for (dy, w, bias) in [
                 (&a.d_q, id.wq, id.bq),
@@ -737,12 +904,170 @@ fn pair_mut<T>(xs: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     }
 }
 
+/// Block `l`'s attention with the tag bias: widen `q`, `k`, `v` on the host (see
+/// [`tag_bias`]), run the unchanged attention op on `D + 17` channels per head, and narrow its
+/// output back into `ba.att`. `lse` is the biased scores' log-sum-exp, as captures need it.
+fn tagged_attention_fwd<O: Ops>(
+    ops: &O,
+    ta: &mut TagActs<O::Buf>,
+    l: usize,
+    ba: &mut BlockActs<O::Buf>,
+    bias: &O::Buf,
+    mask: Option<MaskRef<'_, O::Idx>>,
+    s: AttnShape,
+) -> Result<()> {
+    let wide = tag_bias::widened(s);
+    let nw = s.b * s.t * wide.c();
+    let bias = ops.download(bias)?;
+    let [q, k, v, out] = &mut ta.blocks[l];
+    let mut host = vec![0.0f32; nw];
+    tag_bias::widen_q(&mut host, &ops.download(&ba.q)?, &bias, &ta.tags, s)?;
+    ops.write(q, &host)?;
+    tag_bias::widen_k(&mut host, &ops.download(&ba.k)?, &ta.tags, s)?;
+    ops.write(k, &host)?;
+    tag_bias::widen_zero(&mut host, &ops.download(&ba.v)?, s)?;
+    ops.write(v, &host)?;
+    ops.attention_fwd(out, &mut ba.lse, q, k, v, mask, wide)?;
+    let mut att = vec![0.0f32; s.b * s.t * s.c()];
+    tag_bias::narrow(&mut att, &ops.download(out)?, 1.0, s)?;
+    ops.write(&mut ba.att, &att)?;
+    ta.bias[l] = bias;
+    Ok(())
+}
+
+/// The backward of [`tagged_attention_fwd`]: widen `d_att`, run the attention backward on
+/// the saved widened tensors, narrow `dq` (times `√(D'/D)`), `dk`, `dv` into `dqkv`, and
+/// accumulate the bias gradient. `dqkv` must be zero on entry (the caller fills them), so
+/// writing the narrowed values is the accumulation the Ops contract asks for.
+#[allow(clippy::too_many_arguments)]
+fn tagged_attention_bwd<O: Ops>(
+    ops: &O,
+    ta: &mut TagActs<O::Buf>,
+    l: usize,
+    dqkv: [&mut O::Buf; 3],
+    dbias: &mut O::Buf,
+    d_att: &O::Buf,
+    lse: &O::Buf,
+    mask: Option<MaskRef<'_, O::Idx>>,
+    s: AttnShape,
+) -> Result<()> {
+    let wide = tag_bias::widened(s);
+    let mut host = vec![0.0f32; s.b * s.t * wide.c()];
+    tag_bias::widen_zero(&mut host, &ops.download(d_att)?, s)?;
+    ops.write(&mut ta.d_out, &host)?;
+    for d in [&mut ta.d_q, &mut ta.d_k, &mut ta.d_v] {
+        ops.fill(d, 0.0)?;
+    }
+    let [q, k, v, out] = &ta.blocks[l];
+    ops.attention_bwd(
+        &mut ta.d_q,
+        &mut ta.d_k,
+        &mut ta.d_v,
+        &ta.d_out,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        mask,
+        wide,
+    )?;
+    let dq_wide = ops.download(&ta.d_q)?;
+    let mut gb = ops.download(dbias)?;
+    tag_bias::bias_grad(&mut gb, &dq_wide, &ta.tags, s)?;
+    ops.write(dbias, &gb)?;
+    let mut narrow = vec![0.0f32; s.b * s.t * s.c()];
+    let [dq, dk, dv] = dqkv;
+    tag_bias::narrow(&mut narrow, &dq_wide, tag_bias::q_scale(s) as f32, s)?;
+    ops.write(dq, &narrow)?;
+    tag_bias::narrow(&mut narrow, &ops.download(&ta.d_k)?, 1.0, s)?;
+    ops.write(dk, &narrow)?;
+    tag_bias::narrow(&mut narrow, &ops.download(&ta.d_v)?, 1.0, s)?;
+    ops.write(dv, &narrow)?;
+    Ok(())
+}
+
 /// A named host tensor of the model state (for checkpoints).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedTensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
+}
+
+impl<O: Ops> Gpt<O> {
+    /// Give the model E4's learnable tag-pair attention bias (see [`tag_bias`]): one
+    /// `blocks.{l}.attn.tag_bias` tensor (`H×17×17`, [`ParamKind::TagBias`]: no weight decay,
+    /// no prune mask) per block, appended after every other parameter, initialised per `init`
+    /// (`incompatible`, finite and ≤ 0, is the ASA initialisation's value on incompatible
+    /// pairs; [`tag_bias::DEFAULT_INCOMPATIBLE`] is the default). `Off` does nothing, so a
+    /// driver can pass its config through unconditionally. From then on every
+    /// [`forward`](Self::forward) needs [`set_tags`](Self::set_tags) first. Call it before
+    /// restoring a checkpoint that has the bias.
+    pub fn enable_tag_bias(&mut self, init: TagBiasInit, incompatible: f32) -> Result<()> {
+        let Some(values) = init.layer_values(self.cfg.n_head, incompatible)? else {
+            return Ok(());
+        };
+        if self.tag_bias_enabled() {
+            return Err(Error::Config(
+                "enable_tag_bias: the model already has a tag bias".into(),
+            ));
+        }
+        let mut table = self.table.clone();
+        table.add_tag_bias(self.cfg.n_head)?;
+        // Allocate everything before touching the model, so an error leaves it unchanged.
+        let mut bufs = Vec::with_capacity(table.tag_bias.len());
+        for _ in &table.tag_bias {
+            bufs.push([
+                self.ops.upload(&values)?,
+                self.ops.zeros(values.len())?,
+                self.ops.zeros(values.len())?,
+                self.ops.zeros(values.len())?,
+            ]);
+        }
+        for [p, g, m, v] in bufs {
+            self.params.push(p);
+            self.grads.push(g);
+            self.adam_m.push(m);
+            self.adam_v.push(v);
+            self.masks.push(None);
+        }
+        self.table = table;
+        self.acts = None; // reallocated with the widened attention buffers
+        self.forward_done = false;
+        Ok(())
+    }
+
+    /// Whether the model has the tag-pair attention bias.
+    pub fn tag_bias_enabled(&self) -> bool {
+        !self.table.tag_bias.is_empty()
+    }
+
+    /// The UPOS tags of the next [`forward`](Self::forward)'s batch, `B×T` in the token
+    /// layout: a UPOS index `0..17` ([`crate::ling::Upos`] as `u8`) or
+    /// [`NO_TAG`] (no bias to or from that position), as in [`crate::data::Batch::upos`].
+    /// Consumed by that forward (and kept for its backward), so every batch must set its own.
+    /// Models without the tag bias ignore them.
+    pub fn set_tags(&mut self, tags: &[u8]) -> Result<()> {
+        tag_bias::check_tags(tags)?;
+        self.pending_tags = Some(tags.to_vec());
+        Ok(())
+    }
+
+    /// Block `layer`'s current tag bias, `H×17×17` row-major (`[h][query tag][key tag]`),
+    /// the same as `param("blocks.{layer}.attn.tag_bias")`.
+    pub fn tag_bias(&self, layer: usize) -> Result<Vec<f32>> {
+        match self.table.tag_bias.get(layer) {
+            Some(&i) => self.ops.download(&self.params[i]),
+            None if self.tag_bias_enabled() => Err(Error::Config(format!(
+                "tag_bias: layer {layer} of a {}-layer model",
+                self.cfg.n_layer
+            ))),
+            None => Err(Error::Config(
+                "tag_bias: this model has no tag bias (see enable_tag_bias)".into(),
+            )),
+        }
+    }
 }
 
 /// Which part of the model state a checkpoint tensor holds.
@@ -778,6 +1103,15 @@ impl<O: Ops> Gpt<O> {
     /// Restore state written by [`state`](Self::state). Every `param`/`adam_*` tensor must
     /// be present with the right length; an unknown name is an error.
     pub fn load_state(&mut self, mut get: impl FnMut(&str) -> Option<Vec<f32>>) -> Result<()> {
+        // A state with a tag bias must not load silently into a model without one: the bias
+        // would be dropped and the model would compute something else.
+        let probe = format!("param/{}", tag_bias::param_name(0));
+        if !self.tag_bias_enabled() && get(&probe).is_some() {
+            return Err(Error::Config(format!(
+                "the state has a tag-pair attention bias (`{probe}`) but this model has none: \
+                 call enable_tag_bias before loading it"
+            )));
+        }
         for i in 0..self.table.specs.len() {
             let spec = self.table.specs[i].clone();
             for (p, part) in STATE_PARTS.iter().enumerate() {

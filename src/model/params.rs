@@ -15,6 +15,9 @@ pub enum ParamKind {
     Bias,
     /// A layernorm gain or shift (no decay).
     Norm,
+    /// E4's per-head UPOS tag-pair attention bias, `H × 17 × 17` (no decay, never prunable;
+    /// see [`super::tag_bias`]).
+    TagBias,
 }
 
 /// One parameter tensor.
@@ -66,6 +69,9 @@ pub struct ParamTable {
     pub blocks: Vec<BlockIds>,
     pub lnf_w: usize,
     pub lnf_b: usize,
+    /// Per block, the index of `blocks.{l}.attn.tag_bias` (empty unless the model has the tag
+    /// bias; those tensors come after every other one, so the rest keep their indices).
+    pub tag_bias: Vec<usize>,
 }
 
 impl ParamTable {
@@ -110,7 +116,28 @@ impl ParamTable {
             blocks,
             lnf_w,
             lnf_b,
+            tag_bias: Vec::new(),
         }
+    }
+
+    /// Append one `n_head × 17 × 17` tag-bias tensor per block ([`ParamKind::TagBias`]).
+    /// Appending keeps every other tensor's index and the initialisation's random draws.
+    pub fn add_tag_bias(&mut self, n_head: usize) -> crate::Result<()> {
+        if !self.tag_bias.is_empty() {
+            return Err(crate::Error::Config(
+                "the parameter table already has a tag bias".into(),
+            ));
+        }
+        let ntags = crate::ling::compat::NTAGS;
+        for l in 0..self.blocks.len() {
+            self.specs.push(ParamSpec {
+                name: super::tag_bias::param_name(l),
+                shape: vec![n_head, ntags, ntags],
+                kind: ParamKind::TagBias,
+            });
+            self.tag_bias.push(self.specs.len() - 1);
+        }
+        Ok(())
     }
 
     /// Index of the parameter called `name`.
@@ -125,7 +152,8 @@ impl ParamTable {
 
     /// GPT-2 initialisation: Linear weights N(0, 0.02) with the residual projections
     /// (`attn.wo`, `mlp.w_proj`) scaled by 1/√(2L); token embeddings N(0, 0.02), position
-    /// embeddings N(0, 0.01); biases 0; layernorm gains 1, shifts 0.
+    /// embeddings N(0, 0.01); biases 0; layernorm gains 1, shifts 0; tag biases 0 (the model
+    /// sets their chosen initialisation, which draws nothing from the RNG).
     pub fn init(&self, n_layer: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut rng = Rng::new(seed);
         let resid_scale = 1.0 / ((2 * n_layer) as f64).sqrt();
@@ -143,7 +171,7 @@ impl ParamTable {
                 }
                 ParamKind::Bias => vec![0.0; s.numel()],
                 ParamKind::Norm if s.name.ends_with("weight") => vec![1.0; s.numel()],
-                ParamKind::Norm => vec![0.0; s.numel()],
+                ParamKind::Norm | ParamKind::TagBias => vec![0.0; s.numel()],
             })
             .collect()
     }

@@ -10,13 +10,13 @@ use crate::data::{batch, Batch, CorpusSource, EvalWindows, TokenStream, Vocab};
 use crate::ling::compat::{CompatMatrix, CompatSet};
 use crate::mask::asa::AsaMaskBuilder;
 use crate::mask::nulls;
+use crate::model::tag_bias::{self, TagBiasInit};
 use crate::model::{AdamWConfig, Gpt, GptConfig, LossStats};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Which attention mask the model trains and evaluates with (combined with causality).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,22 @@ fn forward_masked<O: Ops>(
         bits,
         per_head: false,
     });
+    if model.tag_bias_enabled() {
+        // As for the ASA mask: text without tags would leave the bias silently unused.
+        if batch
+            .upos
+            .iter()
+            .zip(&batch.targets)
+            .any(|(&u, &y)| u == batch::NO_TAG && y != crate::backend::IGNORE_INDEX)
+        {
+            return Err(Error::Config(
+                "tag_bias needs UPOS tags for every token; this corpus has none (use the \
+                 synthetic corpus or a CoNLL-U treebank)"
+                    .into(),
+            ));
+        }
+        model.set_tags(&batch.upos)?;
+    }
     let s = model.forward(&batch.tokens, &batch.targets, batch.b, batch.t, mask)?;
     Ok((s, bits))
 }
@@ -129,6 +145,26 @@ pub struct TrainConfig {
     /// Attention mask during training and evaluation.
     #[serde(default)]
     pub attn_mask: AttnMaskKind,
+    /// E4: a learnable per-layer, per-head UPOS tag-pair attention bias and how it starts
+    /// (`off`: none). Not serialised when off, so configs (and results, checkpoints, cell
+    /// keys) of runs without it are byte-identical to before the field existed.
+    #[serde(default, skip_serializing_if = "TagBiasInit::is_off")]
+    pub tag_bias: TagBiasInit,
+    /// With `tag_bias = asa`: the initial bias on ASA-incompatible tag pairs (finite, ≤ 0;
+    /// compatible pairs start at 0). Not serialised at its default.
+    #[serde(
+        default = "default_tag_bias_incompatible",
+        skip_serializing_if = "is_default_tag_bias_incompatible"
+    )]
+    pub tag_bias_incompatible: f32,
+}
+
+fn default_tag_bias_incompatible() -> f32 {
+    tag_bias::DEFAULT_INCOMPATIBLE
+}
+
+fn is_default_tag_bias_incompatible(x: &f32) -> bool {
+    x.to_bits() == tag_bias::DEFAULT_INCOMPATIBLE.to_bits()
 }
 
 impl Default for TrainConfig {
@@ -156,6 +192,8 @@ impl Default for TrainConfig {
             checkpoint_every: 100,
             seed: 1,
             attn_mask: AttnMaskKind::None,
+            tag_bias: TagBiasInit::Off,
+            tag_bias_incompatible: tag_bias::DEFAULT_INCOMPATIBLE,
         }
     }
 }
@@ -192,14 +230,34 @@ impl TrainConfig {
                 self.min_lr_frac
             )));
         }
+        tag_bias::check_incompatible(self.tag_bias_incompatible)?;
         self.model_config(2).validate()
+    }
+
+    /// A freshly initialised model for this config and a vocabulary of `vocab` ids: the
+    /// [`Gpt::new`] initialisation from `seed`, plus the tag bias if `tag_bias` is on.
+    pub fn new_model<O: Ops>(&self, ops: O, vocab: usize) -> Result<Gpt<O>> {
+        let mut model = Gpt::new(ops, self.model_config(vocab), self.seed)?;
+        model.enable_tag_bias(self.tag_bias, self.tag_bias_incompatible)?;
+        Ok(model)
     }
 
     /// Field-by-field differences from `other`, for "checkpoint from a different config".
     pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
-        let a = serde_json::to_value(self).unwrap_or_default();
-        let b = serde_json::to_value(other).unwrap_or_default();
-        match (a, b) {
+        // Fields left out of the JSON at their defaults are put back, so a difference in one
+        // of them is seen from either side.
+        let full = |c: &TrainConfig| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("tag_bias".into(), c.tag_bias.name().into());
+                m.insert(
+                    "tag_bias_incompatible".into(),
+                    serde_json::json!(c.tag_bias_incompatible),
+                );
+            }
+            v
+        };
+        match (full(self), full(other)) {
             (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
                 .iter()
                 .filter(|(k, v)| b.get(*k) != Some(*v))
@@ -262,6 +320,10 @@ pub struct TrainResults {
     pub tokens_per_sec: f64,
     pub train_seconds: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Device memory the backend accounted (peak and current bytes, the driver's free/total),
+    /// where it keeps its own (GPU); None on the CPU, whose use is `peak_rss_bytes`.
+    #[serde(default)]
+    pub device_memory: Option<crate::backend::MemoryReport>,
 }
 
 /// Options of one invocation (not part of the run's identity).
@@ -297,7 +359,94 @@ pub fn evaluate<O: Ops>(
     Ok(total)
 }
 
-fn eval_record(step: u32, split: &str, s: LossStats) -> EvalRecord {
+/// The vocabulary and encoded splits of a run's corpus (what [`run`] trains on).
+pub struct RunData {
+    pub vocab: Vocab,
+    pub train: TokenStream,
+    pub valid: TokenStream,
+    pub test: TokenStream,
+}
+
+impl RunData {
+    /// Load `cfg.corpus`, build the vocabulary from its training split and encode all three
+    /// splits; fails early, naming the split, if a training window of `cfg.seq_len` cannot be
+    /// cut.
+    pub fn load(cfg: &TrainConfig) -> Result<RunData> {
+        let corpus = cfg.corpus.load()?;
+        let vocab = Vocab::build(&corpus.train, cfg.min_count)?;
+        let train = vocab.encode(&corpus.train);
+        let valid = vocab.encode(&corpus.valid);
+        let test = vocab.encode(&corpus.test);
+        batch::random_batch(&train, 1, cfg.seq_len, &mut Rng::new(0))?;
+        Ok(RunData {
+            vocab,
+            train,
+            valid,
+            test,
+        })
+    }
+}
+
+/// The data-order RNG a run starts from (its state before step 1), so other drivers (the
+/// Lottery Ticket engine) draw exactly the batches [`run`] draws.
+pub fn data_rng(cfg: &TrainConfig) -> Rng {
+    Rng::new(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(17))
+}
+
+/// One training step of [`run`] on a model the caller holds: draw a random batch from `train`
+/// with `rng`, forward/backward with `plan`'s attention mask (salted by `step`, as `run` does),
+/// and an AdamW step at the schedule's learning rate for `step` (1-based, of `cfg.steps`).
+/// `adam_step` is the optimiser's own 1-based step count for its bias correction: `step` when
+/// the optimiser state has been carried since step 1, or the steps since a fresh optimiser
+/// state (e.g. `step - k` after a rewind to step `k` with zeroed moments). A non-finite loss
+/// is an error (after the update, as in `run`).
+pub fn train_step<O: Ops>(
+    model: &mut Gpt<O>,
+    cfg: &TrainConfig,
+    plan: &MaskPlan,
+    train: &TokenStream,
+    rng: &mut Rng,
+    step: u32,
+    adam_step: u32,
+) -> Result<StepRecord> {
+    if model.tag_bias_enabled() == cfg.tag_bias.is_off() {
+        return Err(Error::Config(format!(
+            "train_step: the config says tag_bias = {} but the model {} one (build it with \
+             TrainConfig::new_model)",
+            cfg.tag_bias,
+            if model.tag_bias_enabled() {
+                "has"
+            } else {
+                "lacks"
+            }
+        )));
+    }
+    let batch = batch::random_batch(train, cfg.batch, cfg.seq_len, rng)?;
+    let (loss, bits) = forward_masked(model, plan, &batch, step as u64)?;
+    model.zero_grad()?;
+    model.backward(bits.as_ref().map(|bits| MaskRef {
+        bits,
+        per_head: false,
+    }))?;
+    let lr = schedule::lr_at(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_frac);
+    let norm = model.step(lr, adam_step, &cfg.opt)?;
+    if !loss.mean().is_finite() {
+        return Err(Error::NonFinite {
+            tensor: format!("training loss at step {step}"),
+            index: 0,
+            value: loss.mean() as f32,
+        });
+    }
+    Ok(StepRecord {
+        step,
+        loss: loss.mean(),
+        lr,
+        grad_norm: norm,
+    })
+}
+
+/// A validation/test record from summed loss statistics (loss per scored token and its exp).
+pub fn eval_record(step: u32, split: &str, s: LossStats) -> EvalRecord {
     EvalRecord {
         step,
         split: split.into(),
@@ -327,18 +476,17 @@ fn write_results(dir: &Path, r: &TrainResults) -> Result<()> {
 /// `opts.out_dir`.
 pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainResults> {
     cfg.validate()?;
-    let corpus = cfg.corpus.load()?;
-    let vocab = Vocab::build(&corpus.train, cfg.min_count)?;
-    let train = vocab.encode(&corpus.train);
-    let valid = vocab.encode(&corpus.valid);
-    let test = vocab.encode(&corpus.test);
-    // Fail early, naming the split, if a window cannot be cut.
-    batch::random_batch(&train, 1, cfg.seq_len, &mut Rng::new(0))?;
+    let RunData {
+        vocab,
+        train,
+        valid,
+        test,
+    } = RunData::load(cfg)?;
     let mcfg = cfg.model_config(vocab.len());
-    let mut model = Gpt::new(ops, mcfg, cfg.seed)?;
+    let mut model = cfg.new_model(ops, vocab.len())?;
     let dir = &opts.out_dir;
     let ckpt_path = dir.join(CKPT);
-    let mut rng = Rng::new(cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(17));
+    let mut rng = data_rng(cfg);
     let mut results = TrainResults {
         format: 1,
         command: opts.command.clone(),
@@ -363,6 +511,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         tokens_per_sec: 0.0,
         train_seconds: 0.0,
         peak_rss_bytes: None,
+        device_memory: None,
     };
     if opts.resume && ckpt_path.is_file() {
         let ck = checkpoint::Checkpoint::open(&ckpt_path)?;
@@ -442,37 +591,20 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     let mut timed = 0.0f64;
     let mut timed_tokens = 0usize;
     for step in first..=last {
-        let t0 = Instant::now();
-        let batch = batch::random_batch(&train, b, t, &mut rng)?;
-        let (loss, bits) = forward_masked(&mut model, &plan, &batch, step as u64)?;
-        model.zero_grad()?;
-        model.backward(bits.as_ref().map(|bits| MaskRef {
-            bits,
-            per_head: false,
-        }))?;
-        let lr = schedule::lr_at(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_frac);
-        let norm = model.step(lr, step, &cfg.opt)?;
-        let dt = t0.elapsed().as_secs_f64();
+        // The backend's timer: CUDA events on a GPU (device time of the step's work), the
+        // wall clock on the CPU.
+        let timer = model.ops.start_timer()?;
+        let rec = train_step(&mut model, cfg, &plan, &train, &mut rng, step, step)?;
+        let dt = timer.stop()?;
         timed += dt;
         timed_tokens += b * t;
-        if !loss.mean().is_finite() {
-            return Err(Error::NonFinite {
-                tensor: format!("training loss at step {step}"),
-                index: 0,
-                value: loss.mean() as f32,
-            });
-        }
-        results.train_curve.push(StepRecord {
-            step,
-            loss: loss.mean(),
-            lr,
-            grad_norm: norm,
-        });
+        let (loss, lr) = (rec.loss, rec.lr);
+        results.train_curve.push(rec);
         results.steps_done = step;
         pb.set_position(step as u64);
         pb.set_message(format!(
             "loss {:.3} lr {:.2e} {:.0} tok/s",
-            loss.mean(),
+            loss,
             lr,
             timed_tokens as f64 / timed
         ));
@@ -482,9 +614,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             let rec = eval_record(step, "valid", s);
             pb.println(format!(
                 "step {step:>6}  train loss {:.4}  valid loss {:.4}  ppl {:.2}",
-                loss.mean(),
-                rec.loss,
-                rec.perplexity
+                loss, rec.loss, rec.perplexity
             ));
             results.eval_curve.push(rec);
         }
@@ -493,6 +623,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             results.tokens_per_sec = timed_tokens as f64 / timed.max(1e-9);
             results.train_seconds = timed;
             results.peak_rss_bytes = crate::io::peak_rss_bytes();
+            results.device_memory = model.ops.memory();
             save(&model, &rng, &results)?;
         }
     }
@@ -515,6 +646,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         results.finished = true;
     }
     results.peak_rss_bytes = crate::io::peak_rss_bytes();
+    results.device_memory = model.ops.memory();
     write_results(dir, &results)?;
     Ok(results)
 }

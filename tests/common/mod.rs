@@ -111,3 +111,11 @@ pub fn gpu(test: &str) -> Option<Gpu> {
         .unwrap_or_else(|e| panic!("{e}\n{}", probe.details()));
     Some(Gpu { stream, module })
 }
+
+/// A fresh, empty scratch directory `<tmp>/asa-lth-<suite>-<pid>-<name>`.
+pub fn tmpdir(suite: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("asa-lth-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch directory");
+    d
+}

@@ -7,9 +7,15 @@
 //! [`is_culib_present`](cudarc::driver::sys::is_culib_present) first ([`probe`] does; code
 //! that creates a context should call [`probe`] or [`libcuda_present`] before it).
 
+pub mod attention;
+pub mod blas;
 pub mod gemm24;
 pub mod host;
 pub mod kernels;
+pub mod memory;
+pub mod mma_dense_emu;
+pub mod ops;
+pub mod timing;
 pub mod topk;
 
 use std::fmt::Write as _;

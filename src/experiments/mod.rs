@@ -1,0 +1,395 @@
+//! The experiments of DESIGN.md §2 as independent result cells, and the report built from them.
+//!
+//! A run directory holds one [`ReproduceConfig`] and the cells computed under it
+//! ([`cells`]). Each cell is one (experiment, arm, seed): it trains what it needs from
+//! scratch, measures, and writes one JSON file; a cell already on disk is never recomputed, so
+//! an interrupted `reproduce` resumes, and shards of the cell list can run in parallel (a
+//! Slurm job array). `report` reads whatever cells exist and writes the Markdown report,
+//! `summary.json` and SVG plots ([`report`]).
+//!
+//! Cells:
+//! - `train/dense/seed-s`: a causal model; its curve and final perplexities (E2's baseline),
+//!   its attention's alignment with the ASA mask on held-out text (E1), and its FFN projected
+//!   to 2:4, fine-tuned and run through the 2:4 GEMM (E5);
+//! - `train/asa/seed-s`: the same with the ASA mask (E2; E5's ASA + 2:4 hybrid);
+//! - `e3/<group>/seed-s`: iterative magnitude pruning of `<group>` with rewinding, the
+//!   ticket and both controls measured against the ASA mask at every level (E3);
+//! - `e4/{zero,asa}/seed-s`: a dense model with a learnable tag-pair attention bias,
+//!   initialised to zero or from the ASA compatibilities (E4);
+//! - `e5/{lth-ffn,hybrid}/seed-s`: IMP of the FFN under causal attention and under the ASA
+//!   mask (E5's hybrid comparison).
+
+pub mod alignment;
+pub mod cells;
+pub mod e3;
+pub mod e4;
+pub mod e5;
+pub mod ffn24;
+pub mod plot;
+pub mod report;
+
+use crate::backend::Ops;
+use crate::data::{CorpusSource, Vocab};
+use crate::ling::compat::{CompatMatrix, CompatSet};
+use crate::mask::asa::AsaMaskBuilder;
+use crate::model::{Gpt, GptConfig};
+use crate::train::{
+    self, checkpoint::Checkpoint, AttnMaskKind, RunOptions, TrainConfig, TrainResults,
+};
+use crate::{Error, Result};
+use alignment::{AlignOptions, Alignment};
+use cells::{CellFile, CellKey, CellStore, Shard};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// How big a reproduction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// The embedded default: the synthetic corpus on a CPU in well under 30 minutes.
+    Small,
+    /// The published ASA configuration (2 layers, 2 heads, d_model 128) at full length.
+    Paper,
+}
+
+impl std::str::FromStr for Scale {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Scale> {
+        match s {
+            "small" => Ok(Scale::Small),
+            "paper" => Ok(Scale::Paper),
+            _ => Err(Error::Config(format!(
+                "--scale {s:?}: expected small or paper"
+            ))),
+        }
+    }
+}
+
+/// Everything that determines a reproduction's cells (saved as `config.json` in the run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReproduceConfig {
+    pub scale: Scale,
+    /// Seeds of every experiment (model init, batch order and null masks).
+    pub seeds: Vec<u64>,
+    /// Base training configuration; each cell sets its seed and attention mask.
+    pub train: TrainConfig,
+    /// E1's held-out measurement (its `seed` is combined with each cell's seed).
+    pub align: AlignOptions,
+    /// Bootstrap resamples for intervals.
+    pub bootstrap: usize,
+    /// E3's pruning schedule.
+    pub e3: e3::E3Config,
+    /// E5: the FFN 2:4 projection, fine-tuning and inference comparison.
+    pub ffn24: ffn24::Ffn24Config,
+    /// E5: the pruned arms of the hybrid comparison.
+    pub e5: e5::E5Config,
+}
+
+impl ReproduceConfig {
+    /// The preset for `scale` on `corpus` (None: the embedded synthetic corpus).
+    pub fn preset(scale: Scale, corpus: Option<CorpusSource>) -> ReproduceConfig {
+        let mut train = TrainConfig::default();
+        if let Some(c) = corpus {
+            train.corpus = c;
+        }
+        let (align_tokens, bootstrap) = match scale {
+            Scale::Small => {
+                if matches!(train.corpus, CorpusSource::Synthetic { .. }) {
+                    train.corpus = CorpusSource::Synthetic {
+                        sentences: 8_000,
+                        seed: 1,
+                    };
+                }
+                train.seq_len = 64;
+                // E3 retrains 31 times per seed (10 levels × ticket and two controls): short
+                // runs keep the whole reproduction within 30 minutes on 2 CPU cores.
+                train.steps = 300;
+                train.warmup = 20;
+                train.eval_every = 50;
+                train.eval_tokens = 4_096;
+                train.checkpoint_every = 100;
+                (8_192, 1_000)
+            }
+            Scale::Paper => {
+                train.steps = 5_000;
+                train.eval_every = 100;
+                train.eval_tokens = 16_384;
+                train.checkpoint_every = 250;
+                (65_536, 2_000)
+            }
+        };
+        ReproduceConfig {
+            scale,
+            seeds: vec![1, 2, 3],
+            align: AlignOptions {
+                batch: train.batch,
+                seq_len: train.seq_len,
+                max_tokens: align_tokens,
+                seed: 0xA11C,
+            },
+            train,
+            bootstrap,
+            e3: e3::E3Config::default(),
+            ffn24: ffn24::Ffn24Config::default(),
+            e5: e5::E5Config::default(),
+        }
+    }
+
+    /// Reject configurations that cannot produce a meaningful report.
+    pub fn validate(&self) -> Result<()> {
+        if self.seeds.is_empty() {
+            return Err(Error::Config("reproduce: the seed list is empty".into()));
+        }
+        let mut s = self.seeds.clone();
+        s.sort_unstable();
+        s.dedup();
+        if s.len() != self.seeds.len() {
+            return Err(Error::Config(format!(
+                "reproduce: repeated seeds in {:?}",
+                self.seeds
+            )));
+        }
+        if self.bootstrap < 100 {
+            return Err(Error::Config(format!(
+                "reproduce: bootstrap = {} resamples is too few for a 95% interval (≥ 100)",
+                self.bootstrap
+            )));
+        }
+        self.train.validate()
+    }
+
+    /// Stable identity of the configuration (cells record it).
+    pub fn hash(&self) -> Result<String> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::Config(format!("config serialisation: {e}")))?;
+        Ok(cells::fnv_hex(&json))
+    }
+
+    /// Every cell of the reproduction, in a fixed order (shards index into it).
+    pub fn cells(&self) -> Vec<CellKey> {
+        let mut v = Vec::new();
+        for &seed in &self.seeds {
+            for arm in ["dense", "asa"] {
+                v.push(CellKey::new("train", arm, seed));
+            }
+            for &g in &self.e3.groups {
+                v.push(CellKey::new("e3", e3::arm(g), seed));
+            }
+            for (arm, _) in e4::ARMS {
+                v.push(CellKey::new("e4", arm, seed));
+            }
+            for (arm, _) in e5::ARMS {
+                v.push(CellKey::new("e5", arm, seed));
+            }
+        }
+        v
+    }
+
+    fn train_config(&self, arm: &str, seed: u64) -> Result<TrainConfig> {
+        let mut cfg = self.train.clone();
+        cfg.seed = seed;
+        cfg.attn_mask = match arm {
+            "dense" => AttnMaskKind::None,
+            "asa" => AttnMaskKind::Asa,
+            _ => return Err(Error::Config(format!("unknown training arm `{arm}`"))),
+        };
+        Ok(cfg)
+    }
+}
+
+/// The experiments a `reproduce` can run.
+pub const EXPERIMENTS: [&str; 5] = ["e1", "e2", "e3", "e4", "e5"];
+
+/// The experiments a cell's result feeds.
+pub fn serves(key: &CellKey) -> &'static [&'static str] {
+    match (key.exp.as_str(), key.arm.as_str()) {
+        ("train", "dense") => &["e1", "e2", "e5"],
+        ("train", _) => &["e2", "e5"],
+        ("e3", _) => &["e3"],
+        ("e4", _) => &["e4"],
+        ("e5", _) => &["e5"],
+        _ => &[],
+    }
+}
+
+/// A `train/<arm>/seed-s` cell.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainCell {
+    pub results: TrainResults,
+    /// E1: the dense model's attention vs the ASA mask and the nulls (dense arm only).
+    pub alignment: Option<Alignment>,
+    /// E5: the FFN projected to 2:4, fine-tuned, and run through the 2:4 GEMM.
+    pub ffn24: ffn24::Ffn24Result,
+}
+
+/// Write (or check) the run's `config.json` and open its cell store. A run directory keeps one
+/// configuration for life: a different one is an error naming both hashes.
+pub fn open_run(dir: &Path, cfg: &ReproduceConfig) -> Result<CellStore> {
+    cfg.validate()?;
+    let hash = cfg.hash()?;
+    let path = dir.join("config.json");
+    if path.is_file() {
+        let saved = load_config(dir)?;
+        let saved_hash = saved.hash()?;
+        if saved_hash != hash {
+            return Err(Error::Config(format!(
+                "{} holds another configuration ({saved_hash}, this one is {hash}); \
+                 use another --out",
+                path.display()
+            )));
+        }
+    } else {
+        let json = serde_json::to_string_pretty(cfg)
+            .map_err(|e| Error::Config(format!("config serialisation: {e}")))?;
+        crate::io::write_atomic(&path, json.as_bytes())?;
+    }
+    Ok(CellStore::new(dir, &hash))
+}
+
+/// The configuration saved in a run directory.
+pub fn load_config(dir: &Path) -> Result<ReproduceConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: not a reproduce config: {e}", path.display())))
+}
+
+/// What one `reproduce` invocation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReproduceSummary {
+    pub computed: Vec<CellKey>,
+    pub skipped: Vec<CellKey>,
+}
+
+/// Compute this shard's missing cells of the run in `dir`; `device` makes a fresh backend per
+/// cell. Finished cells are skipped; a failing cell stops the run with its key in the error.
+pub fn reproduce<O: Ops, F: Fn() -> Result<O>>(
+    device: F,
+    cfg: &ReproduceConfig,
+    dir: &Path,
+    shard: Shard,
+    only: &[String],
+    progress: bool,
+) -> Result<ReproduceSummary> {
+    for e in only {
+        if !EXPERIMENTS.contains(&e.as_str()) {
+            return Err(Error::Config(format!(
+                "unknown experiment `{e}`; known: {}",
+                EXPERIMENTS.join(", ")
+            )));
+        }
+    }
+    let store = open_run(dir, cfg)?;
+    let mut sum = ReproduceSummary::default();
+    let all: Vec<CellKey> = cfg
+        .cells()
+        .into_iter()
+        .filter(|k| only.is_empty() || serves(k).iter().any(|e| only.iter().any(|o| o == e)))
+        .collect();
+    let mine: Vec<&CellKey> = all
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| shard.owns(*p))
+        .map(|(_, k)| k)
+        .collect();
+    for (n, key) in mine.iter().enumerate() {
+        if store.load::<serde_json::Value>(key)?.is_some() {
+            sum.skipped.push((*key).clone());
+            continue;
+        }
+        if progress {
+            eprintln!("[{}/{}] {key}", n + 1, mine.len());
+        }
+        let t0 = Instant::now();
+        let ops = device()?;
+        let label = ops.label();
+        let second = || device();
+        let cell_err = |e: Error| Error::Config(format!("cell {key}: {e}"));
+        let result = match key.exp.as_str() {
+            "train" => run_train_cell(ops, second, cfg, key, &store, progress)
+                .and_then(|r| to_value(&r))
+                .map_err(cell_err)?,
+            "e3" => e3::run_cell(ops, cfg, &cfg.e3, key, &store, progress)
+                .and_then(|r| to_value(&r))
+                .map_err(cell_err)?,
+            "e4" => e4::run_cell(ops, cfg, key, &store, progress)
+                .and_then(|r| to_value(&r))
+                .map_err(cell_err)?,
+            "e5" => e5::run_cell(ops, cfg, key, &store, progress)
+                .and_then(|r| to_value(&r))
+                .map_err(cell_err)?,
+            _ => return Err(Error::Config(format!("unknown cell kind `{}`", key.exp))),
+        };
+        store.save(&CellFile {
+            key: (*key).clone(),
+            config_hash: store.config_hash().into(),
+            git_commit: crate::provenance::git_commit(),
+            device: label,
+            seconds: t0.elapsed().as_secs_f64(),
+            result,
+        })?;
+        sum.computed.push((*key).clone());
+    }
+    Ok(sum)
+}
+
+fn to_value<T: Serialize>(r: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(r).map_err(|e| Error::Config(format!("cell serialisation: {e}")))
+}
+
+fn run_train_cell<O: Ops>(
+    ops: O,
+    device: impl Fn() -> Result<O>,
+    cfg: &ReproduceConfig,
+    key: &CellKey,
+    store: &CellStore,
+    progress: bool,
+) -> Result<TrainCell> {
+    let tcfg = cfg.train_config(&key.arm, key.seed)?;
+    let work = store.work_dir(key);
+    let opts = RunOptions {
+        out_dir: work.clone(),
+        resume: true,
+        progress,
+        command: format!("asa-lth reproduce (cell {key})"),
+        stop_after: None,
+    };
+    let results = train::run(ops, &tcfg, &opts)?;
+    let alignment = if key.arm == "dense" {
+        Some(measure_run(&work, cfg, key.seed)?)
+    } else {
+        None
+    };
+    let ck = Checkpoint::open(&work.join("checkpoint.safetensors"))?;
+    let mut model = Gpt::new(device()?, ck.meta_json("model")?, 0)?;
+    ck.restore(&mut model)?;
+    let data = train::RunData::load(&tcfg)?;
+    let ffn24 = ffn24::run(&mut model, &tcfg, &data, &cfg.ffn24)?;
+    Ok(TrainCell {
+        results,
+        alignment,
+        ffn24,
+    })
+}
+
+/// E1 on a finished causal run in `dir` (its checkpoint and vocabulary), on the validation
+/// split.
+fn measure_run(dir: &Path, cfg: &ReproduceConfig, seed: u64) -> Result<Alignment> {
+    let ck = Checkpoint::open(&dir.join("checkpoint.safetensors"))?;
+    let mcfg: GptConfig = ck.meta_json("model")?;
+    let vocab = Vocab::load(&dir.join("vocab.json"))?;
+    let corpus = cfg.train.corpus.load()?;
+    let stream = vocab.encode(&corpus.valid);
+    let mut model = Gpt::new(crate::backend::cpu::Cpu, mcfg, 0)?;
+    ck.restore(&mut model)?;
+    let builder = AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa()));
+    let opts = AlignOptions {
+        seed: cfg.align.seed ^ seed,
+        ..cfg.align
+    };
+    alignment::measure(&mut model, &builder, &stream, &opts)
+}

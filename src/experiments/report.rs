@@ -1,0 +1,1129 @@
+//! The report: reads a run directory's finished cells and writes `report.md`, `summary.json`
+//! and SVG plots. Every number carries its interval, the seed list, the commits and devices
+//! of the cells it comes from, and the command that reproduces it. Cells that are missing are
+//! listed, never silently dropped.
+
+use super::alignment::{Alignment, UnitSums, MASKS};
+use super::cells::{CellKey, CellStore};
+use super::e3::{E3Cell, E3Point};
+use super::e4::E4Cell;
+use super::e5::E5Cell;
+use super::plot::{self, Chart, Series, Style};
+use super::{load_config, ReproduceConfig, TrainCell};
+use crate::lth::Variant;
+use crate::stats::{self, BootstrapConfig, Interval};
+use crate::train::TrainResults;
+use crate::{Error, Result};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The seed's published claims that the report checks (DESIGN.md §2).
+pub mod claims {
+    /// Attention mass inside the ASA mask (E1).
+    pub const ASA_MASS: f64 = 0.739;
+    /// … and inside the seed's random mask.
+    pub const RANDOM_MASS: f64 = 0.472;
+    /// Validation perplexity, ASA-masked vs dense (E2; GPT-2 BPE tokens, WikiText-2).
+    pub const ASA_PPL: f64 = 26.33;
+    pub const DENSE_PPL: f64 = 26.56;
+    /// Fewer steps for ASA to reach the dense model's final validation perplexity.
+    pub const FEWER_STEPS: f64 = 0.21;
+}
+
+/// A statistic with its 95% interval (`n`: seeds or units it is over).
+pub type Estimate = Interval;
+
+/// Mean across seeds with a t-interval; NaN (rendered "—") when there are no values.
+fn across(values: &[f64]) -> Estimate {
+    stats::t_interval(values, 0.95).unwrap_or(Interval {
+        estimate: f64::NAN,
+        lo: f64::NAN,
+        hi: f64::NAN,
+        level: 0.95,
+        n: values.len(),
+    })
+}
+
+fn pct(e: &Estimate) -> String {
+    if !e.estimate.is_finite() {
+        return "—".into();
+    }
+    format!(
+        "{:.1}% [{:.1}, {:.1}]",
+        100.0 * e.estimate,
+        100.0 * e.lo,
+        100.0 * e.hi
+    )
+}
+
+fn num(e: &Estimate, digits: usize) -> String {
+    if !e.estimate.is_finite() {
+        return "—".into();
+    }
+    format!(
+        "{:.d$} [{:.d$}, {:.d$}]",
+        e.estimate,
+        e.lo,
+        e.hi,
+        d = digits
+    )
+}
+
+/// E1 for one (layer, head) or for all heads (`layer`/`head` = None).
+#[derive(Clone, Debug, Serialize)]
+pub struct HeadSummary {
+    pub layer: Option<usize>,
+    pub head: Option<usize>,
+    /// Mass inside each mask of [`MASKS`], across seeds.
+    pub mass: Vec<Estimate>,
+    /// Off-diagonal share inside each mask, across seeds.
+    pub offdiag: Vec<Estimate>,
+    /// Top-k agreement with each mask, across seeds.
+    pub topk: Vec<Estimate>,
+    /// ASA mass minus the row-matched null's, across seeds.
+    pub excess: Estimate,
+    /// Per seed: ASA − row-matched null with a bootstrap interval over sentences.
+    pub excess_per_seed: Vec<(u64, Estimate)>,
+    pub diagonal: Estimate,
+    /// Off-diagonal density of the ASA mask on these rows.
+    pub density: Estimate,
+}
+
+/// E2's comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConvergenceSummary {
+    pub dense_valid_ppl: Estimate,
+    pub asa_valid_ppl: Estimate,
+    pub dense_test_ppl: Estimate,
+    pub asa_test_ppl: Estimate,
+    /// ASA minus dense final validation perplexity, per seed pair.
+    pub valid_ppl_diff: Estimate,
+    /// Per seed: the step at which the ASA run's validation perplexity first reached the dense
+    /// run's final one (None: never within the budget), and the dense run's step count.
+    pub steps_to_dense: Vec<(u64, Option<u32>, u32)>,
+}
+
+/// E3 at one pruning level, across seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct E3Level {
+    pub level: u32,
+    /// Fraction of the prunable weights left (the same in every seed).
+    pub remaining: f64,
+    /// Validation perplexity of the ticket, the random re-init and the shuffled-mask controls.
+    pub valid_ppl: Vec<(Variant, Estimate)>,
+    /// Attention mass inside the ASA mask, per variant.
+    pub asa_mass: Vec<(Variant, Estimate)>,
+    /// The ticket's attention mass inside the row-matched null mask.
+    pub ticket_null_mass: Estimate,
+    /// Ticket: ASA minus null mass, across seeds.
+    pub ticket_excess: Estimate,
+}
+
+/// E3 for one prunable group.
+#[derive(Clone, Debug, Serialize)]
+pub struct E3Summary {
+    pub group: String,
+    pub levels: Vec<E3Level>,
+    /// The level nearest 10% remaining (the seed's bar).
+    pub target_level: u32,
+    /// Per (seed, head): the dense model's excess ASA alignment and the fraction of the head's
+    /// W_q/W_k surviving at the target level, and their Spearman test.
+    pub head_points: Vec<(f64, f64)>,
+    pub spearman: Option<stats::SpearmanTest>,
+}
+
+/// E5 (2:4 deployment) for one training arm, across seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct E5Arm {
+    pub arm: String,
+    pub dense_valid_ppl: Estimate,
+    pub oneshot_valid_ppl: Estimate,
+    pub finetuned_valid_ppl: Estimate,
+    pub finetuned_test_ppl: Estimate,
+    pub compressed_valid_ppl: Estimate,
+    /// Inference tokens/s of the compressed 2:4 path over the dense path (same device, run).
+    pub speedup: Estimate,
+    pub dense_tokens_per_sec: Estimate,
+    pub compressed_tokens_per_sec: Estimate,
+    /// Compressed FFN weight bytes over dense.
+    pub ffn_bytes_ratio: f64,
+}
+
+/// E5's hybrid comparison: final validation perplexity of each arm across seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct E5Hybrid {
+    /// Fraction of the FFN left in the pruned arms.
+    pub ffn_remaining: f64,
+    /// `dense`, `asa`, `lth-ffn`, `hybrid`.
+    pub valid_ppl: Vec<(String, Estimate)>,
+    pub test_ppl: Vec<(String, Estimate)>,
+}
+
+/// E4: ASA-initialised vs zero-initialised tag-pair bias.
+#[derive(Clone, Debug, Serialize)]
+pub struct E4Summary {
+    pub zero_valid_ppl: Estimate,
+    pub asa_valid_ppl: Estimate,
+    /// ASA minus zero final validation perplexity, per seed pair.
+    pub valid_ppl_diff: Estimate,
+    /// Per seed: the step at which the ASA-initialised run first reached the zero-initialised
+    /// run's final validation perplexity (None: never), and the run length.
+    pub steps_to_zero: Vec<(u64, Option<u32>, u32)>,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub config: ReproduceConfig,
+    pub config_hash: String,
+    pub commits: Vec<String>,
+    pub devices: Vec<String>,
+    pub cells_done: Vec<String>,
+    pub cells_missing: Vec<String>,
+    pub e1: Vec<HeadSummary>,
+    pub e2: Option<ConvergenceSummary>,
+    pub e3: Vec<E3Summary>,
+    pub e4: Option<E4Summary>,
+    pub e5: Vec<E5Arm>,
+    pub e5_hybrid: Option<E5Hybrid>,
+}
+
+/// Ratio estimate of `Σnum/Σden` over units, with a bootstrap interval over units.
+fn ratio_ci(units: &[(f64, f64)], resamples: usize, seed: u64) -> Estimate {
+    let ratio = |idx: &[usize]| {
+        let (n, d) = idx
+            .iter()
+            .fold((0.0, 0.0), |a, &i| (a.0 + units[i].0, a.1 + units[i].1));
+        if d > 0.0 {
+            n / d
+        } else {
+            0.0
+        }
+    };
+    let cfg = BootstrapConfig {
+        resamples,
+        level: 0.95,
+        seed,
+    };
+    stats::bootstrap(units.len(), &cfg, ratio).unwrap_or_else(|_| across(&[]))
+}
+
+fn head_units(a: &Alignment, layer: Option<usize>, head: Option<usize>) -> Vec<UnitSums> {
+    let heads: Vec<_> = a
+        .heads
+        .iter()
+        .filter(|h| layer.is_none_or(|l| h.layer == l) && head.is_none_or(|x| h.head == x))
+        .collect();
+    // Units are aligned across heads (same sentences in the same order), so summing them
+    // keeps the sentence as the resampling unit.
+    let n = heads.iter().map(|h| h.units.len()).max().unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            let mut u = UnitSums::default();
+            for h in &heads {
+                if let Some(x) = h.units.get(i) {
+                    u.add(x);
+                }
+            }
+            u
+        })
+        .collect()
+}
+
+fn summarise_head(
+    cells: &[(u64, &Alignment)],
+    layer: Option<usize>,
+    head: Option<usize>,
+    resamples: usize,
+) -> HeadSummary {
+    let per_seed: Vec<(u64, Vec<UnitSums>)> = cells
+        .iter()
+        .map(|(s, a)| (*s, head_units(a, layer, head)))
+        .collect();
+    let ratio = |f: &dyn Fn(&UnitSums) -> (f64, f64)| -> Estimate {
+        let vals: Vec<f64> = per_seed
+            .iter()
+            .map(|(_, us)| {
+                let (n, d) = us
+                    .iter()
+                    .map(f)
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                n / d
+            })
+            .collect();
+        across(&vals)
+    };
+    let rows = |u: &UnitSums| u.rows as f64;
+    let topk_rows = |u: &UnitSums| u.topk_rows as f64;
+    let excess_per_seed = per_seed
+        .iter()
+        .map(|(s, us)| {
+            let units: Vec<(f64, f64)> = us
+                .iter()
+                .map(|u| (u.mass[0] - u.mass[1], rows(u)))
+                .collect();
+            (*s, ratio_ci(&units, resamples, *s))
+        })
+        .collect();
+    HeadSummary {
+        layer,
+        head,
+        mass: (0..MASKS.len())
+            .map(|m| ratio(&|u| (u.mass[m], rows(u))))
+            .collect(),
+        offdiag: (0..MASKS.len())
+            .map(|m| ratio(&|u| (u.offdiag[m], rows(u))))
+            .collect(),
+        topk: (0..MASKS.len())
+            .map(|m| ratio(&|u| (u.topk[m], topk_rows(u))))
+            .collect(),
+        excess: ratio(&|u| (u.mass[0] - u.mass[1], rows(u))),
+        excess_per_seed,
+        diagonal: ratio(&|u| (u.diag, rows(u))),
+        density: ratio(&|u| (u.density, rows(u))),
+    }
+}
+
+/// A run's periodic validation perplexities `(step, perplexity)`.
+fn curve_of(r: &TrainResults) -> Vec<(u32, f64)> {
+    r.eval_curve
+        .iter()
+        .filter(|e| e.split == "valid")
+        .map(|e| (e.step, e.perplexity))
+        .collect()
+}
+
+fn valid_curve(c: &TrainCell) -> Vec<(u32, f64)> {
+    curve_of(&c.results)
+}
+
+/// Build the report of the run in `run_dir` into `out_dir` (report.md, summary.json, SVGs).
+/// `command` is the command line that reproduces the run, quoted in the report.
+pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Summary> {
+    let cfg = load_config(run_dir)?;
+    let hash = cfg.hash()?;
+    let store = CellStore::new(run_dir, &hash);
+    let mut commits = BTreeSet::new();
+    let mut devices = BTreeSet::new();
+    let mut done = Vec::new();
+    let mut missing = Vec::new();
+    let mut train: Vec<(CellKey, TrainCell)> = Vec::new();
+    let mut e3_cells: Vec<(CellKey, E3Cell)> = Vec::new();
+    let mut e5_cells: Vec<(CellKey, E5Cell)> = Vec::new();
+    let mut e4_cells: Vec<(CellKey, E4Cell)> = Vec::new();
+    for key in cfg.cells() {
+        match key.exp.as_str() {
+            "e4" => match store.load::<E4Cell>(&key)? {
+                Some(c) => {
+                    commits.insert(c.git_commit.clone());
+                    devices.insert(c.device.clone());
+                    done.push(key.id());
+                    e4_cells.push((key, c.result));
+                }
+                None => missing.push(key.id()),
+            },
+            "e5" => match store.load::<E5Cell>(&key)? {
+                Some(c) => {
+                    commits.insert(c.git_commit.clone());
+                    devices.insert(c.device.clone());
+                    done.push(key.id());
+                    e5_cells.push((key, c.result));
+                }
+                None => missing.push(key.id()),
+            },
+            "e3" => match store.load::<E3Cell>(&key)? {
+                Some(c) => {
+                    commits.insert(c.git_commit.clone());
+                    devices.insert(c.device.clone());
+                    done.push(key.id());
+                    e3_cells.push((key, c.result));
+                }
+                None => missing.push(key.id()),
+            },
+            "train" => match store.load::<TrainCell>(&key)? {
+                Some(c) => {
+                    commits.insert(c.git_commit.clone());
+                    devices.insert(c.device.clone());
+                    done.push(key.id());
+                    train.push((key, c.result));
+                }
+                None => missing.push(key.id()),
+            },
+            other => return Err(Error::Config(format!("unknown cell kind `{other}`"))),
+        }
+    }
+    let cell = |arm: &str, seed: u64| {
+        train
+            .iter()
+            .find(|(k, _)| k.arm == arm && k.seed == seed)
+            .map(|(_, c)| c)
+    };
+
+    // E1
+    let aligned: Vec<(u64, &Alignment)> = cfg
+        .seeds
+        .iter()
+        .filter_map(|&s| {
+            cell("dense", s)
+                .and_then(|c| c.alignment.as_ref())
+                .map(|a| (s, a))
+        })
+        .collect();
+    let mut e1 = Vec::new();
+    if !aligned.is_empty() {
+        e1.push(summarise_head(&aligned, None, None, cfg.bootstrap));
+        for l in 0..cfg.train.n_layer {
+            for h in 0..cfg.train.n_head {
+                e1.push(summarise_head(&aligned, Some(l), Some(h), cfg.bootstrap));
+            }
+        }
+    }
+
+    // E2
+    let pairs: Vec<(u64, &TrainCell, &TrainCell)> = cfg
+        .seeds
+        .iter()
+        .filter_map(|&s| Some((s, cell("dense", s)?, cell("asa", s)?)))
+        .filter(|(_, d, a)| d.results.finished && a.results.finished)
+        .collect();
+    let e2 = (!pairs.is_empty()).then(|| {
+        let get = |f: &dyn Fn(&TrainCell) -> Option<f64>, asa: bool| -> Estimate {
+            let v: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(_, d, a)| f(if asa { a } else { d }))
+                .collect();
+            across(&v)
+        };
+        let vp = |c: &TrainCell| c.results.final_valid_perplexity;
+        let tp = |c: &TrainCell| c.results.final_test_perplexity;
+        let diffs: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(_, d, a)| Some(vp(a)? - vp(d)?))
+            .collect();
+        ConvergenceSummary {
+            dense_valid_ppl: get(&vp, false),
+            asa_valid_ppl: get(&vp, true),
+            dense_test_ppl: get(&tp, false),
+            asa_test_ppl: get(&tp, true),
+            valid_ppl_diff: across(&diffs),
+            steps_to_dense: pairs
+                .iter()
+                .map(|(s, d, a)| {
+                    let dense_final = valid_curve(d).last().map(|&(_, p)| p).unwrap_or(f64::NAN);
+                    (
+                        *s,
+                        stats::steps_to_reach(&valid_curve(a), dense_final, true),
+                        d.results.steps_done,
+                    )
+                })
+                .collect(),
+        }
+    });
+
+    let e3: Vec<E3Summary> = cfg
+        .e3
+        .groups
+        .iter()
+        .filter_map(|&g| {
+            let name = super::e3::arm(g);
+            let cells: Vec<(u64, &E3Cell)> = e3_cells
+                .iter()
+                .filter(|(k, _)| k.arm == name)
+                .map(|(k, c)| (k.seed, c))
+                .collect();
+            (!cells.is_empty()).then(|| summarise_e3(name, &cells))
+        })
+        .collect();
+
+    let e5: Vec<E5Arm> = ["dense", "asa"]
+        .iter()
+        .filter_map(|&arm| {
+            let cs: Vec<&TrainCell> = cfg.seeds.iter().filter_map(|&s| cell(arm, s)).collect();
+            let v = |f: &dyn Fn(&super::ffn24::Ffn24Result) -> f64| {
+                across(&cs.iter().map(|c| f(&c.ffn24)).collect::<Vec<_>>())
+            };
+            let first = cs.first()?;
+            Some(E5Arm {
+                arm: arm.into(),
+                dense_valid_ppl: v(&|r| r.dense_valid_ppl),
+                oneshot_valid_ppl: v(&|r| r.oneshot_valid_ppl),
+                finetuned_valid_ppl: v(&|r| r.finetuned_valid_ppl),
+                finetuned_test_ppl: v(&|r| r.finetuned_test_ppl),
+                compressed_valid_ppl: v(&|r| r.compressed_valid_ppl),
+                speedup: v(&|r| r.compressed_tokens_per_sec / r.dense_tokens_per_sec),
+                dense_tokens_per_sec: v(&|r| r.dense_tokens_per_sec),
+                compressed_tokens_per_sec: v(&|r| r.compressed_tokens_per_sec),
+                ffn_bytes_ratio: first.ffn24.ffn_compressed_bytes as f64
+                    / first.ffn24.ffn_dense_bytes as f64,
+            })
+        })
+        .collect();
+
+    let e4 = {
+        let get = |arm: &str, seed: u64| {
+            e4_cells
+                .iter()
+                .find(|(k, _)| k.arm == arm && k.seed == seed)
+                .map(|(_, c)| &c.results)
+                .filter(|r| r.finished)
+        };
+        let pairs: Vec<_> = cfg
+            .seeds
+            .iter()
+            .filter_map(|&s| Some((s, get("zero", s)?, get("asa", s)?)))
+            .collect();
+        (!pairs.is_empty()).then(|| {
+            let fv = |r: &TrainResults| r.final_valid_perplexity.unwrap_or(f64::NAN);
+            E4Summary {
+                zero_valid_ppl: across(&pairs.iter().map(|p| fv(p.1)).collect::<Vec<_>>()),
+                asa_valid_ppl: across(&pairs.iter().map(|p| fv(p.2)).collect::<Vec<_>>()),
+                valid_ppl_diff: across(
+                    &pairs.iter().map(|p| fv(p.2) - fv(p.1)).collect::<Vec<_>>(),
+                ),
+                steps_to_zero: pairs
+                    .iter()
+                    .map(|(s, z, a)| {
+                        let target = curve_of(z).last().map_or(f64::NAN, |&(_, p)| p);
+                        (
+                            *s,
+                            stats::steps_to_reach(&curve_of(a), target, true),
+                            z.steps_done,
+                        )
+                    })
+                    .collect(),
+            }
+        })
+    };
+
+    let e5_hybrid = (!e5_cells.is_empty()).then(|| {
+        let mut valid = Vec::new();
+        let mut test = Vec::new();
+        for arm in ["dense", "asa"] {
+            let cs: Vec<&TrainCell> = cfg.seeds.iter().filter_map(|&s| cell(arm, s)).collect();
+            let v: Vec<f64> = cs
+                .iter()
+                .filter_map(|c| c.results.final_valid_perplexity)
+                .collect();
+            let t: Vec<f64> = cs
+                .iter()
+                .filter_map(|c| c.results.final_test_perplexity)
+                .collect();
+            valid.push((arm.to_string(), across(&v)));
+            test.push((arm.to_string(), across(&t)));
+        }
+        let mut remaining = f64::NAN;
+        for (arm, _) in super::e5::ARMS {
+            let lasts: Vec<_> = e5_cells
+                .iter()
+                .filter(|(k, _)| k.arm == arm)
+                .filter_map(|(_, c)| c.levels.last())
+                .collect();
+            if let Some(l) = lasts.first() {
+                remaining = l.remaining_fraction;
+            }
+            let v: Vec<f64> = lasts.iter().map(|l| l.valid_perplexity).collect();
+            let t: Vec<f64> = lasts.iter().map(|l| l.test_perplexity).collect();
+            valid.push((arm.to_string(), across(&v)));
+            test.push((arm.to_string(), across(&t)));
+        }
+        E5Hybrid {
+            ffn_remaining: remaining,
+            valid_ppl: valid,
+            test_ppl: test,
+        }
+    });
+
+    let summary = Summary {
+        config: cfg.clone(),
+        config_hash: hash,
+        commits: commits.into_iter().collect(),
+        devices: devices.into_iter().collect(),
+        cells_done: done,
+        cells_missing: missing,
+        e1,
+        e2,
+        e3,
+        e4,
+        e5,
+        e5_hybrid,
+    };
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(&summary)
+        .map_err(|e| Error::Config(format!("summary serialisation: {e}")))?;
+    crate::io::write_atomic(&out_dir.join("summary.json"), json.as_bytes())?;
+
+    // Plots
+    let mut curves = Vec::new();
+    for arm in ["dense", "asa"] {
+        let per_seed: Vec<Vec<(u32, f64)>> = cfg
+            .seeds
+            .iter()
+            .filter_map(|&s| cell(arm, s).map(valid_curve))
+            .collect();
+        if let Some(first) = per_seed.first() {
+            let pts = first
+                .iter()
+                .enumerate()
+                .map(|(i, &(step, _))| {
+                    let v: Vec<f64> = per_seed
+                        .iter()
+                        .filter_map(|c| c.get(i).map(|p| p.1.ln()))
+                        .collect();
+                    (step as f64, v.iter().sum::<f64>() / v.len() as f64)
+                })
+                .collect();
+            curves.push(Series::new(arm, pts));
+        }
+    }
+    let loss_svg = plot::svg(
+        &Chart {
+            title: "E2: validation loss (mean over seeds)",
+            x_label: "step",
+            y_label: "validation loss (nats/token)",
+            style: Style::Lines,
+            log_x: false,
+        },
+        &curves,
+    );
+    crate::io::write_atomic(&out_dir.join("e2_valid_loss.svg"), loss_svg.as_bytes())?;
+    let heads: Vec<&HeadSummary> = summary.e1.iter().filter(|h| h.layer.is_some()).collect();
+    let e1_series: Vec<Series> = (0..MASKS.len())
+        .map(|m| {
+            let mut s = Series::new(
+                MASKS[m],
+                heads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (i as f64, h.mass[m].estimate))
+                    .collect(),
+            );
+            s.intervals = Some(heads.iter().map(|h| (h.mass[m].lo, h.mass[m].hi)).collect());
+            s
+        })
+        .collect();
+    let e1_svg = plot::svg(
+        &Chart {
+            title: "E1: attention mass inside each mask, per head (layer·H + head)",
+            x_label: "head index",
+            y_label: "attention mass",
+            style: Style::Points,
+            log_x: false,
+        },
+        &e1_series,
+    );
+    crate::io::write_atomic(&out_dir.join("e1_mass_per_head.svg"), e1_svg.as_bytes())?;
+
+    for e in &summary.e3 {
+        e3_plots(e, out_dir)?;
+    }
+    let md = markdown(&summary, command);
+    crate::io::write_atomic(&out_dir.join("report.md"), md.as_bytes())?;
+    Ok(summary)
+}
+
+fn e3_point(c: &E3Cell, level: u32, v: Variant) -> Option<&E3Point> {
+    c.points.iter().find(|p| p.level == level && p.variant == v)
+}
+
+fn summarise_e3(group: &str, cells: &[(u64, &E3Cell)]) -> E3Summary {
+    let levels = cells.iter().map(|(_, c)| c.imp.levels).min().unwrap_or(0);
+    let variants = [
+        Variant::Ticket,
+        Variant::RandomReinit,
+        Variant::LayerwiseShuffle,
+    ];
+    let mut out = Vec::new();
+    for level in 0..=levels {
+        let vals = |v: Variant, f: &dyn Fn(&E3Point) -> f64| -> Vec<f64> {
+            cells
+                .iter()
+                .filter_map(|(_, c)| e3_point(c, level, v).map(f))
+                .collect()
+        };
+        let present: Vec<Variant> = variants
+            .iter()
+            .copied()
+            .filter(|&v| !vals(v, &|p| p.valid_perplexity).is_empty())
+            .collect();
+        let remaining = vals(Variant::Ticket, &|p| p.remaining_fraction);
+        out.push(E3Level {
+            level,
+            remaining: remaining.first().copied().unwrap_or(f64::NAN),
+            valid_ppl: present
+                .iter()
+                .map(|&v| (v, across(&vals(v, &|p| p.valid_perplexity))))
+                .collect(),
+            asa_mass: present
+                .iter()
+                .map(|&v| (v, across(&vals(v, &|p| p.mass(0)))))
+                .collect(),
+            ticket_null_mass: across(&vals(Variant::Ticket, &|p| p.mass(1))),
+            ticket_excess: across(&vals(Variant::Ticket, &|p| p.mass(0) - p.mass(1))),
+        });
+    }
+    let target = out
+        .iter()
+        .min_by(|a, b| {
+            (a.remaining - 0.1)
+                .abs()
+                .total_cmp(&(b.remaining - 0.1).abs())
+        })
+        .map_or(0, |l| l.level);
+    let mut head_points = Vec::new();
+    for (_, c) in cells {
+        if let (Some(dense), Some(t)) = (
+            e3_point(c, 0, Variant::Ticket),
+            e3_point(c, target, Variant::Ticket),
+        ) {
+            for (h, s) in dense.heads.iter().zip(&t.survival) {
+                let rows = h.rows.max(1) as f64;
+                head_points.push(((h.mass[0] - h.mass[1]) / rows, s.wqk));
+            }
+        }
+    }
+    let (x, y): (Vec<f64>, Vec<f64>) = head_points.iter().copied().unzip();
+    let spearman = stats::spearman_test(&x, &y, stats::Alternative::TwoSided, 200_000, 0x5EA)
+        .ok()
+        .flatten();
+    E3Summary {
+        group: group.into(),
+        levels: out,
+        target_level: target,
+        head_points,
+        spearman,
+    }
+}
+
+fn variant_name(v: Variant) -> &'static str {
+    match v {
+        Variant::Ticket => "ticket",
+        Variant::RandomReinit => "random re-init",
+        Variant::LayerwiseShuffle => "shuffled mask",
+    }
+}
+
+fn e3_plots(e: &E3Summary, out_dir: &Path) -> Result<()> {
+    let by_variant = |f: &dyn Fn(&E3Level) -> Vec<(Variant, Estimate)>| -> Vec<Series> {
+        [
+            Variant::Ticket,
+            Variant::RandomReinit,
+            Variant::LayerwiseShuffle,
+        ]
+        .iter()
+        .map(|&v| {
+            let pts: Vec<(f64, Estimate)> = e
+                .levels
+                .iter()
+                .filter_map(|l| {
+                    f(l).into_iter()
+                        .find(|(x, _)| *x == v)
+                        .map(|(_, est)| (l.remaining, est))
+                })
+                .collect();
+            let mut s = Series::new(
+                variant_name(v),
+                pts.iter().map(|(x, est)| (*x, est.estimate)).collect(),
+            );
+            s.intervals = Some(pts.iter().map(|(_, est)| (est.lo, est.hi)).collect());
+            s
+        })
+        .collect()
+    };
+    let mut mass = by_variant(&|l| l.asa_mass.clone());
+    let mut null = Series::new(
+        "ticket, row-matched null",
+        e.levels
+            .iter()
+            .map(|l| (l.remaining, l.ticket_null_mass.estimate))
+            .collect(),
+    );
+    null.intervals = Some(
+        e.levels
+            .iter()
+            .map(|l| (l.ticket_null_mass.lo, l.ticket_null_mass.hi))
+            .collect(),
+    );
+    mass.push(null);
+    let title = format!("E3 ({}): attention mass inside the ASA mask", e.group);
+    let svg = plot::svg(
+        &Chart {
+            title: &title,
+            x_label: "fraction of prunable weights remaining (log)",
+            y_label: "attention mass",
+            style: Style::Lines,
+            log_x: true,
+        },
+        &mass,
+    );
+    crate::io::write_atomic(
+        &out_dir.join(format!("e3_{}_mass.svg", e.group)),
+        svg.as_bytes(),
+    )?;
+    let title = format!("E3 ({}): validation perplexity", e.group);
+    let svg = plot::svg(
+        &Chart {
+            title: &title,
+            x_label: "fraction of prunable weights remaining (log)",
+            y_label: "validation perplexity",
+            style: Style::Lines,
+            log_x: true,
+        },
+        &by_variant(&|l| l.valid_ppl.clone()),
+    );
+    crate::io::write_atomic(
+        &out_dir.join(format!("e3_{}_ppl.svg", e.group)),
+        svg.as_bytes(),
+    )?;
+    let title = format!(
+        "E3 ({}): per head, dense excess ASA alignment vs W_q/W_k kept at level {}",
+        e.group, e.target_level
+    );
+    let svg = plot::svg(
+        &Chart {
+            title: &title,
+            x_label: "excess ASA mass over the row-matched null (dense model)",
+            y_label: "W_q/W_k fraction kept",
+            style: Style::Points,
+            log_x: false,
+        },
+        &[Series::new("(seed, head)", e.head_points.clone())],
+    );
+    crate::io::write_atomic(
+        &out_dir.join(format!("e3_{}_heads.svg", e.group)),
+        svg.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn verdict_excess(e: &Estimate) -> &'static str {
+    if e.n < 2 {
+        "too few seeds"
+    } else if e.lo > 0.0 {
+        "ASA mask above the density-matched null"
+    } else if e.hi < 0.0 {
+        "ASA mask below the null"
+    } else {
+        "not distinguishable from the null"
+    }
+}
+
+fn markdown(s: &Summary, command: &str) -> String {
+    let c = &s.config;
+    let mut m = String::new();
+    let _ = writeln!(m, "# ASA vs LTH reproduction ({:?} scale)\n", c.scale);
+    let _ = writeln!(
+        m,
+        "- corpus: {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values, within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
+        c.train.corpus.label(),
+        c.train.n_layer,
+        c.train.n_head,
+        c.train.d_model,
+        c.train.seq_len,
+        c.train.batch,
+        c.train.steps,
+        c.train.lr,
+        c.seeds,
+        c.bootstrap,
+        s.commits.join(", "),
+        s.devices.join(", "),
+        s.config_hash,
+        command
+    );
+    if !s.cells_missing.is_empty() {
+        let _ = writeln!(
+            m,
+            "**Incomplete:** {} cells missing ({}); numbers below use the finished ones.\n",
+            s.cells_missing.len(),
+            s.cells_missing.join(", ")
+        );
+    }
+    let _ = writeln!(
+        m,
+        "## Claims\n\n| claim (seed) | our measurement | verdict |\n|---|---|---|"
+    );
+    if let Some(all) = s.e1.first() {
+        let _ = writeln!(
+            m,
+            "| E1: {:.1}% of attention inside the ASA mask vs {:.1}% for a random mask | ASA {} vs row-matched null {} vs distance-matched null {}; excess {} | {} |",
+            100.0 * claims::ASA_MASS,
+            100.0 * claims::RANDOM_MASS,
+            pct(&all.mass[0]),
+            pct(&all.mass[1]),
+            pct(&all.mass[2]),
+            pct(&all.excess),
+            verdict_excess(&all.excess)
+        );
+    }
+    if let Some(e2) = &s.e2 {
+        let verdict = if e2.valid_ppl_diff.n < 2 {
+            "too few seeds"
+        } else if e2.valid_ppl_diff.hi < 0.0 {
+            "ASA better"
+        } else if e2.valid_ppl_diff.lo > 0.0 {
+            "ASA worse"
+        } else {
+            "no difference resolved"
+        };
+        let _ = writeln!(
+            m,
+            "| E2: validation perplexity {} (ASA) vs {} (dense) | ASA {} vs dense {}; difference {} | {} |",
+            claims::ASA_PPL,
+            claims::DENSE_PPL,
+            num(&e2.asa_valid_ppl, 2),
+            num(&e2.dense_valid_ppl, 2),
+            num(&e2.valid_ppl_diff, 2),
+            verdict
+        );
+        let fewer: Vec<f64> = e2
+            .steps_to_dense
+            .iter()
+            .filter_map(|&(_, hit, total)| hit.map(|h| 1.0 - h as f64 / total as f64))
+            .collect();
+        let never = e2.steps_to_dense.iter().filter(|x| x.1.is_none()).count();
+        let est = across(&fewer);
+        let _ = writeln!(
+            m,
+            "| E2: {:.0}% fewer steps to reach the dense model's final perplexity | {} fewer steps ({} of {} seeds reached it) | {} |",
+            100.0 * claims::FEWER_STEPS,
+            if fewer.is_empty() { "—".to_string() } else { pct(&est) },
+            fewer.len(),
+            fewer.len() + never,
+            if never > 0 {
+                "not reproduced (ASA never reached the dense perplexity in some seeds)"
+            } else if est.n >= 2 && est.lo > 0.0 {
+                "ASA faster"
+            } else {
+                "no speed-up resolved"
+            }
+        );
+    }
+    if let Some(e4) = &s.e4 {
+        let faster: Vec<f64> = e4
+            .steps_to_zero
+            .iter()
+            .filter_map(|&(_, hit, total)| hit.map(|h| 1.0 - h as f64 / total as f64))
+            .collect();
+        let never = e4.steps_to_zero.len() - faster.len();
+        let est = across(&faster);
+        let no_loss = e4.valid_ppl_diff.n >= 2 && e4.valid_ppl_diff.hi <= 0.0
+            || e4.valid_ppl_diff.estimate <= 0.0;
+        let _ = writeln!(
+            m,
+            "| E4: ASA-initialised tag-pair bias reaches the target >10% faster, no loss in final perplexity | {} fewer steps ({} of {} seeds reached it); final validation perplexity ASA-init {} vs zero-init {} | {} |",
+            if faster.is_empty() { "—".to_string() } else { pct(&est) },
+            faster.len(),
+            e4.steps_to_zero.len(),
+            num(&e4.asa_valid_ppl, 2),
+            num(&e4.zero_valid_ppl, 2),
+            if never > 0 {
+                "not reproduced (ASA-init never reached the target in some seeds)"
+            } else if est.n >= 2 && est.lo > 0.10 && no_loss {
+                "reproduced"
+            } else if est.n >= 2 && est.lo > 0.0 {
+                "faster, but not resolved above 10%"
+            } else {
+                "no speed-up resolved"
+            }
+        );
+    }
+    for e in &s.e3 {
+        if let Some(l) = e.levels.iter().find(|l| l.level == e.target_level) {
+            let get = |v: Variant| {
+                l.asa_mass
+                    .iter()
+                    .find(|(x, _)| *x == v)
+                    .map_or("—".to_string(), |(_, est)| pct(est))
+            };
+            let _ = writeln!(
+                m,
+                "| E3 ({}): >60% of a winning ticket's attention inside the ASA mask at 10% remaining, vs ~50% for random | level {} ({:.1}% remaining): ticket {} vs its row-matched null {}; random re-init {}; shuffled mask {} | {} |",
+                e.group,
+                l.level,
+                100.0 * l.remaining,
+                get(Variant::Ticket),
+                pct(&l.ticket_null_mass),
+                get(Variant::RandomReinit),
+                get(Variant::LayerwiseShuffle),
+                verdict_excess(&l.ticket_excess)
+            );
+        }
+    }
+    let _ = writeln!(
+        m,
+        "\nThe seed's perplexities are per GPT-2 BPE token on WikiText-2; perplexities on another corpus or tokenizer are not comparable with them, only the direction and size of the ASA-vs-dense difference is.\n"
+    );
+    if !s.e1.is_empty() {
+        let _ = writeln!(
+            m,
+            "## E1: alignment of a dense model's attention with the ASA mask\n\nRows with at least two valid keys; `mass` includes the diagonal where the mask allows it, `off-diag` is the share of off-diagonal attention inside the mask, `top-k` the share of a row's most-attended keys (as many as the mask allows) inside it. Nulls match the ASA mask's allowed keys per row (and the distance histogram).\n\n| layer | head | ASA mass | null (rows) | null (dist) | ASA off-diag | null off-diag | ASA top-k | null top-k | diagonal | ASA density |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for h in &s.e1 {
+            let name = |x: Option<usize>| x.map_or("all".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                name(h.layer),
+                name(h.head),
+                pct(&h.mass[0]),
+                pct(&h.mass[1]),
+                pct(&h.mass[2]),
+                pct(&h.offdiag[0]),
+                pct(&h.offdiag[1]),
+                pct(&h.topk[0]),
+                pct(&h.topk[1]),
+                pct(&h.diagonal),
+                pct(&h.density)
+            );
+        }
+        if let Some(all) = s.e1.first() {
+            let _ = writeln!(
+                m,
+                "\nPer seed, ASA − row-matched null with a bootstrap interval over sentences:\n"
+            );
+            for (seed, e) in &all.excess_per_seed {
+                let _ = writeln!(m, "- seed {seed}: {} over {} sentences", pct(e), e.n);
+            }
+        }
+        let _ = writeln!(m, "\n![E1 per head](e1_mass_per_head.svg)\n");
+    }
+    if let Some(e2) = &s.e2 {
+        let _ = writeln!(
+            m,
+            "## E2: convergence, dense vs ASA-masked\n\n| | dense | ASA |\n|---|---|---|\n| final validation perplexity | {} | {} |\n| final test perplexity | {} | {} |\n",
+            num(&e2.dense_valid_ppl, 3),
+            num(&e2.asa_valid_ppl, 3),
+            num(&e2.dense_test_ppl, 3),
+            num(&e2.asa_test_ppl, 3)
+        );
+        for (seed, hit, total) in &e2.steps_to_dense {
+            let _ = writeln!(
+                m,
+                "- seed {seed}: ASA reached the dense final validation perplexity {}",
+                match hit {
+                    Some(h) => format!("at step {h} of {total}"),
+                    None => format!("never within {total} steps"),
+                }
+            );
+        }
+        let _ = writeln!(m, "\n![E2 validation loss](e2_valid_loss.svg)\n");
+    }
+    if let Some(e4) = &s.e4 {
+        let _ = writeln!(
+            m,
+            "## E4: ASA-guided initialisation of a tag-pair attention bias\n\nA learnable per-layer, per-head 17×17 UPOS tag-pair bias added to the attention scores of a dense causal model, initialised from the ASA compatibilities (0 where compatible, {} elsewhere) or to zero. Target: the zero-initialised run's final periodic validation perplexity.\n\n| | zero-init | ASA-init |\n|---|---|---|\n| final validation perplexity | {} | {} |\n",
+            s.config.train.tag_bias_incompatible,
+            num(&e4.zero_valid_ppl, 3),
+            num(&e4.asa_valid_ppl, 3)
+        );
+        for (seed, hit, total) in &e4.steps_to_zero {
+            let _ = writeln!(
+                m,
+                "- seed {seed}: ASA-init reached the zero-init final perplexity {}",
+                match hit {
+                    Some(h) => format!("at step {h} of {total}"),
+                    None => format!("never within {total} steps"),
+                }
+            );
+        }
+        let _ = writeln!(m);
+    }
+    if let Some(h) = &s.e5_hybrid {
+        let _ = writeln!(
+            m,
+            "## E5: hybrid — ASA mask + Lottery Ticket pruning of the FFN\n\nThe pruned arms run IMP with rewinding on the FFN weights down to {:.1}% remaining; `lth-ffn` attends causally, `hybrid` with the ASA mask.\n\n| arm | final validation perplexity | final test perplexity |\n|---|---|---|",
+            100.0 * h.ffn_remaining
+        );
+        for ((arm, v), (_, t)) in h.valid_ppl.iter().zip(&h.test_ppl) {
+            let _ = writeln!(m, "| {arm} | {} | {} |", num(v, 3), num(t, 3));
+        }
+        let _ = writeln!(m);
+    }
+    if !s.e5.is_empty() {
+        let _ = writeln!(
+            m,
+            "## E5: FFN projected to 2:4, fine-tuned ({} steps), and run through the 2:4 GEMM\n\nOne-shot magnitude projection of every FFN weight to 2:4, then fine-tuning with the 2:4 masks held; inference throughput is forward-only tokens/s on the training device, the compressed 2:4 path against the dense path in the same run (median of {} passes).\n\n| arm | valid ppl dense | one-shot 2:4 | fine-tuned 2:4 | through the 2:4 GEMM | test ppl (2:4) | tokens/s dense | tokens/s 2:4 | speed ratio | FFN bytes ratio |\n|---|---|---|---|---|---|---|---|---|---|",
+            s.config.ffn24.finetune_steps,
+            s.config.ffn24.repeats
+        );
+        for a in &s.e5 {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} |",
+                a.arm,
+                num(&a.dense_valid_ppl, 2),
+                num(&a.oneshot_valid_ppl, 2),
+                num(&a.finetuned_valid_ppl, 2),
+                num(&a.compressed_valid_ppl, 2),
+                num(&a.finetuned_test_ppl, 2),
+                num(&a.dense_tokens_per_sec, 0),
+                num(&a.compressed_tokens_per_sec, 0),
+                num(&a.speedup, 2),
+                a.ffn_bytes_ratio
+            );
+        }
+        let _ = writeln!(
+            m,
+            "\nThe ASA arm with 2:4 FFN is the deployment form of the hybrid (ASA mask + sparse FFN).\n"
+        );
+    }
+    for e in &s.e3 {
+        let _ = writeln!(
+            m,
+            "## E3 ({g}): ASA vs the winning ticket\n\nIterative magnitude pruning of the {g} weights with rewinding; at each level the ticket and both controls (random re-init with the ticket's mask; a layerwise-shuffled mask of the same per-tensor sparsity) are trained and their attention measured on held-out text.\n\n| level | remaining | ppl ticket | ppl re-init | ppl shuffled | ASA mass ticket | re-init | shuffled | ticket null (rows) | ticket excess |\n|---|---|---|---|---|---|---|---|---|---|",
+            g = e.group
+        );
+        for l in &e.levels {
+            let find = |v: &[(Variant, Estimate)], x: Variant, f: &dyn Fn(&Estimate) -> String| {
+                v.iter()
+                    .find(|(y, _)| *y == x)
+                    .map_or("—".to_string(), |(_, est)| f(est))
+            };
+            let p2 = |e: &Estimate| num(e, 2);
+            let pc = |e: &Estimate| pct(e);
+            let _ = writeln!(
+                m,
+                "| {} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {} |",
+                l.level,
+                100.0 * l.remaining,
+                find(&l.valid_ppl, Variant::Ticket, &p2),
+                find(&l.valid_ppl, Variant::RandomReinit, &p2),
+                find(&l.valid_ppl, Variant::LayerwiseShuffle, &p2),
+                find(&l.asa_mass, Variant::Ticket, &pc),
+                find(&l.asa_mass, Variant::RandomReinit, &pc),
+                find(&l.asa_mass, Variant::LayerwiseShuffle, &pc),
+                pct(&l.ticket_null_mass),
+                pct(&l.ticket_excess)
+            );
+        }
+        match &e.spearman {
+            Some(t) => {
+                let _ = writeln!(
+                    m,
+                    "\nPer head (pooled over seeds, n = {}): Spearman ρ = {:.3} between the dense model's excess ASA alignment and the fraction of the head's W_q/W_k kept at level {}; permutation p = {:.4} ({}).\n",
+                    t.n,
+                    t.rho,
+                    e.target_level,
+                    t.p_value,
+                    if t.exact { "exact" } else { "Monte Carlo" }
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    m,
+                    "\nPer-head Spearman correlation: undefined (a constant variable or too few heads).\n"
+                );
+            }
+        }
+        let _ = writeln!(
+            m,
+            "![E3 mass](e3_{g}_mass.svg)\n![E3 perplexity](e3_{g}_ppl.svg)\n![E3 heads](e3_{g}_heads.svg)\n",
+            g = e.group
+        );
+    }
+    m
+}

@@ -1,0 +1,344 @@
+//! The experiments' cells and report on a tiny configuration: alignment on a model with known
+//! (uniform) attention, cells that are never recomputed once written (also after an
+//! interruption and across shards), and a report with every section.
+
+mod common;
+
+use asa_lth::backend::cpu::Cpu;
+use asa_lth::data::{CorpusSource, Vocab};
+use asa_lth::experiments::alignment::{self, AlignOptions};
+use asa_lth::experiments::cells::{CellKey, Shard};
+use asa_lth::experiments::{self, report, ReproduceConfig, Scale};
+use asa_lth::ling::compat::{CompatMatrix, CompatSet};
+use asa_lth::mask::asa::AsaMaskBuilder;
+use asa_lth::model::{Gpt, GptConfig};
+use std::path::Path;
+use std::time::SystemTime;
+
+fn tiny() -> ReproduceConfig {
+    let mut c = ReproduceConfig::preset(
+        Scale::Small,
+        Some(CorpusSource::Synthetic {
+            sentences: 300,
+            seed: 5,
+        }),
+    );
+    c.seeds = vec![1, 2];
+    c.train.n_layer = 1;
+    c.train.d_model = 32;
+    c.train.batch = 4;
+    c.train.seq_len = 32;
+    c.train.steps = 16;
+    c.train.warmup = 2;
+    c.train.eval_every = 8;
+    c.train.eval_tokens = 256;
+    c.train.checkpoint_every = 8;
+    c.align.batch = 4;
+    c.align.seq_len = 32;
+    c.align.max_tokens = 512;
+    c.bootstrap = 200;
+    c.ffn24.finetune_steps = 4;
+    c.ffn24.repeats = 1;
+    c.ffn24.timed_tokens = 256;
+    c.e5.levels = 1;
+    c.e5.rewind_step = 4;
+    c.e3.levels = 2;
+    c.e3.rewind_step = 4;
+    c
+}
+
+fn cpu() -> asa_lth::Result<Cpu> {
+    Ok(Cpu)
+}
+
+fn mtimes(dir: &Path, cfg: &ReproduceConfig) -> Vec<SystemTime> {
+    cfg.cells()
+        .iter()
+        .map(|k| {
+            std::fs::metadata(dir.join("cells").join(format!("{}.json", k.id())))
+                .and_then(|m| m.modified())
+                .expect("cell file")
+        })
+        .collect()
+}
+
+#[test]
+fn uniform_attention_puts_the_same_mass_in_every_density_matched_mask() {
+    // Zero query weights and biases make every score 0: each row attends uniformly to its
+    // keys, so the mass inside a mask is its share of the keys, which the nulls match exactly.
+    let corpus = CorpusSource::Synthetic {
+        sentences: 1000,
+        seed: 9,
+    }
+    .load()
+    .unwrap();
+    let vocab = Vocab::build(&corpus.train, 1).unwrap();
+    let stream = vocab.encode(&corpus.valid);
+    let cfg = GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        d_model: 32,
+        ctx: 32,
+        vocab: vocab.len(),
+    };
+    let mut model = Gpt::new(Cpu, cfg, 3).unwrap();
+    for l in 0..2 {
+        for p in ["wq", "bq"] {
+            let name = format!("blocks.{l}.attn.{p}");
+            let n = model.param(&name).unwrap().len();
+            model.set_param(&name, &vec![0.0; n]).unwrap();
+        }
+    }
+    let builder = AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa()));
+    let opts = AlignOptions {
+        batch: 3,
+        seq_len: 32,
+        max_tokens: 400,
+        seed: 11,
+    };
+    let a = alignment::measure(&mut model, &builder, &stream, &opts).unwrap();
+    assert_eq!(a.heads.len(), 4);
+    assert!(a.tokens >= 400);
+    for h in &a.heads {
+        let t = h.total();
+        assert!(t.rows > 100, "rows {}", t.rows);
+        assert!(h.units.len() > 10, "sentences {}", h.units.len());
+        for m in 1..3 {
+            assert!(
+                (t.mass[m] - t.mass[0]).abs() < 1e-6 * t.rows as f64,
+                "mass {:?}",
+                t.mass
+            );
+        }
+        // Uniform over keys: the off-diagonal share inside the ASA mask is its density.
+        assert!((t.offdiag[0] - t.density).abs() < 1e-6 * t.rows as f64);
+        // The mask is neither empty nor full on this text, so the measure can tell masks apart.
+        let share = t.mass[0] / t.rows as f64;
+        assert!(share > 0.05 && share < 0.999, "{share}");
+    }
+}
+
+#[test]
+fn a_trained_model_attends_inside_the_asa_mask_more_than_uniform() {
+    // Sanity of direction on the synthetic grammar (whose dependencies follow the ASA
+    // compatibilities): after training, ASA mass exceeds the row-matched null.
+    let dir = common::tmpdir("experiments", "trained");
+    let mut cfg = tiny();
+    cfg.seeds = vec![4];
+    cfg.train.steps = 60;
+    experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &["e1".into()], false).unwrap();
+    let s = report::write_report(&dir, &dir.join("report"), "test").unwrap();
+    let all = &s.e1[0];
+    assert!(
+        all.mass[0].estimate > all.mass[1].estimate,
+        "{:?}",
+        all.mass
+    );
+    assert!(all
+        .mass
+        .iter()
+        .all(|e| e.estimate > 0.0 && e.estimate < 1.0));
+}
+
+#[test]
+fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
+    let dir = common::tmpdir("experiments", "resume");
+    let cfg = tiny();
+    // An interrupted run: only shard 0 of 2 finished.
+    let first =
+        experiments::reproduce(cpu, &cfg, &dir, "0/2".parse().unwrap(), &[], false).unwrap();
+    let n = cfg.cells().len();
+    assert_eq!(n, 14, "per seed: dense, asa, e3, e4 zero/asa, e5 lth-ffn/hybrid");
+    assert_eq!(first.computed.len(), 7);
+    assert!(first.skipped.is_empty());
+    let shard0 = mtimes_of(&dir, &first.computed);
+    // The full run computes only the rest.
+    let second = experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &[], false).unwrap();
+    assert_eq!(second.computed.len(), n - 7);
+    assert_eq!(second.skipped, first.computed);
+    assert_eq!(
+        mtimes_of(&dir, &first.computed),
+        shard0,
+        "finished cells rewritten"
+    );
+    // Nothing left: a third run recomputes nothing and rewrites nothing.
+    let before = mtimes(&dir, &cfg);
+    let third = experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &[], false).unwrap();
+    assert!(third.computed.is_empty());
+    assert_eq!(mtimes(&dir, &cfg), before);
+
+    // A different configuration in the same directory is refused, naming the file.
+    let mut other = cfg.clone();
+    other.train.steps += 1;
+    let err = experiments::reproduce(cpu, &other, &dir, Shard::ALL, &[], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("another"),
+        "{err}"
+    );
+
+    // The report: every section, the claims table, plots, and no missing cells.
+    let out = dir.join("report");
+    let s = report::write_report(&dir, &out, "asa-lth reproduce --test").unwrap();
+    assert!(s.cells_missing.is_empty());
+    assert_eq!(s.e1.len(), 1 + cfg.train.n_layer * cfg.train.n_head);
+    let e2 = s.e2.as_ref().expect("E2 summary");
+    assert_eq!(e2.steps_to_dense.len(), 2);
+    assert!(e2.dense_valid_ppl.estimate.is_finite() && e2.asa_valid_ppl.estimate.is_finite());
+    assert!(e2.dense_valid_ppl.lo <= e2.dense_valid_ppl.estimate);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let e4 = s.e4.as_ref().expect("E4 summary");
+    assert_eq!(e4.steps_to_zero.len(), 2);
+    assert!(e4.zero_valid_ppl.estimate.is_finite() && e4.asa_valid_ppl.estimate.is_finite());
+    assert_ne!(e4.zero_valid_ppl.estimate, e4.asa_valid_ppl.estimate);
+    let e4 = s.e4.as_ref().expect("E4 summary");
+    assert_eq!(e4.steps_to_zero.len(), 2);
+    assert!(e4.zero_valid_ppl.estimate.is_finite() && e4.asa_valid_ppl.estimate.is_finite());
+    assert_ne!(e4.zero_valid_ppl.estimate, e4.asa_valid_ppl.estimate);
+    assert_eq!(s.e5.len(), 2);
+    let h = s.e5_hybrid.as_ref().expect("E5 hybrid");
+    assert!((h.ffn_remaining - 0.8).abs() < 0.01, "{}", h.ffn_remaining);
+    let arms: Vec<&str> = h.valid_ppl.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(arms, ["dense", "asa", "lth-ffn", "hybrid"]);
+    assert!(h
+        .valid_ppl
+        .iter()
+        .all(|(_, e)| e.estimate.is_finite() && e.n == 2));
+    for a in &s.e5 {
+        // The compressed path computes what the masked dense path computes.
+        let (f, c) = (
+            a.finetuned_valid_ppl.estimate,
+            a.compressed_valid_ppl.estimate,
+        );
+        assert!((f - c).abs() < 1e-3 * f, "{}: {f} vs {c}", a.arm);
+        assert!(a.speedup.estimate > 0.0 && (a.ffn_bytes_ratio - 0.53125).abs() < 1e-9);
+    }
+    assert_eq!(s.e3.len(), 1);
+    let e3 = &s.e3[0];
+    assert_eq!(e3.levels.len(), 3);
+    assert!(
+        (e3.levels[2].remaining - 0.64).abs() < 0.01,
+        "{}",
+        e3.levels[2].remaining
+    );
+    assert_eq!(e3.levels[1].valid_ppl.len(), 3, "ticket and both controls");
+    assert_eq!(
+        e3.head_points.len(),
+        2 * cfg.train.n_layer * cfg.train.n_head
+    );
+    for needle in [
+        "## Claims",
+        "## E1",
+        "## E2",
+        "## E3 (attention)",
+        "## E4",
+        "## E4",
+        "## E5: hybrid",
+        "## E5: FFN projected",
+        "seeds: [1, 2]",
+        "asa-lth reproduce --test",
+    ] {
+        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+    }
+    for f in [
+        "summary.json",
+        "e1_mass_per_head.svg",
+        "e2_valid_loss.svg",
+        "e3_attention_mass.svg",
+        "e3_attention_ppl.svg",
+        "e3_attention_heads.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
+
+fn mtimes_of(dir: &Path, keys: &[CellKey]) -> Vec<SystemTime> {
+    keys.iter()
+        .map(|k| {
+            std::fs::metadata(dir.join("cells").join(format!("{}.json", k.id())))
+                .and_then(|m| m.modified())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn shards_partition_the_cells_and_bad_specs_are_refused() {
+    let cfg = tiny();
+    let n = cfg.cells().len();
+    for count in 1..=5 {
+        let mut owners = vec![0; n];
+        for index in 0..count {
+            let s: Shard = format!("{index}/{count}").parse().unwrap();
+            (0..n).filter(|&p| s.owns(p)).for_each(|p| owners[p] += 1);
+        }
+        assert!(owners.iter().all(|&o| o == 1), "{count}: {owners:?}");
+    }
+    for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
+        assert!(bad.parse::<Shard>().is_err(), "{bad}");
+    }
+    let mut c = tiny();
+    c.seeds = vec![1, 1];
+    assert!(c.validate().unwrap_err().to_string().contains("repeated"));
+    let dir = common::tmpdir("experiments", "only");
+    let err = experiments::reproduce(cpu, &tiny(), &dir, Shard::ALL, &["e9".into()], false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown experiment `e9`"), "{err}");
+}
+
+#[test]
+fn a_killed_reproduce_recomputes_no_finished_cell() {
+    let exe = env!("CARGO_BIN_EXE_asa-lth");
+    let dir = common::tmpdir("experiments", "kill");
+    let cfg = tiny();
+    let cfg_path = dir.join("tiny.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let out = dir.join("run");
+    let args = |extra: &[&str]| {
+        let mut c = std::process::Command::new(exe);
+        c.args(["reproduce", "--device", "cpu", "--quiet", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let mut child = args(&[]).spawn().unwrap();
+    // Kill it (SIGKILL) as soon as the first cell is on disk, mid-way through the second.
+    let first = out
+        .join("cells")
+        .join(format!("{}.json", cfg.cells()[0].id()));
+    let t0 = std::time::Instant::now();
+    while !first.is_file() {
+        assert!(t0.elapsed().as_secs() < 120, "first cell never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done: Vec<CellKey> = cfg
+        .cells()
+        .into_iter()
+        .filter(|k| out.join("cells").join(format!("{}.json", k.id())).is_file())
+        .collect();
+    assert!(!done.is_empty() && done.len() < cfg.cells().len());
+    let before = mtimes_of(&out, &done);
+    let o = args(&[]).output().unwrap();
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let expect = format!(
+        "{} cells computed, {} already done",
+        cfg.cells().len() - done.len(),
+        done.len()
+    );
+    assert!(stdout.contains(&expect), "{stdout}");
+    assert_eq!(
+        mtimes_of(&out, &done),
+        before,
+        "a finished cell was rewritten"
+    );
+    assert!(out.join("report").join("report.md").is_file());
+}
