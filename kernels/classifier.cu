@@ -66,8 +66,8 @@ xent_fwd_f32(float* __restrict__ losses, float* __restrict__ lse,
         if (x > m) {
             s = s * expf(m - x) + 1.0f;  // m = −∞ on the first element: expf(−∞) = 0
             m = x;
-        } else {
-            s += expf(x - m);
+        } else if (x != -INFINITY) {
+            s += expf(x - m);  // a −∞ logit adds 0 (and −∞ − −∞ would be NaN)
         }
     }
     // Warp merge, then warp 0 merges the warps in order.

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use asa_lth::backend::cpu::Cpu;
 use asa_lth::backend::cuda::ops::CudaOps;
 use asa_lth::backend::Ops;
-use asa_lth::data::{CorpusSource, Vocab};
+use asa_lth::data::{CorpusSource, CorpusTagger, Tokenizer, Vocab};
 use asa_lth::model::{Gpt, GptConfig};
 use asa_lth::train::{self, checkpoint::Checkpoint, RunOptions, TrainConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -67,7 +67,11 @@ struct ReproduceArgs {
     /// Directory of the corpus files (wikitext2, conllu).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// small: the embedded default (minutes on a CPU); paper: the published configuration.
+    /// UPOS tags for WikiText-2: `rules` (the default there) or a saved tagger model.
+    #[arg(long, value_parser = parse_tagger)]
+    tagger: Option<CorpusTagger>,
+    /// small: the embedded default (minutes on a CPU); paper: the published configuration
+    /// (on WikiText-2: GPT-2 BPE).
     #[arg(long, default_value = "small")]
     scale: String,
     /// A configuration file (JSON, as written by --write-config) instead of the preset.
@@ -125,6 +129,10 @@ struct BenchArgs {
     /// Minimum milliseconds per repeat.
     #[arg(long, default_value_t = 50.0)]
     min_sample_ms: f64,
+    /// Write the GPU attention sweep's masks (and index.json) to this directory for
+    /// benches/peers/torch_attention.py, and exit without benchmarking.
+    #[arg(long)]
+    dump_masks: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -178,8 +186,27 @@ struct CorpusArgs {
     corpus_seed: u64,
 }
 
+/// `--tokenizer word|gpt2`.
+fn parse_tokenizer(s: &str) -> std::result::Result<Tokenizer, String> {
+    s.parse().map_err(|e: asa_lth::Error| e.to_string())
+}
+
+/// `--tagger rules|PATH`.
+fn parse_tagger(s: &str) -> std::result::Result<CorpusTagger, String> {
+    s.parse().map_err(|e: asa_lth::Error| e.to_string())
+}
+
 impl CorpusArgs {
     fn source(&self) -> Result<CorpusSource> {
+        self.source_tagged(None)
+    }
+
+    /// The source, with `tagger` for WikiText-2 (an error for other corpora, whose tags are
+    /// gold).
+    fn source_tagged(&self, tagger: Option<CorpusTagger>) -> Result<CorpusSource> {
+        if tagger.is_some() && !matches!(self.corpus, CorpusKind::Wikitext2) {
+            bail!("--tagger applies to --corpus wikitext2 (the other corpora carry gold tags)");
+        }
         let dir = || {
             self.data.clone().with_context(|| {
                 format!("--corpus {:?} needs --data DIR", self.corpus).to_lowercase()
@@ -190,7 +217,10 @@ impl CorpusArgs {
                 sentences: self.sentences,
                 seed: self.corpus_seed,
             },
-            CorpusKind::Wikitext2 => CorpusSource::Wikitext2 { dir: dir()? },
+            CorpusKind::Wikitext2 => CorpusSource::Wikitext2 {
+                dir: dir()?,
+                tagger,
+            },
             CorpusKind::Conllu => CorpusSource::Conllu { dir: dir()? },
         })
     }
@@ -200,6 +230,13 @@ impl CorpusArgs {
 struct TrainArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
+    /// UPOS tags for WikiText-2 (needed by --attn-mask): `rules` or a model saved by
+    /// `asa train-tagger` (leak-free: a tag depends on its word and the words before it).
+    #[arg(long, value_parser = parse_tagger)]
+    tagger: Option<CorpusTagger>,
+    /// Tokenizer: word (one token per word) or gpt2 (BPE; perplexity per BPE token).
+    #[arg(long, default_value = "word", value_parser = parse_tokenizer)]
+    tokenizer: Tokenizer,
     /// Output directory (results.json, checkpoint.safetensors, vocab.json).
     #[arg(long, default_value = "runs/default")]
     out: PathBuf,
@@ -399,7 +436,8 @@ fn select_device(d: DeviceArg) -> Result<Device> {
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
     let cfg = TrainConfig {
-        corpus: a.corpus.source()?,
+        corpus: a.corpus.source_tagged(a.tagger.clone())?,
+        tokenizer: a.tokenizer,
         min_count: a.min_count,
         n_layer: a.layers,
         n_head: a.heads,
@@ -487,6 +525,12 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
 
 fn bench_cmd(a: BenchArgs) -> Result<()> {
     use asa_lth::bench::{self, cases::KERNELS, BenchReport, Figure, Machine, Roofline, Timing};
+    if let Some(dir) = &a.dump_masks {
+        use bench::attention_cases::{dump_masks, AttnSweep};
+        let index = dump_masks(dir, &AttnSweep::gpu())?;
+        println!("attention masks: {}", index.display());
+        return Ok(());
+    }
     for k in &a.kernels {
         if !KERNELS.contains(&k.as_str()) {
             bail!("unknown kernel `{k}`; known: {}", KERNELS.join(", "));
@@ -533,6 +577,34 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    // GPU attention cases (timed with CUDA events through the Ops interface), when a GPU is
+    // usable; otherwise say why they are skipped.
+    let want_attn = a.kernels.is_empty() || a.kernels.iter().any(|k| k == "attention");
+    let mut devices = vec!["cpu".to_string()];
+    match bench::attention_cases::gpu_cases(&|k| want_attn && k == "attention") {
+        Err(why) => println!("GPU attention cases skipped: {why}"),
+        Ok(gpu) => {
+            for mut case in gpu {
+                pb.set_message(case.name.clone());
+                let secs = bench::attention_cases::time_device_case(&mut case, timing)?;
+                let (med, spread) = bench::median_spread(&secs);
+                if !devices.contains(&case.device) {
+                    devices.push(case.device.clone());
+                }
+                figures.push(Figure {
+                    kernel: case.kernel.to_string(),
+                    name: case.name,
+                    device: case.device,
+                    unit: case.unit.label().to_string(),
+                    median_secs: med,
+                    rel_spread: spread,
+                    samples: secs.len(),
+                    throughput: case.work / med,
+                    roofline_ratio: None,
+                });
+            }
+        }
+    }
     let rate = |k: &str| figures.iter().find(|f| f.kernel == k).map(|f| f.throughput);
     let roofline = match (rate("copy"), rate("gemm")) {
         (Some(copy), Some(gemm)) => Some(Roofline {
@@ -542,7 +614,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         _ => None,
     };
     if let Some(r) = &roofline {
-        for f in &mut figures {
+        for f in figures.iter_mut().filter(|f| f.device == "cpu") {
             f.roofline_ratio = match f.unit.as_str() {
                 "FLOP/s" => Some(f.throughput / r.gemm_flops),
                 "B/s" => Some(f.throughput / r.copy_bytes_per_sec),
@@ -557,7 +629,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
         machine: Machine {
             cpu: asa_lth::provenance::cpu_summary(),
             threads: rayon::current_num_threads(),
-            devices: vec!["cpu".into()],
+            devices,
             os: std::env::consts::OS.into(),
         },
         roofline,
@@ -602,6 +674,17 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
     }
     if baseline.is_some() {
         println!("(* = change larger than the combined measured spread)");
+    }
+    let attn = bench::attention_cases::summary(&report.figures);
+    if !attn.is_empty() {
+        println!(
+            "\nattention sweep: FLOP/s on allowed pairs (bwd = 2.5x fwd); tiles = non-empty 64x64 \
+             tiles of the causal triangle; t/t_ones = time over the all-ones mask's; vs base = \
+             speed-up over the naive CPU attention (cpu) or the reference kernels (cuda)"
+        );
+        for l in attn {
+            println!("{l}");
+        }
     }
     if let Some(p) = &a.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -711,13 +794,16 @@ fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
             serde_json::from_str::<ReproduceConfig>(&text)
                 .with_context(|| format!("{}: not a reproduce config", p.display()))?
         }
-        None => ReproduceConfig::preset(
-            scale,
-            match a.corpus {
-                CorpusKind::Synthetic => None,
-                _ => Some(corpus.source()?),
-            },
-        ),
+        None => {
+            let source = corpus.source_tagged(a.tagger.clone())?;
+            ReproduceConfig::preset(
+                scale,
+                match a.corpus {
+                    CorpusKind::Synthetic => None,
+                    _ => Some(source),
+                },
+            )
+        }
     };
     cfg.validate()?;
     if let Some(p) = &a.write_config {

@@ -141,7 +141,10 @@ fn gold_tags_are_refused_for_untagged_text() {
         )
         .unwrap();
     }
-    let src = CorpusSource::Wikitext2 { dir: d.clone() };
+    let src = CorpusSource::Wikitext2 {
+        dir: d.clone(),
+        tagger: None,
+    };
     let mut a = ShowArgs {
         mask: mask_args(TagSource::Gold),
         sentence: 0,

@@ -166,3 +166,293 @@ fn cli_bench_writes_a_report_and_compares_with_it() {
         "{err}"
     );
 }
+
+// ---- the attention sweep (src/bench/attention_cases.rs) ----
+
+mod attention_sweep {
+    use asa_lth::backend::cpu::{attention, Cpu};
+    use asa_lth::backend::AttnShape;
+    use asa_lth::bench::attention_cases::{
+        self as ac, allowed_pairs, build_mask, bwd_flops, fwd_flops, naive_attention_bwd,
+        naive_attention_fwd, nonempty_tile_fraction, AttnSweep, MaskKind, OpsVariant, MASKS,
+    };
+    use asa_lth::bench::{median_spread, Figure};
+    use asa_lth::mask::BitMask;
+    use asa_lth::rng::Rng;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    fn rand(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect()
+    }
+
+    fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let num: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum();
+        let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+        assert!(num.is_finite(), "NaN/inf in a result");
+        (num / den.max(1e-300)).sqrt()
+    }
+
+    fn tiny_sweep(t: usize) -> AttnSweep {
+        AttnSweep {
+            seq_lens: vec![t],
+            head_dims: vec![64],
+            masks: MASKS.to_vec(),
+            naive_max_t: t,
+        }
+    }
+
+    #[test]
+    fn cpu_case_list_builds_and_runs_at_a_tiny_size() {
+        let cases = ac::cpu_cases(&|k| k == "attention", &tiny_sweep(96));
+        // 5 masks × (twin, naive) × (fwd, bwd)
+        assert_eq!(cases.len(), 20);
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        for want in [
+            "attention/fwd/b42_h2_t96_d64_causal",
+            "attention/bwd_naive/b42_h2_t96_d64_ones",
+            "attention/fwd/b42_h2_t96_d64_asa",
+            "attention/bwd/b42_h2_t96_d64_rand0.05",
+            "attention/fwd_naive/b42_h2_t96_d64_rand0.3",
+        ] {
+            assert!(names.contains(&want), "{want} not in {names:?}");
+        }
+        let mut uniq = names.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), names.len(), "case names are unique");
+        for mut c in cases {
+            assert!(c.work > 0.0 && c.device == "cpu");
+            (c.run)();
+        }
+        assert!(ac::cpu_cases(&|k| k == "gemm", &tiny_sweep(96)).is_empty());
+        // The default CPU sweep keeps T ≤ 2048 and the naive path to T ≤ 1024.
+        let full = AttnSweep::cpu();
+        assert!(full.seq_lens.iter().all(|&t| t <= 2048) && full.naive_max_t == 1024);
+        assert_eq!(AttnSweep::gpu().naive_max_t, 0);
+    }
+
+    #[test]
+    fn naive_attention_matches_the_cpu_twin_on_a_random_mask() {
+        // T not a multiple of the tile, H 2 per-head mask, density 0.3, rows 5 and 70 fully
+        // masked (output 0, lse +∞, zero gradients).
+        let s = AttnShape {
+            b: 2,
+            t: 100,
+            h: 2,
+            d: 64,
+        };
+        let mut rng = Rng::new(9);
+        let mask = BitMask::from_fn(s.b, s.h, s.t, |_, _, i, _| {
+            i != 5 && i != 70 && rng.uniform() < 0.3
+        });
+        let n = s.b * s.t * s.c();
+        let (q, k, v, dout) = (
+            rand(&mut rng, n),
+            rand(&mut rng, n),
+            rand(&mut rng, n),
+            rand(&mut rng, n),
+        );
+        let rows = s.b * s.h * s.t;
+        let (mut o1, mut l1) = (vec![0.0f32; n], vec![0.0f32; rows]);
+        let (mut o2, mut l2) = (vec![0.0f32; n], vec![0.0f32; rows]);
+        attention::attention_fwd(&mut o1, &mut l1, &q, &k, &v, Some((&mask).into()), s).unwrap();
+        naive_attention_fwd(&mut o2, &mut l2, &q, &k, &v, Some(&mask), s).unwrap();
+        assert!(rel_l2(&o2, &o1) < 1e-5, "out {}", rel_l2(&o2, &o1));
+        let finite = |l: &[f32]| {
+            l.iter()
+                .map(|x| if x.is_finite() { *x } else { 0.0 })
+                .collect::<Vec<_>>()
+        };
+        assert!(rel_l2(&finite(&l2), &finite(&l1)) < 1e-5);
+        for (a, b) in l1.iter().zip(&l2) {
+            assert_eq!(a.is_infinite(), b.is_infinite());
+        }
+        assert_eq!(l2[5], f32::INFINITY);
+        let row5 = &o2[5 * s.c()..6 * s.c()];
+        assert!(row5.iter().all(|&x| x == 0.0));
+        // Backward (accumulating into non-zero gradients, as the contract says).
+        let g0 = rand(&mut rng, n);
+        let (mut dq1, mut dk1, mut dv1) = (g0.clone(), g0.clone(), g0.clone());
+        let (mut dq2, mut dk2, mut dv2) = (g0.clone(), g0.clone(), g0.clone());
+        attention::attention_bwd(
+            &mut dq1,
+            &mut dk1,
+            &mut dv1,
+            &dout,
+            &q,
+            &k,
+            &v,
+            &o1,
+            &l1,
+            Some((&mask).into()),
+            s,
+        )
+        .unwrap();
+        naive_attention_bwd(
+            &mut dq2,
+            &mut dk2,
+            &mut dv2,
+            &dout,
+            &q,
+            &k,
+            &v,
+            &o1,
+            &l1,
+            Some(&mask),
+            s,
+        )
+        .unwrap();
+        let sub = |a: &[f32]| a.iter().zip(&g0).map(|(x, y)| x - y).collect::<Vec<_>>();
+        for (name, a, b) in [("dq", &dq2, &dq1), ("dk", &dk2, &dk1), ("dv", &dv2, &dv1)] {
+            let e = rel_l2(&sub(a), &sub(b));
+            assert!(e < 1e-5, "{name}: {e}");
+        }
+        // Without a mask: plain causal.
+        naive_attention_fwd(&mut o2, &mut l2, &q, &k, &v, None, s).unwrap();
+        attention::attention_fwd(&mut o1, &mut l1, &q, &k, &v, None, s).unwrap();
+        assert!(rel_l2(&o2, &o1) < 1e-5);
+        // Shapes are checked.
+        assert!(naive_attention_fwd(&mut o2[1..], &mut l2, &q, &k, &v, None, s).is_err());
+    }
+
+    #[test]
+    fn flops_are_counted_on_allowed_pairs_exactly() {
+        let (b, t, h, d) = (3usize, 130usize, 4usize, 64usize);
+        // Diagonal plus every even key: row i allows ⌊i/2⌋+1 even keys ≤ i, plus i if odd.
+        let m = BitMask::from_fn(b, 1, t, |_, _, i, j| j == i || j % 2 == 0);
+        let per_seq: u64 = (0..t as u64).map(|i| i / 2 + 1 + (i % 2)).sum();
+        assert_eq!(allowed_pairs(Some(&m), b, t), b as u64 * per_seq);
+        let pairs = allowed_pairs(Some(&m), b, t);
+        assert_eq!(fwd_flops(pairs, h, d), (4 * d * h) as f64 * pairs as f64);
+        assert_eq!(bwd_flops(pairs, h, d), 2.5 * fwd_flops(pairs, h, d));
+        // No mask and the all-ones mask: T(T+1)/2 per sequence.
+        let causal = (b * t * (t + 1) / 2) as u64;
+        assert_eq!(allowed_pairs(None, b, t), causal);
+        let ones = build_mask(MaskKind::Ones, b, t).unwrap().unwrap();
+        assert_eq!(allowed_pairs(Some(&ones), b, t), causal);
+        assert!(build_mask(MaskKind::Causal, b, t).unwrap().is_none());
+        // Random masks: diagonal always set, density near p below it, deterministic.
+        let r = build_mask(MaskKind::Random(0.3), b, t).unwrap().unwrap();
+        assert_eq!(r, build_mask(MaskKind::Random(0.3), b, t).unwrap().unwrap());
+        assert!((0..t).all(|i| r.get(1, 0, i, i)));
+        let below = (allowed_pairs(Some(&r), b, t) - (b * t) as u64) as f64;
+        let frac = below / (b * t * (t - 1) / 2) as f64;
+        assert!((frac - 0.3).abs() < 0.02, "{frac}");
+        // ASA masks: self always allowed, strictly fewer pairs than causal.
+        let a = build_mask(MaskKind::Asa, b, t).unwrap().unwrap();
+        let ap = allowed_pairs(Some(&a), b, t);
+        assert!(ap >= (b * t) as u64 && ap < causal);
+        // Tiles: causal → all non-empty; a diagonal-only mask at T 128 → 2 of 3 tiles.
+        assert_eq!(nonempty_tile_fraction(None, b, t).unwrap(), 1.0);
+        let diag = BitMask::from_fn(1, 1, 128, |_, _, i, j| i == j);
+        let f = nonempty_tile_fraction(Some(&diag), 1, 128).unwrap();
+        assert!((f - 2.0 / 3.0).abs() < 1e-12, "{f}");
+    }
+
+    #[test]
+    fn ops_cases_run_through_the_ops_interface_and_the_summary_pairs_them() {
+        // The GPU cases' machinery, on the CPU backend (wall-clock timer).
+        let sweep = AttnSweep {
+            seq_lens: vec![128],
+            head_dims: vec![64],
+            masks: vec![MaskKind::Ones, MaskKind::Random(0.05)],
+            naive_max_t: 0,
+        };
+        let noop: OpsVariant<Cpu> = ("", Rc::new(|_: &Cpu| {}));
+        let other: OpsVariant<Cpu> = ("_ref", Rc::new(|_: &Cpu| {}));
+        let mut cases =
+            ac::ops_cases(Arc::new(Cpu), "cpu", &sweep, |_, _| (2, 2), &[noop, other]).unwrap();
+        assert_eq!(cases.len(), 2 * 2 * 2);
+        let timing = asa_lth::bench::Timing {
+            samples: 3,
+            min_sample_secs: 0.001,
+            warmup_secs: 0.0,
+        };
+        let mut figures = Vec::new();
+        for c in &mut cases {
+            let secs = ac::time_device_case(c, timing).unwrap();
+            let (med, spread) = median_spread(&secs);
+            assert!(med > 0.0);
+            figures.push(Figure {
+                kernel: c.kernel.into(),
+                name: c.name.clone(),
+                device: "cuda:0".into(), // pretend, to get the `ref` baseline column
+                unit: "FLOP/s".into(),
+                median_secs: med,
+                rel_spread: spread,
+                samples: secs.len(),
+                throughput: c.work / med,
+                roofline_ratio: None,
+            });
+        }
+        assert!(figures
+            .iter()
+            .any(|f| f.name == "attention/bwd_ref/b2_h2_t128_d64_rand0.05"));
+        let lines = ac::summary(&figures);
+        // Header + one line per default-variant case (2 masks × fwd/bwd).
+        assert_eq!(lines.len(), 1 + 4, "{lines:#?}");
+        let ones = lines
+            .iter()
+            .find(|l| l.contains("fwd/b2_h2_t128_d64_ones"))
+            .unwrap();
+        assert!(ones.contains("1.00") && ones.contains("x ref"), "{ones}");
+    }
+
+    #[test]
+    fn cli_dumps_the_masks_for_the_peer_script() {
+        let exe = env!("CARGO_BIN_EXE_asa-lth");
+        let dir = std::env::temp_dir().join(format!("asa-lth-masks-{}", std::process::id()));
+        let out = std::process::Command::new(exe)
+            .args(["bench", "attention", "--dump-masks", dir.to_str().unwrap()])
+            .env("ASA_LTH_BENCH_ATTN_MAX_T", "512")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let index: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap())
+                .unwrap();
+        let masks = index["masks"].as_array().unwrap();
+        assert_eq!(masks.len(), MASKS.len());
+        for m in masks {
+            let (t, b) = (m["t"].as_u64().unwrap(), m["b"].as_u64().unwrap());
+            assert_eq!((t, b), (512, 32));
+            let Some(file) = m["file"].as_str() else {
+                assert!(["causal", "ones"].contains(&m["mask"].as_str().unwrap()));
+                continue;
+            };
+            let bytes = std::fs::read(dir.join(file)).unwrap();
+            assert_eq!(bytes.len() as u64, b * t * (t / 32) * 4);
+            // The dumped words are the mask the Rust cases use.
+            let kind = match m["mask"].as_str().unwrap() {
+                "asa" => MaskKind::Asa,
+                "rand0.05" => MaskKind::Random(0.05),
+                "rand0.3" => MaskKind::Random(0.3),
+                other => panic!("unexpected dumped mask {other}"),
+            };
+            let want = build_mask(kind, b as usize, t as usize).unwrap().unwrap();
+            let words: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            assert_eq!(words, want.words());
+            assert_eq!(m["allowed_pairs"].as_u64().unwrap(), want.causal_count());
+        }
+        // 5 masks × D 64/128, H = 2048/D.
+        let cases = index["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 10);
+        assert!(cases
+            .iter()
+            .any(|c| c["name_suffix"] == "b32_h16_t512_d128_asa" && c["h"] == 16));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

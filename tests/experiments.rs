@@ -148,7 +148,10 @@ fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
     let first =
         experiments::reproduce(cpu, &cfg, &dir, "0/2".parse().unwrap(), &[], false).unwrap();
     let n = cfg.cells().len();
-    assert_eq!(n, 14, "per seed: dense, asa, e3, e4 zero/asa, e5 lth-ffn/hybrid");
+    assert_eq!(
+        n, 14,
+        "per seed: dense, asa, e3, e4 zero/asa, e5 lth-ffn/hybrid"
+    );
     assert_eq!(first.computed.len(), 7);
     assert!(first.skipped.is_empty());
     let shard0 = mtimes_of(&dir, &first.computed);

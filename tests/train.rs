@@ -233,6 +233,7 @@ fn bad_runs_are_clear_errors() {
     let mut wt = small();
     wt.corpus = CorpusSource::Wikitext2 {
         dir: "/nonexistent/wt2".into(),
+        tagger: None,
     };
     let e = train::run(Cpu, &wt, &opts(&tmpdir("wt"), false, None))
         .unwrap_err()
@@ -386,7 +387,10 @@ fn masked_training_runs_resumes_exactly_and_needs_tags() {
         std::fs::write(w.join(format!("wiki.{split}.tokens")), text).unwrap();
     }
     let mut cfg = small();
-    cfg.corpus = CorpusSource::Wikitext2 { dir: w };
+    cfg.corpus = CorpusSource::Wikitext2 {
+        dir: w,
+        tagger: None,
+    };
     cfg.attn_mask = train::AttnMaskKind::Asa;
     let e = train::run(Cpu, &cfg, &opts(&tmpdir("wt-mask-out"), false, None))
         .unwrap_err()

@@ -75,8 +75,16 @@ pub fn default_model(vocab: usize) -> GptConfig {
     }
 }
 
-/// CPU cases whose kernel family is in `only` (all when empty).
+/// CPU cases whose kernel family is in `only` (all when empty); the attention sweep is
+/// [`AttnSweep::cpu`](super::attention_cases::AttnSweep::cpu) unless `ASA_LTH_BENCH_ATTN`
+/// says otherwise.
 pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
+    use super::attention_cases::AttnSweep;
+    cpu_cases_with(only, &AttnSweep::cpu_from_env(AttnSweep::cpu()))
+}
+
+/// [`cpu_cases`] with an explicit attention sweep (criterion runs a smaller one).
+pub fn cpu_cases_with(only: &[String], attn: &super::attention_cases::AttnSweep) -> Vec<BenchCase> {
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     let dev = || "cpu".to_string();
     let mut rng = Rng::new(1234);
@@ -336,6 +344,7 @@ pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
             });
         }
     }
+    cases.extend(super::attention_cases::cpu_cases(&want, attn));
     cases.extend(super::gemm24_cases::gemm24_cases(&want));
     cases.extend(super::topk_cases::topk_cases(&want));
     if want("asa_mask") {

@@ -4,12 +4,13 @@
 //! (copy bandwidth, dense GEMM rate), a JSON report with machine and commit, and the
 //! comparison against a baseline report that flags changes larger than the measured spread.
 
+pub mod attention_cases;
 pub mod cases;
 pub mod gemm24_cases;
 pub mod report;
 pub mod topk_cases;
 
-pub use cases::{cpu_cases, BenchCase, Unit};
+pub use cases::{cpu_cases, cpu_cases_with, BenchCase, Unit};
 pub use report::{compare, BenchReport, Comparison, Figure, Machine, Roofline};
 
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! `(B, T)` windows over a token stream, for training (random windows) and evaluation (every
 //! token scored exactly once, the tail padded and never scored).
 
-use super::vocab::{TokenStream, EOS};
+use super::vocab::TokenStream;
 use crate::backend::IGNORE_INDEX;
 use crate::ling::Upos;
 use crate::rng::Rng;
@@ -24,11 +24,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn empty(b: usize, t: usize) -> Batch {
+    /// All padding: inputs `pad` (the stream's end-of-sentence id), nothing scored.
+    fn empty(b: usize, t: usize, pad: u32) -> Batch {
         Batch {
             b,
             t,
-            tokens: vec![EOS; b * t],
+            tokens: vec![pad; b * t],
             targets: vec![IGNORE_INDEX; b * t],
             upos: vec![NO_TAG; b * t],
             heads: vec![-1; b * t],
@@ -77,7 +78,7 @@ fn check_fits(s: &TokenStream, t: usize, what: &str) -> Result<()> {
 /// Random training windows: `b` windows of `t` tokens at uniform random offsets.
 pub fn random_batch(s: &TokenStream, b: usize, t: usize, rng: &mut Rng) -> Result<Batch> {
     check_fits(s, t, "training")?;
-    let mut batch = Batch::empty(b, t);
+    let mut batch = Batch::empty(b, t, s.eos);
     for r in 0..b {
         let start = rng.below(s.len() - t);
         batch.fill_row(r, s, start, t);
@@ -124,7 +125,7 @@ impl Iterator for EvalWindows<'_> {
         if self.next >= last {
             return None;
         }
-        let mut batch = Batch::empty(self.b, self.t);
+        let mut batch = Batch::empty(self.b, self.t, self.s.eos);
         for r in 0..self.b {
             if self.next >= last {
                 break;

@@ -1,4 +1,18 @@
-//! Word-level vocabulary and the token stream a language model reads.
+//! Vocabularies (word-level, or the fixed GPT-2 BPE) and the token stream a language model
+//! reads.
+//!
+//! **Word level** (the default): one token per word, ids built from the training text.
+//!
+//! **GPT-2 BPE** ([`Tokenizer::Gpt2`]): the fixed 50,257 ids of GPT-2's byte-level BPE (the
+//! `r50k_base` ranks embedded in `tiktoken-rs`, so no download), `<|endoftext|>` (50256) as the
+//! end-of-sentence token and no `<unk>`. Each word is encoded on its own, with a leading space
+//! as GPT-2 sees running text (`" word"`), so every BPE token belongs to exactly one word and
+//! inherits that word's UPOS tag. Corpus text is used as it is: WikiText-2's `@-@`, `@,@`,
+//! `@.@` joiners and `<unk>` are BPE-encoded literally (` @-@` → ` @`, `-`, `@`), which is what
+//! GPT-2 tokenising the WikiText files (e.g. a Hugging Face pipeline) does as well; lines end
+//! with `<|endoftext|>` instead of a newline. Perplexity is then per BPE token. Dependency
+//! heads, where the corpus has them, map every subword of a word to the *first* subword of
+//! its head word (roots stay `None`).
 
 use super::Sentence;
 use crate::ling::Upos;
@@ -12,24 +26,131 @@ pub const UNK: u32 = 0;
 /// Id of `<eos>`, appended after every sentence.
 pub const EOS: u32 = 1;
 const VOCAB_FORMAT: u32 = 1;
+/// GPT-2's vocabulary size.
+pub const GPT2_VOCAB: usize = 50_257;
+/// GPT-2's `<|endoftext|>` id (the end-of-sentence token of [`Tokenizer::Gpt2`]).
+pub const GPT2_EOS: u32 = 50_256;
 
-/// Word ↔ id map. Ids 0 and 1 are `<unk>` and `<eos>`; the rest are the training words seen
-/// at least `min_count` times, most frequent first (ties alphabetical), so a vocabulary is a
-/// pure function of the training text.
+/// How text becomes token ids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tokenizer {
+    /// One token per word; ids from the training text (`<unk>` 0, `<eos>` 1).
+    #[default]
+    Word,
+    /// GPT-2 byte-level BPE: 50,257 fixed ids, `<|endoftext|>` = 50256 ends each sentence.
+    Gpt2,
+}
+
+impl Tokenizer {
+    /// True for the default (word level); configs leave the default out.
+    pub fn is_word(&self) -> bool {
+        *self == Tokenizer::Word
+    }
+
+    /// `word` or `gpt2`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Tokenizer::Word => "word",
+            Tokenizer::Gpt2 => "gpt2",
+        }
+    }
+}
+
+impl std::fmt::Display for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Tokenizer {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Tokenizer> {
+        match s {
+            "word" => Ok(Tokenizer::Word),
+            "gpt2" => Ok(Tokenizer::Gpt2),
+            _ => Err(Error::Config(format!(
+                "tokenizer {s:?}: expected word or gpt2"
+            ))),
+        }
+    }
+}
+
+fn gpt2_bpe() -> &'static tiktoken_rs::CoreBPE {
+    tiktoken_rs::r50k_base_singleton()
+}
+
+/// GPT-2 BPE of one word as it appears in running text: `" " + word`.
+pub fn gpt2_encode_word(word: &str) -> Vec<u32> {
+    gpt2_bpe().encode_ordinary(&format!(" {word}"))
+}
+
+/// The text of GPT-2 token ids (bytes that are not valid UTF-8 on their own are replaced).
+pub fn gpt2_decode(ids: &[u32]) -> String {
+    let bytes = gpt2_bpe().decode_bytes(ids).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Word ↔ id map. Word level: ids 0 and 1 are `<unk>` and `<eos>`; the rest are the training
+/// words seen at least `min_count` times, most frequent first (ties alphabetical), so a
+/// vocabulary is a pure function of the training text. GPT-2: the fixed BPE ids (see the
+/// module documentation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Vocab {
     words: Vec<String>,
     index: HashMap<String, u32>,
+    tokenizer: Tokenizer,
 }
 
 #[derive(Serialize, Deserialize)]
 struct VocabFile {
     format: u32,
+    /// Left out for word level, so those files are byte-identical to before it existed.
+    #[serde(default, skip_serializing_if = "Tokenizer::is_word")]
+    tokenizer: Tokenizer,
+    /// The words of a word-level vocabulary (empty for GPT-2, whose ids are fixed).
     words: Vec<String>,
 }
 
 impl Vocab {
-    /// Build from training sentences.
+    /// The vocabulary of `tokenizer`: word level from the training sentences (see
+    /// [`build`](Self::build)); GPT-2's fixed ids (`train` and `min_count` unused).
+    pub fn for_tokenizer(
+        tokenizer: Tokenizer,
+        train: &[Sentence],
+        min_count: usize,
+    ) -> Result<Vocab> {
+        match tokenizer {
+            Tokenizer::Word => Self::build(train, min_count),
+            Tokenizer::Gpt2 => Ok(Self::gpt2()),
+        }
+    }
+
+    /// GPT-2's 50,257 BPE ids; [`word`](Self::word) gives each token's text.
+    pub fn gpt2() -> Vocab {
+        let bpe = gpt2_bpe();
+        let words: Vec<String> = (0..GPT2_VOCAB as u32)
+            .map(|id| {
+                if id == GPT2_EOS {
+                    "<|endoftext|>".to_string()
+                } else {
+                    String::from_utf8_lossy(&bpe.decode_bytes(&[id]).unwrap_or_default())
+                        .into_owned()
+                }
+            })
+            .collect();
+        let mut index = HashMap::with_capacity(words.len());
+        for (i, w) in words.iter().enumerate() {
+            index.entry(w.clone()).or_insert(i as u32);
+        }
+        Vocab {
+            words,
+            index,
+            tokenizer: Tokenizer::Gpt2,
+        }
+    }
+
+    /// Build a word-level vocabulary from training sentences.
     pub fn build(train: &[Sentence], min_count: usize) -> Result<Vocab> {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for s in train {
@@ -61,7 +182,33 @@ impl Vocab {
             .enumerate()
             .map(|(i, w)| (w.clone(), i as u32))
             .collect();
-        Vocab { words, index }
+        Vocab {
+            words,
+            index,
+            tokenizer: Tokenizer::Word,
+        }
+    }
+
+    /// The tokenizer this vocabulary encodes with.
+    pub fn tokenizer(&self) -> Tokenizer {
+        self.tokenizer
+    }
+
+    /// The id that ends every sentence: `<eos>` ([`EOS`]) or GPT-2's `<|endoftext|>`
+    /// ([`GPT2_EOS`]).
+    pub fn eos(&self) -> u32 {
+        match self.tokenizer {
+            Tokenizer::Word => EOS,
+            Tokenizer::Gpt2 => GPT2_EOS,
+        }
+    }
+
+    /// The id of unknown words ([`UNK`]); None for GPT-2, which encodes any text.
+    pub fn unk(&self) -> Option<u32> {
+        match self.tokenizer {
+            Tokenizer::Word => Some(UNK),
+            Tokenizer::Gpt2 => None,
+        }
     }
 
     /// Number of ids.
@@ -74,12 +221,20 @@ impl Vocab {
         self.words.is_empty()
     }
 
-    /// Id of a word (`<unk>` if unknown).
+    /// Id of a word. Word level: `<unk>` if unknown. GPT-2: the token whose text is exactly
+    /// `word`, else the first token of `word`'s encoding in running text (use [`encode`]
+    /// for whole words).
+    ///
+    /// [`encode`]: Self::encode
     pub fn id(&self, word: &str) -> u32 {
-        self.index.get(word).copied().unwrap_or(UNK)
+        match (self.index.get(word), self.tokenizer) {
+            (Some(&id), _) => id,
+            (None, Tokenizer::Word) => UNK,
+            (None, Tokenizer::Gpt2) => gpt2_encode_word(word).first().copied().unwrap_or(GPT2_EOS),
+        }
     }
 
-    /// Word of an id.
+    /// Word (GPT-2: token text) of an id.
     pub fn word(&self, id: u32) -> &str {
         self.words
             .get(id as usize)
@@ -91,7 +246,11 @@ impl Vocab {
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string(&VocabFile {
             format: VOCAB_FORMAT,
-            words: self.words.clone(),
+            tokenizer: self.tokenizer,
+            words: match self.tokenizer {
+                Tokenizer::Word => self.words.clone(),
+                Tokenizer::Gpt2 => vec![],
+            },
         })
         .map_err(|e| Error::Config(format!("vocab serialisation: {e}")))?;
         crate::io::write_atomic(path, json.as_bytes())
@@ -105,6 +264,9 @@ impl Vocab {
             line: e.line(),
             msg: format!("not a vocabulary file: {e}"),
         })?;
+        if f.format == VOCAB_FORMAT && f.tokenizer == Tokenizer::Gpt2 {
+            return Ok(Self::gpt2());
+        }
         if f.format != VOCAB_FORMAT || f.words.len() < 2 || f.words[0] != "<unk>" {
             return Err(Error::Parse {
                 path: path.to_path_buf(),
@@ -115,8 +277,13 @@ impl Vocab {
         Ok(Self::from_words(f.words))
     }
 
-    /// Concatenate sentences into one stream, `<eos>` after each.
+    /// Concatenate sentences into one stream, the end-of-sentence id after each (tagged
+    /// `PUNCT` when the sentence is tagged). GPT-2: every subword carries its word's tag and
+    /// head (see the module documentation).
     pub fn encode(&self, sents: &[Sentence]) -> TokenStream {
+        if self.tokenizer == Tokenizer::Gpt2 {
+            return encode_gpt2(sents);
+        }
         let mut s = TokenStream::default();
         for sent in sents {
             let base = s.ids.len();
@@ -153,13 +320,65 @@ impl Vocab {
     }
 }
 
+fn encode_gpt2(sents: &[Sentence]) -> TokenStream {
+    let mut s = TokenStream {
+        eos: GPT2_EOS,
+        ..TokenStream::default()
+    };
+    // WikiText-2 has ~33k word types in ~2M words: encode each type once.
+    let mut cache: HashMap<&str, Vec<u32>> = HashMap::new();
+    let mut first = Vec::new();
+    let mut word_of = Vec::new();
+    for sent in sents {
+        first.clear();
+        word_of.clear();
+        for (i, w) in sent.words.iter().enumerate() {
+            first.push(s.ids.len() as u32);
+            let pieces = cache
+                .entry(w.as_str())
+                .or_insert_with(|| gpt2_encode_word(w));
+            for &p in pieces.iter() {
+                s.ids.push(p);
+                s.upos.push(sent.upos.as_ref().map(|u| u[i]));
+                word_of.push(i);
+            }
+        }
+        for &i in &word_of {
+            s.heads.push(
+                sent.heads
+                    .as_ref()
+                    .and_then(|h| (h[i] > 0).then(|| first[h[i] as usize - 1])),
+            );
+        }
+        debug_assert_eq!(s.heads.len(), s.ids.len());
+        s.ids.push(GPT2_EOS);
+        s.upos.push(sent.upos.as_ref().map(|_| Upos::Punct));
+        s.heads.push(None);
+    }
+    s
+}
+
 /// A split as one stream of ids, with each token's UPOS tag and its head's absolute position
 /// in the stream (`None` for roots, `<eos>` and unannotated text).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TokenStream {
     pub ids: Vec<u32>,
     pub upos: Vec<Option<Upos>>,
     pub heads: Vec<Option<u32>>,
+    /// The id that ends a sentence in this stream ([`EOS`] for word level, [`GPT2_EOS`]);
+    /// batches pad with it and E1 splits its units at it.
+    pub eos: u32,
+}
+
+impl Default for TokenStream {
+    fn default() -> Self {
+        TokenStream {
+            ids: vec![],
+            upos: vec![],
+            heads: vec![],
+            eos: EOS,
+        }
+    }
 }
 
 impl TokenStream {

@@ -19,7 +19,6 @@
 //!   say nothing and are skipped); a null has the same `m`, so chance agreement is matched.
 
 use crate::backend::Ops;
-use crate::data::vocab::EOS;
 use crate::data::{EvalWindows, TokenStream};
 use crate::mask::asa::AsaMaskBuilder;
 use crate::mask::bits::BitMask;
@@ -168,7 +167,7 @@ pub fn measure<O: Ops>(
             let cap = model.attention_capture(l)?;
             for h in 0..nh {
                 for b in 0..batch.b {
-                    let units = window_units(&cap, &masks, &valid, &batch.tokens, b, h);
+                    let units = window_units(&cap, &masks, &valid, &batch.tokens, stream.eos, b, h);
                     heads[l * nh + h].units.extend(units);
                 }
             }
@@ -184,12 +183,14 @@ pub fn measure<O: Ops>(
     })
 }
 
-/// The per-sentence sums of window `b`, head `h`. A sentence ends after an EOS token.
+/// The per-sentence sums of window `b`, head `h`. A sentence ends after an `eos` token.
+#[allow(clippy::too_many_arguments)]
 fn window_units(
     cap: &AttentionCapture,
     masks: &[&BitMask; 3],
     valid: &[bool],
     tokens: &[u32],
+    eos: u32,
     b: usize,
     h: usize,
 ) -> Vec<UnitSums> {
@@ -203,7 +204,7 @@ fn window_units(
         if v[i] {
             row_sums(cap, masks, v, b, h, i, &mut probs, &mut order, &mut cur);
         }
-        if tokens[b * t + i] == EOS && cur.rows > 0 {
+        if tokens[b * t + i] == eos && cur.rows > 0 {
             units.push(std::mem::take(&mut cur));
         }
     }

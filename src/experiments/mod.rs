@@ -93,6 +93,15 @@ impl ReproduceConfig {
         if let Some(c) = corpus {
             train.corpus = c;
         }
+        // WikiText-2 has no tags: the ASA arms need them, so the rule tagger (leak-free, no
+        // training) unless the caller chose a tagger. At paper scale, GPT-2 BPE so
+        // perplexities are per BPE token like the published ones.
+        if let CorpusSource::Wikitext2 { tagger, .. } = &mut train.corpus {
+            tagger.get_or_insert(crate::data::CorpusTagger::Rules);
+            if scale == Scale::Paper {
+                train.tokenizer = crate::data::Tokenizer::Gpt2;
+            }
+        }
         let (align_tokens, bootstrap) = match scale {
             Scale::Small => {
                 if matches!(train.corpus, CorpusSource::Synthetic { .. }) {
@@ -112,6 +121,7 @@ impl ReproduceConfig {
                 (8_192, 1_000)
             }
             Scale::Paper => {
+                // 2 layers, 2 heads, d_model 128: the TrainConfig default.
                 train.steps = 5_000;
                 train.eval_every = 100;
                 train.eval_tokens = 16_384;

@@ -6,7 +6,7 @@ pub mod checkpoint;
 pub mod schedule;
 
 use crate::backend::{MaskRef, Ops};
-use crate::data::{batch, Batch, CorpusSource, EvalWindows, TokenStream, Vocab};
+use crate::data::{batch, Batch, CorpusSource, EvalWindows, TokenStream, Tokenizer, Vocab};
 use crate::ling::compat::{CompatMatrix, CompatSet};
 use crate::mask::asa::AsaMaskBuilder;
 use crate::mask::nulls;
@@ -65,7 +65,7 @@ impl MaskPlan {
         {
             return Err(Error::Config(
                 "--attn-mask needs UPOS tags for every token; this corpus has none (use the \
-                 synthetic corpus or a CoNLL-U treebank)"
+                 synthetic corpus, a CoNLL-U treebank, or WikiText-2 with --tagger)"
                     .into(),
             ));
         }
@@ -106,7 +106,7 @@ fn forward_masked<O: Ops>(
         {
             return Err(Error::Config(
                 "tag_bias needs UPOS tags for every token; this corpus has none (use the \
-                 synthetic corpus or a CoNLL-U treebank)"
+                 synthetic corpus, a CoNLL-U treebank, or WikiText-2 with --tagger)"
                     .into(),
             ));
         }
@@ -120,7 +120,12 @@ fn forward_masked<O: Ops>(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub corpus: CorpusSource,
-    /// Minimum training count for a word to get its own id.
+    /// How text becomes ids: `word` (default) or `gpt2` BPE (perplexity per BPE token; each
+    /// subword inherits its word's tag). Not serialised at the default, so word-level configs
+    /// (and results, checkpoints, cell keys) are byte-identical to before the field existed.
+    #[serde(default, skip_serializing_if = "Tokenizer::is_word")]
+    pub tokenizer: Tokenizer,
+    /// Minimum training count for a word to get its own id (word level only).
     pub min_count: usize,
     pub n_layer: usize,
     pub n_head: usize,
@@ -176,6 +181,7 @@ impl Default for TrainConfig {
                 sentences: 40_000,
                 seed: 1,
             },
+            tokenizer: Tokenizer::Word,
             min_count: 1,
             n_layer: 2,
             n_head: 2,
@@ -250,6 +256,7 @@ impl TrainConfig {
             let mut v = serde_json::to_value(c).unwrap_or_default();
             if let serde_json::Value::Object(m) = &mut v {
                 m.insert("tag_bias".into(), c.tag_bias.name().into());
+                m.insert("tokenizer".into(), c.tokenizer.name().into());
                 m.insert(
                     "tag_bias_incompatible".into(),
                     serde_json::json!(c.tag_bias_incompatible),
@@ -368,12 +375,13 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// Load `cfg.corpus`, build the vocabulary from its training split and encode all three
+    /// Load `cfg.corpus`, build the vocabulary of `cfg.tokenizer` (word level: from the
+    /// training split) and encode all three
     /// splits; fails early, naming the split, if a training window of `cfg.seq_len` cannot be
     /// cut.
     pub fn load(cfg: &TrainConfig) -> Result<RunData> {
         let corpus = cfg.corpus.load()?;
-        let vocab = Vocab::build(&corpus.train, cfg.min_count)?;
+        let vocab = Vocab::for_tokenizer(cfg.tokenizer, &corpus.train, cfg.min_count)?;
         let train = vocab.encode(&corpus.train);
         let valid = vocab.encode(&corpus.valid);
         let test = vocab.encode(&corpus.test);

@@ -442,6 +442,10 @@ pub struct AttnTiles {
 impl AttnTiles {
     /// Copy the device lists to the host (for tests and debugging).
     pub fn download(&self, stream: &Arc<CudaStream>) -> Result<TileListsDev> {
+        // Surface any asynchronous kernel error before reading.
+        stream
+            .synchronize()
+            .map_err(|e| drv("synchronize before tile download", e))?;
         let get8 = |x: &CudaSlice<u8>| stream.clone_dtoh(x).map_err(|e| drv("download tiles", e));
         let get = |x: &CudaSlice<u32>| stream.clone_dtoh(x).map_err(|e| drv("download tiles", e));
         Ok(TileListsDev {
@@ -924,6 +928,7 @@ pub fn run_mma_probe(
         .map_err(|e| drv("launch attn_mma_probe", e))?;
     }
     let out = stream.clone_dtoh(&dd).map_err(|e| drv("download d", e))?;
+    stream.synchronize().map_err(|e| drv("attn_mma_probe", e))?;
     let mut d = [[0.0f32; 4]; 32];
     for (lane, regs) in d.iter_mut().enumerate() {
         regs.copy_from_slice(&out[lane * 4..lane * 4 + 4]);
