@@ -50,6 +50,10 @@ fn pct(e: &Estimate) -> String {
     if !e.estimate.is_finite() {
         return "—".into();
     }
+    if e.n < 2 {
+        // One seed: no spread can be estimated, so no interval is shown.
+        return format!("{:.1}% (1 value)", 100.0 * e.estimate);
+    }
     format!(
         "{:.1}% [{:.1}, {:.1}]",
         100.0 * e.estimate,
@@ -61,6 +65,9 @@ fn pct(e: &Estimate) -> String {
 fn num(e: &Estimate, digits: usize) -> String {
     if !e.estimate.is_finite() {
         return "—".into();
+    }
+    if e.n < 2 {
+        return format!("{:.d$} (1 value)", e.estimate, d = digits);
     }
     format!(
         "{:.d$} [{:.d$}, {:.d$}]",
