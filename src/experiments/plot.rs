@@ -44,7 +44,7 @@ pub struct Chart<'a> {
 const W: f64 = 640.0;
 const H: f64 = 400.0;
 const L: f64 = 70.0;
-const R: f64 = 170.0;
+const R: f64 = 180.0;
 const T: f64 = 40.0;
 const B: f64 = 55.0;
 const COLORS: [&str; 8] = [

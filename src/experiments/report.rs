@@ -743,7 +743,7 @@ fn e3_plots(e: &E3Summary, out_dir: &Path) -> Result<()> {
     };
     let mut mass = by_variant(&|l| l.asa_mass.clone());
     let mut null = Series::new(
-        "ticket, row-matched null",
+        "null (ticket, rows)",
         e.levels
             .iter()
             .map(|l| (l.remaining, l.ticket_null_mass.estimate))
