@@ -55,6 +55,14 @@ enum Command {
     /// finished cells are skipped, so an interrupted run resumes and shards run in parallel.
     /// Writes the report at the end.
     Reproduce(ReproduceArgs),
+    /// One experiment's cells (e1 … e5) — `reproduce --only NAME` — with the same flags, e.g.
+    /// `asa-lth experiment e3 --config e3.json --out runs/x`.
+    Experiment {
+        /// e1, e2, e3, e4 or e5.
+        name: String,
+        #[command(flatten)]
+        args: ReproduceArgs,
+    },
     /// Build report.md, summary.json and SVG plots from a run directory's finished cells.
     Report(ReportArgs),
 }
@@ -372,6 +380,10 @@ fn run() -> Result<()> {
         Command::Bench(a) => bench_cmd(a),
         Command::Asa(c) => asa_cmd(c),
         Command::Reproduce(a) => reproduce_cmd(a),
+        Command::Experiment { name, mut args } => {
+            args.only = vec![name];
+            reproduce_cmd(args)
+        }
         Command::Report(a) => report_cmd(a),
     }
 }

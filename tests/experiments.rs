@@ -345,3 +345,40 @@ fn a_killed_reproduce_recomputes_no_finished_cell() {
     );
     assert!(out.join("report").join("report.md").is_file());
 }
+
+#[test]
+fn one_experiment_runs_only_its_cells_and_paper_scale_prunes_both_groups() {
+    let exe = env!("CARGO_BIN_EXE_asa-lth");
+    let dir = common::tmpdir("experiments", "one");
+    let cfg = tiny();
+    let cfg_path = dir.join("tiny.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let run = |name: &str| {
+        std::process::Command::new(exe)
+            .args(["experiment", name, "--device", "cpu", "--quiet", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(dir.join("run"))
+            .output()
+            .unwrap()
+    };
+    let o = run("e4");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("4 cells computed, 0 already done"),
+        "{stdout}"
+    );
+    let bad = run("e9");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown experiment `e9`"));
+
+    let paper = ReproduceConfig::preset(Scale::Paper, None);
+    let arms: Vec<String> = paper
+        .cells()
+        .into_iter()
+        .filter(|k| k.exp == "e3" && k.seed == 1)
+        .map(|k| k.arm)
+        .collect();
+    assert_eq!(arms, ["attention", "all-linear"]);
+}

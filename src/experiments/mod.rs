@@ -140,7 +140,18 @@ impl ReproduceConfig {
             },
             train,
             bootstrap,
-            e3: e3::E3Config::default(),
+            e3: e3::E3Config {
+                // IMP on the attention projections and, separately, on every Linear weight;
+                // the small scale keeps only the first to stay within its 30-minute budget.
+                groups: match scale {
+                    Scale::Small => vec![crate::lth::PrunableGroups::Attention],
+                    Scale::Paper => vec![
+                        crate::lth::PrunableGroups::Attention,
+                        crate::lth::PrunableGroups::AllLinear,
+                    ],
+                },
+                ..e3::E3Config::default()
+            },
             ffn24: ffn24::Ffn24Config::default(),
             e5: e5::E5Config::default(),
         }
