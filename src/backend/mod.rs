@@ -139,6 +139,11 @@ pub trait Ops: Send + Sync {
         None
     }
 
+    /// Describe what this backend is running (e.g. the training configuration), so an
+    /// out-of-memory error can name it beside the bytes asked. A no-op where allocation
+    /// failures are the host's.
+    fn set_context(&self, _text: &str) {}
+
     // ---- memory ----
     /// A zero-filled buffer of `n` f32.
     fn zeros(&self, n: usize) -> Result<Self::Buf>;

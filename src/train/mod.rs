@@ -484,6 +484,16 @@ fn write_results(dir: &Path, r: &TrainResults) -> Result<()> {
 /// `opts.out_dir`.
 pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainResults> {
     cfg.validate()?;
+    // An out-of-memory error on the device then names the run it happened in.
+    ops.set_context(&format!(
+        "training {} (L{} H{} d{} B{} T{})",
+        cfg.corpus.label(),
+        cfg.n_layer,
+        cfg.n_head,
+        cfg.d_model,
+        cfg.batch,
+        cfg.seq_len
+    ));
     let RunData {
         vocab,
         train,

@@ -811,6 +811,10 @@ impl Ops for CudaOps {
     }
 
     /// The ledger's current and peak bytes and the driver's free/total memory.
+    fn set_context(&self, text: &str) {
+        self.ledger.set_context(text);
+    }
+
     fn memory(&self) -> Option<MemoryReport> {
         let info = self.mem_get_info().ok();
         Some(MemoryReport {
