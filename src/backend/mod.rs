@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub(crate) mod shapes;
 
 use crate::Result;
 

@@ -62,30 +62,6 @@ impl<'a> From<&'a BitMask> for MaskView<'a> {
     }
 }
 
-fn shape_str(s: &AttnShape) -> String {
-    format!("B={} T={} H={} D={}", s.b, s.t, s.h, s.d)
-}
-
-/// `(B·T·C, B·H·T)`, or an error if the shape is unusable.
-fn sizes(op: &'static str, s: &AttnShape) -> Result<(usize, usize)> {
-    let act =
-        s.b.checked_mul(s.t)
-            .and_then(|x| x.checked_mul(s.h))
-            .and_then(|x| x.checked_mul(s.d));
-    let rows = s.b.checked_mul(s.h).and_then(|x| x.checked_mul(s.t));
-    match (act, rows) {
-        (Some(a), Some(r)) if s.d > 0 || r == 0 => Ok((a, r)),
-        (Some(_), Some(_)) => Err(Error::Config(format!(
-            "{op}: head dim D must be positive ({})",
-            shape_str(s)
-        ))),
-        _ => Err(Error::Config(format!(
-            "{op}: shape overflows usize ({})",
-            shape_str(s)
-        ))),
-    }
-}
-
 /// Validated mask: its classification and word geometry.
 struct MaskCtx<'a> {
     bits: &'a [u32],
@@ -644,14 +620,14 @@ pub fn attention_fwd<F: Real>(
     s: AttnShape,
 ) -> Result<()> {
     const OP: &str = "attention_fwd";
-    let (n_act, n_rows) = sizes(OP, &s)?;
-    let shp = || format!("(B, T, H·D) with {}", shape_str(&s));
+    let (n_act, n_rows) = s.sizes(OP)?;
+    let shp = || format!("(B, T, H·D) with {}", s);
     check_len(OP, "q", q.len(), n_act, shp)?;
     check_len(OP, "k", k.len(), n_act, shp)?;
     check_len(OP, "v", v.len(), n_act, shp)?;
     check_len(OP, "out", out.len(), n_act, shp)?;
     check_len(OP, "lse", lse.len(), n_rows, || {
-        format!("(B, H, T) with {}", shape_str(&s))
+        format!("(B, H, T) with {}", s)
     })?;
     let mask = mask_ctx(OP, mask, &s)?;
     if n_rows == 0 {
@@ -911,8 +887,8 @@ pub fn attention_bwd<F: Real>(
     s: AttnShape,
 ) -> Result<()> {
     const OP: &str = "attention_bwd";
-    let (n_act, n_rows) = sizes(OP, &s)?;
-    let shp = || format!("(B, T, H·D) with {}", shape_str(&s));
+    let (n_act, n_rows) = s.sizes(OP)?;
+    let shp = || format!("(B, T, H·D) with {}", s);
     check_len(OP, "dq", dq.len(), n_act, shp)?;
     check_len(OP, "dk", dk.len(), n_act, shp)?;
     check_len(OP, "dv", dv.len(), n_act, shp)?;
@@ -922,7 +898,7 @@ pub fn attention_bwd<F: Real>(
     check_len(OP, "v", v.len(), n_act, shp)?;
     check_len(OP, "out", out.len(), n_act, shp)?;
     check_len(OP, "lse", lse.len(), n_rows, || {
-        format!("(B, H, T) with {}", shape_str(&s))
+        format!("(B, H, T) with {}", s)
     })?;
     let mask = mask_ctx(OP, mask, &s)?;
     if n_rows == 0 {

@@ -27,23 +27,16 @@ pub fn embedding_fwd<F: Real>(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    const OP: &str = "embedding_fwd";
-    let sh = || format!("b={b} t={t} c={c}");
-    check_len(OP, "out", out.len(), b * t * c, sh)?;
-    check_len(OP, "tokens", tokens.len(), b * t, sh)?;
-    if c == 0 || !wte.len().is_multiple_of(c) {
-        return Err(Error::Config(format!(
-            "{OP}: wte has {} elements, not a multiple of c={c}",
-            wte.len()
-        )));
-    }
-    if wpe.len() < t * c {
-        return Err(Error::Config(format!(
-            "{OP}: sequence length {t} exceeds the position table ({} positions)",
-            wpe.len() / c
-        )));
-    }
-    check_tokens(tokens, wte.len() / c)?;
+    let vocab = crate::backend::shapes::embedding_fwd(
+        out.len(),
+        tokens.len(),
+        wte.len(),
+        wpe.len(),
+        b,
+        t,
+        c,
+    )?;
+    check_tokens(tokens, vocab)?;
     out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
         let tok = tokens[bt] as usize;
         let pos = bt % t;

@@ -2,7 +2,6 @@
 //! Contract: [`crate::backend::Ops::layernorm_fwd`].
 
 use super::real::Real;
-use crate::error::check_len;
 use crate::Result;
 use rayon::prelude::*;
 
@@ -20,14 +19,16 @@ pub fn layernorm_fwd<F: Real>(
     n: usize,
     c: usize,
 ) -> Result<()> {
-    const OP: &str = "layernorm_fwd";
-    let sh = || format!("n={n} c={c}");
-    check_len(OP, "out", out.len(), n * c, sh)?;
-    check_len(OP, "inp", inp.len(), n * c, sh)?;
-    check_len(OP, "mean", mean.len(), n, sh)?;
-    check_len(OP, "rstd", rstd.len(), n, sh)?;
-    check_len(OP, "weight", weight.len(), c, sh)?;
-    check_len(OP, "bias", bias.len(), c, sh)?;
+    crate::backend::shapes::layernorm_fwd(
+        out.len(),
+        inp.len(),
+        mean.len(),
+        rstd.len(),
+        weight.len(),
+        bias.len(),
+        n,
+        c,
+    )?;
     if c == 0 {
         return Ok(());
     }
@@ -62,16 +63,18 @@ pub fn layernorm_bwd<F: Real>(
     n: usize,
     c: usize,
 ) -> Result<()> {
-    const OP: &str = "layernorm_bwd";
-    let sh = || format!("n={n} c={c}");
-    check_len(OP, "dinp", dinp.len(), n * c, sh)?;
-    check_len(OP, "dout", dout.len(), n * c, sh)?;
-    check_len(OP, "inp", inp.len(), n * c, sh)?;
-    check_len(OP, "mean", mean.len(), n, sh)?;
-    check_len(OP, "rstd", rstd.len(), n, sh)?;
-    check_len(OP, "weight", weight.len(), c, sh)?;
-    check_len(OP, "dweight", dweight.len(), c, sh)?;
-    check_len(OP, "dbias", dbias.len(), c, sh)?;
+    crate::backend::shapes::layernorm_bwd(
+        dinp.len(),
+        dout.len(),
+        inp.len(),
+        mean.len(),
+        rstd.len(),
+        weight.len(),
+        dweight.len(),
+        dbias.len(),
+        n,
+        c,
+    )?;
     if c == 0 || n == 0 {
         return Ok(());
     }

@@ -33,6 +33,7 @@ use super::kernels::{elementwise_grid, launch_adamw_f32, KernelModule, ELEMENTWI
 use super::memory::{alloc, Charge, DeviceBuffer, MemLedger};
 use super::timing::GpuTimer;
 use super::{drv, kernels_built, libcuda_present};
+use crate::backend::shapes;
 use crate::backend::{
     AdamWStep, AttnShape, MaskRef, MatmulShape, MemoryReport, Ops, Timer, IGNORE_INDEX,
 };
@@ -213,30 +214,6 @@ fn grid_x(op: &str, what: &str, v: usize) -> Result<u32> {
         )));
     }
     Ok(v as u32)
-}
-
-fn attn_shape_str(s: &AttnShape) -> String {
-    format!("B={} T={} H={} D={}", s.b, s.t, s.h, s.d)
-}
-
-/// `(B·T·C, B·H·T)` or the CPU twin's error.
-fn attn_sizes(op: &'static str, s: &AttnShape) -> Result<(usize, usize)> {
-    let act =
-        s.b.checked_mul(s.t)
-            .and_then(|x| x.checked_mul(s.h))
-            .and_then(|x| x.checked_mul(s.d));
-    let rows = s.b.checked_mul(s.h).and_then(|x| x.checked_mul(s.t));
-    match (act, rows) {
-        (Some(a), Some(r)) if s.d > 0 || r == 0 => Ok((a, r)),
-        (Some(_), Some(_)) => Err(Error::Config(format!(
-            "{op}: head dim D must be positive ({})",
-            attn_shape_str(s)
-        ))),
-        _ => Err(Error::Config(format!(
-            "{op}: shape overflows usize ({})",
-            attn_shape_str(s)
-        ))),
-    }
 }
 
 /// Validate the mask's length (the CPU twin's message) and return its device pointer (0 when
@@ -988,22 +965,8 @@ impl Ops for CudaOps {
         c: usize,
     ) -> Result<()> {
         const OP: &str = "embedding_fwd";
-        let sh = || format!("b={b} t={t} c={c}");
-        check_len(OP, "out", out.len(), b * t * c, sh)?;
-        check_len(OP, "tokens", tokens.buf.len(), b * t, sh)?;
-        if c == 0 || !wte.len().is_multiple_of(c) {
-            return Err(Error::Config(format!(
-                "{OP}: wte has {} elements, not a multiple of c={c}",
-                wte.len()
-            )));
-        }
-        if wpe.len() < t * c {
-            return Err(Error::Config(format!(
-                "{OP}: sequence length {t} exceeds the position table ({} positions)",
-                wpe.len() / c
-            )));
-        }
-        let vocab = wte.len() / c;
+        let vocab =
+            shapes::embedding_fwd(out.len(), tokens.buf.len(), wte.len(), wpe.len(), b, t, c)?;
         self.check_tokens(tokens, vocab)?;
         let n = b * t;
         if n == 0 {
@@ -1104,13 +1067,16 @@ impl Ops for CudaOps {
         c: usize,
     ) -> Result<()> {
         const OP: &str = "layernorm_fwd";
-        let sh = || format!("n={n} c={c}");
-        check_len(OP, "out", out.len(), n * c, sh)?;
-        check_len(OP, "inp", inp.len(), n * c, sh)?;
-        check_len(OP, "mean", mean.len(), n, sh)?;
-        check_len(OP, "rstd", rstd.len(), n, sh)?;
-        check_len(OP, "weight", weight.len(), c, sh)?;
-        check_len(OP, "bias", bias.len(), c, sh)?;
+        shapes::layernorm_fwd(
+            out.len(),
+            inp.len(),
+            mean.len(),
+            rstd.len(),
+            weight.len(),
+            bias.len(),
+            n,
+            c,
+        )?;
         if c == 0 || n == 0 {
             return Ok(());
         }
@@ -1147,15 +1113,18 @@ impl Ops for CudaOps {
         c: usize,
     ) -> Result<()> {
         const OP: &str = "layernorm_bwd";
-        let sh = || format!("n={n} c={c}");
-        check_len(OP, "dinp", dinp.len(), n * c, sh)?;
-        check_len(OP, "dout", dout.len(), n * c, sh)?;
-        check_len(OP, "inp", inp.len(), n * c, sh)?;
-        check_len(OP, "mean", mean.len(), n, sh)?;
-        check_len(OP, "rstd", rstd.len(), n, sh)?;
-        check_len(OP, "weight", weight.len(), c, sh)?;
-        check_len(OP, "dweight", dweight.len(), c, sh)?;
-        check_len(OP, "dbias", dbias.len(), c, sh)?;
+        shapes::layernorm_bwd(
+            dinp.len(),
+            dout.len(),
+            inp.len(),
+            mean.len(),
+            rstd.len(),
+            weight.len(),
+            dweight.len(),
+            dbias.len(),
+            n,
+            c,
+        )?;
         if c == 0 || n == 0 {
             return Ok(());
         }
@@ -1427,14 +1396,14 @@ impl Ops for CudaOps {
         s: AttnShape,
     ) -> Result<()> {
         const OP: &str = "attention_fwd";
-        let (n_act, n_rows) = attn_sizes(OP, &s)?;
-        let shp = || format!("(B, T, H·D) with {}", attn_shape_str(&s));
+        let (n_act, n_rows) = s.sizes(OP)?;
+        let shp = || format!("(B, T, H·D) with {}", s);
         check_len(OP, "q", q.len(), n_act, shp)?;
         check_len(OP, "k", k.len(), n_act, shp)?;
         check_len(OP, "v", v.len(), n_act, shp)?;
         check_len(OP, "out", out.len(), n_act, shp)?;
         check_len(OP, "lse", lse.len(), n_rows, || {
-            format!("(B, H, T) with {}", attn_shape_str(&s))
+            format!("(B, H, T) with {}", s)
         })?;
         let st = &self.stream;
         let (pmask, per_head) = attn_mask(OP, mask, &s, st)?;
@@ -1501,8 +1470,8 @@ impl Ops for CudaOps {
         s: AttnShape,
     ) -> Result<()> {
         const OP: &str = "attention_bwd";
-        let (n_act, n_rows) = attn_sizes(OP, &s)?;
-        let shp = || format!("(B, T, H·D) with {}", attn_shape_str(&s));
+        let (n_act, n_rows) = s.sizes(OP)?;
+        let shp = || format!("(B, T, H·D) with {}", s);
         for (name, len) in [
             ("dq", dq.len()),
             ("dk", dk.len()),
@@ -1516,7 +1485,7 @@ impl Ops for CudaOps {
             check_len(OP, name, len, n_act, shp)?;
         }
         check_len(OP, "lse", lse.len(), n_rows, || {
-            format!("(B, H, T) with {}", attn_shape_str(&s))
+            format!("(B, H, T) with {}", s)
         })?;
         let st = &self.stream;
         let (pmask, per_head) = attn_mask(OP, mask, &s, st)?;

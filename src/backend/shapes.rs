@@ -1,0 +1,110 @@
+//! Shape checks that are part of an op's contract, shared by the CPU and CUDA backends so both
+//! accept the same shapes and reject the rest with the same message.
+
+use super::AttnShape;
+use crate::error::check_len;
+use crate::{Error, Result};
+
+impl std::fmt::Display for AttnShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B={} T={} H={} D={}", self.b, self.t, self.h, self.d)
+    }
+}
+
+impl AttnShape {
+    /// `(B·T·C, B·H·T)`: the activation and log-sum-exp lengths, or an error naming `op` if
+    /// the shape is unusable (overflow, or D = 0 with rows to compute).
+    pub fn sizes(&self, op: &str) -> Result<(usize, usize)> {
+        let s = self;
+        let act =
+            s.b.checked_mul(s.t)
+                .and_then(|x| x.checked_mul(s.h))
+                .and_then(|x| x.checked_mul(s.d));
+        let rows = s.b.checked_mul(s.h).and_then(|x| x.checked_mul(s.t));
+        match (act, rows) {
+            (Some(a), Some(r)) if s.d > 0 || r == 0 => Ok((a, r)),
+            (Some(_), Some(_)) => Err(Error::Config(format!(
+                "{op}: head dim D must be positive ({s})"
+            ))),
+            _ => Err(Error::Config(format!("{op}: shape overflows usize ({s})"))),
+        }
+    }
+}
+
+/// `layernorm_fwd`'s buffer lengths: out, inp `n·c`; mean, rstd `n`; weight, bias `c`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layernorm_fwd(
+    out: usize,
+    inp: usize,
+    mean: usize,
+    rstd: usize,
+    weight: usize,
+    bias: usize,
+    n: usize,
+    c: usize,
+) -> Result<()> {
+    const OP: &str = "layernorm_fwd";
+    let sh = || format!("n={n} c={c}");
+    check_len(OP, "out", out, n * c, sh)?;
+    check_len(OP, "inp", inp, n * c, sh)?;
+    check_len(OP, "mean", mean, n, sh)?;
+    check_len(OP, "rstd", rstd, n, sh)?;
+    check_len(OP, "weight", weight, c, sh)?;
+    check_len(OP, "bias", bias, c, sh)
+}
+
+/// `layernorm_bwd`'s buffer lengths: dinp, dout, inp `n·c`; mean, rstd `n`; weight, dweight,
+/// dbias `c`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layernorm_bwd(
+    dinp: usize,
+    dout: usize,
+    inp: usize,
+    mean: usize,
+    rstd: usize,
+    weight: usize,
+    dweight: usize,
+    dbias: usize,
+    n: usize,
+    c: usize,
+) -> Result<()> {
+    const OP: &str = "layernorm_bwd";
+    let sh = || format!("n={n} c={c}");
+    check_len(OP, "dinp", dinp, n * c, sh)?;
+    check_len(OP, "dout", dout, n * c, sh)?;
+    check_len(OP, "inp", inp, n * c, sh)?;
+    check_len(OP, "mean", mean, n, sh)?;
+    check_len(OP, "rstd", rstd, n, sh)?;
+    check_len(OP, "weight", weight, c, sh)?;
+    check_len(OP, "dweight", dweight, c, sh)?;
+    check_len(OP, "dbias", dbias, c, sh)
+}
+
+/// `embedding_fwd`'s lengths: out `b·t·c`, tokens `b·t`, a token table of whole rows of `c`
+/// and a position table of at least `t` rows. Returns the vocabulary size.
+pub(crate) fn embedding_fwd(
+    out: usize,
+    tokens: usize,
+    wte: usize,
+    wpe: usize,
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Result<usize> {
+    const OP: &str = "embedding_fwd";
+    let sh = || format!("b={b} t={t} c={c}");
+    check_len(OP, "out", out, b * t * c, sh)?;
+    check_len(OP, "tokens", tokens, b * t, sh)?;
+    if c == 0 || !wte.is_multiple_of(c) {
+        return Err(Error::Config(format!(
+            "{OP}: wte has {wte} elements, not a multiple of c={c}"
+        )));
+    }
+    if wpe < t * c {
+        return Err(Error::Config(format!(
+            "{OP}: sequence length {t} exceeds the position table ({} positions)",
+            wpe / c
+        )));
+    }
+    Ok(wte / c)
+}
