@@ -105,7 +105,303 @@ __device__ __forceinline__ void gemm24_ref(const uint16_t* __restrict__ x,
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// The tuned kernels (gemm24_{bf16,f16}_{large,small}): a CTA computes a BM (features) × BN
+// (tokens) tile of Yᵀ; each stage of a STAGES-deep cp.async pipeline brings BK = 64 dense
+// columns (W: 32 compressed, X: 64, and the one metadata word per lane of that k64 pair) into
+// swizzled shared memory; warps read fragments with ldmatrix.x4 and issue mma.sp m16n8k32, the
+// metadata register serving step 0 (selector 0) and step 1 (selector 1) of the pair. Epilogue:
+// accumulators staged through shared memory (f32 [BN][BM + 4], conflict-free writes), then
+// coalesced float4 rows of Y with bias and GELU fused. Split-K (gridDim.z > 1): split z covers
+// a contiguous range of pairs and writes its raw partial sums to ws[z] (M × N); the reduce
+// kernel then adds the splits in order (deterministic) and applies the epilogue.
+// ---------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy; bytes past src_bytes (0 or 16) are zero-filled.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+
+template <int BM_, int BN_, int WARPS_M, int WARPS_N, int STAGES>
+struct Tc {
+    static constexpr int BM = BM_, BN = BN_;
+    static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+    static constexpr int WM = BM_ / WARPS_M;
+    static constexpr int WN = BN_ / WARPS_N;
+    static constexpr int MT = WM / 16;  // m16 tiles per warp
+    static constexpr int NT = WN / 8;   // n8 tiles per warp
+    static constexpr int W_BYTES = BM_ * ASA_G24_W_ROW_BYTES;
+    static constexpr int X_BYTES = BN_ * ASA_G24_X_ROW_BYTES;
+    static constexpr int META_BYTES = (BM_ / 16) * 128;
+    static constexpr int STAGE_BYTES = W_BYTES + X_BYTES + META_BYTES;
+    static constexpr int EPI_STRIDE = BM_ + 4;  // floats per token row of the staging tile
+    static_assert(WM % 16 == 0 && WN % 8 == 0, "warp tile must be whole mma tiles");
+    static_assert(STAGES >= 2, "a pipeline needs at least two stages");
+};
+
+// Issue the cp.async copies of pair `kt` into stage buffer `st` (every thread, then the caller
+// commits). Out-of-range chunks (rows ≥ N, tokens ≥ M, columns ≥ K) are zero-filled from a
+// valid base address.
+template <class C>
+__device__ __forceinline__ void load_stage(unsigned char* st, const uint16_t* __restrict__ x,
+                                           const uint32_t* __restrict__ wv,
+                                           const uint32_t* __restrict__ meta, int M, int N,
+                                           int K, int m0, int n0, int kt, int pairs) {
+    const int tid = threadIdx.x;
+    const uint32_t w_s = smem_addr(st);
+    const uint32_t x_s = w_s + C::W_BYTES;
+    const uint32_t e_s = x_s + C::X_BYTES;
+    const unsigned char* wbytes = reinterpret_cast<const unsigned char*>(wv);
+    // W: BM rows × 4 chunks; X: BN tokens × 8 chunks; metadata: BM/16 tiles × 8 chunks (the
+    // sources and zero-fill predicates are gemm24.cuh's, which the host emulation also uses).
+    for (int i = tid; i < C::BM * 4; i += C::THREADS) {
+        const int64_t src = asa_g24_w_src(n0, i, kt, N, K);
+        cp_async16(w_s + asa_g24_w_smem(i >> 2, i & 3), src >= 0 ? wbytes + src : wbytes,
+                   src >= 0 ? 16u : 0u);
+    }
+    for (int i = tid; i < C::BN * 8; i += C::THREADS) {
+        const int64_t src = asa_g24_x_src(m0, i, kt, M, K);
+        cp_async16(x_s + asa_g24_x_smem(i >> 3, i & 7), src >= 0 ? x + src : x,
+                   src >= 0 ? 16u : 0u);
+    }
+    for (int i = tid; i < (C::BM / 16) * 8; i += C::THREADS) {
+        const int64_t src = asa_g24_meta_src(n0, i, kt, N, pairs);
+        cp_async16(e_s + 16 * i, src >= 0 ? meta + src : meta, src >= 0 ? 16u : 0u);
+    }
+}
+
+template <bool BF16, int BM, int BN, int WARPS_M, int WARPS_N, int STAGES>
+__device__ __forceinline__ void gemm24_tc(const uint16_t* __restrict__ x,
+                                          const uint32_t* __restrict__ wv,
+                                          const uint32_t* __restrict__ meta,
+                                          const float* __restrict__ bias, float* __restrict__ y,
+                                          float* __restrict__ ws, int M, int N, int K,
+                                          int gelu) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    using C = Tc<BM, BN, WARPS_M, WARPS_N, STAGES>;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const uint32_t lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int wm = warp % WARPS_M, wn = warp / WARPS_M;
+    const int n0 = blockIdx.x * BM;  // features
+    const int m0 = blockIdx.y * BN;  // tokens
+    const int steps = K / 32;
+    const int pairs = (steps + 1) / 2;
+    uint32_t first, end;
+    asa_g24_split_range(pairs, gridDim.z, blockIdx.z, &first, &end);
+    const int kt0 = static_cast<int>(first), nk = static_cast<int>(end - first);
+
+    float acc[C::MT][C::NT][4];
+#pragma unroll
+    for (int i = 0; i < C::MT; ++i)
+#pragma unroll
+        for (int j = 0; j < C::NT; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+    // Prologue: STAGES - 1 pairs in flight (empty groups keep the wait arithmetic uniform).
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < nk) {
+            load_stage<C>(smem + s * C::STAGE_BYTES, x, wv, meta, M, N, K, m0, n0, kt0 + s,
+                          pairs);
+        }
+        cp_async_commit();
+    }
+
+    for (int it = 0; it < nk; ++it) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // stage `it` is visible to all; stage it - 1 is free to refill
+        {
+            const int nx = it + STAGES - 1;
+            if (nx < nk) {
+                load_stage<C>(smem + (nx % STAGES) * C::STAGE_BYTES, x, wv, meta, M, N, K, m0,
+                              n0, kt0 + nx, pairs);
+            }
+            cp_async_commit();
+        }
+        unsigned char* st = smem + (it % STAGES) * C::STAGE_BYTES;
+        const uint32_t w_s = smem_addr(st);
+        const uint32_t x_s = w_s + C::W_BYTES;
+        const uint32_t* e_s = reinterpret_cast<const uint32_t*>(st + C::W_BYTES + C::X_BYTES);
+        const int kt = kt0 + it;
+        uint32_t e[C::MT];
+#pragma unroll
+        for (int i = 0; i < C::MT; ++i) e[i] = e_s[(wm * C::MT + i) * 32 + lane];
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+            if (s == 1 && 2 * kt + 1 >= steps) break;  // K/32 odd: the pair's second step is past K
+            uint32_t a[C::MT][4], b[C::NT][4];
+#pragma unroll
+            for (int i = 0; i < C::MT; ++i) {
+                uint32_t r, c;
+                asa_g24_ldsm_a(lane, s, &r, &c);
+                ldsm_x4(a[i], w_s + asa_g24_w_smem((wm * C::MT + i) * 16 + r, c));
+            }
+#pragma unroll
+            for (int j = 0; j < C::NT; ++j) {
+                uint32_t r, c;
+                asa_g24_ldsm_b(lane, s, &r, &c);
+                ldsm_x4(b[j], x_s + asa_g24_x_smem((wn * C::NT + j) * 8 + r, c));
+            }
+#pragma unroll
+            for (int i = 0; i < C::MT; ++i) {
+                // Tiles past N hold zero-filled values and metadata (an invalid nibble): skip.
+                if (n0 + (wm * C::MT + i) * 16 >= N) continue;
+#pragma unroll
+                for (int j = 0; j < C::NT; ++j) {
+                    if (s == 0) {
+                        mma_sp<BF16, 0>(acc[i][j], a[i], b[j], e[i]);
+                    } else {
+                        mma_sp<BF16, 1>(acc[i][j], a[i], b[j], e[i]);
+                    }
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // the pipeline's shared memory becomes the epilogue's staging tile
+
+    float* ct = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int i = 0; i < C::MT; ++i)
+#pragma unroll
+        for (int j = 0; j < C::NT; ++j)
+#pragma unroll
+            for (uint32_t q = 0; q < 4; ++q) {
+                uint32_t r, c;
+                asa_mma_c_pos(lane, q, &r, &c);
+                const int feat = (wm * C::MT + i) * 16 + static_cast<int>(r);
+                const int tok = (wn * C::NT + j) * 8 + static_cast<int>(c);
+                ct[tok * C::EPI_STRIDE + feat] = acc[i][j][q];
+            }
+    __syncthreads();
+    const bool split = gridDim.z > 1;
+    float* out = split ? ws + static_cast<size_t>(blockIdx.z) * M * N : y;
+    for (int idx = threadIdx.x; idx < BN * (BM / 4); idx += C::THREADS) {
+        const int tok = idx / (BM / 4), f4 = idx % (BM / 4);
+        const int m = m0 + tok, n = n0 + 4 * f4;
+        if (m >= M || n >= N) continue;
+        float4 v = *reinterpret_cast<const float4*>(&ct[tok * C::EPI_STRIDE + 4 * f4]);
+        if (!split) {
+            if (bias != nullptr) {
+                const float4 bb = *reinterpret_cast<const float4*>(&bias[n]);
+                v.x += bb.x, v.y += bb.y, v.z += bb.z, v.w += bb.w;
+            }
+            if (gelu != 0) {
+                v.x = asa_g24_gelu(v.x), v.y = asa_g24_gelu(v.y), v.z = asa_g24_gelu(v.z),
+                v.w = asa_g24_gelu(v.w);
+            }
+        }
+        *reinterpret_cast<float4*>(&out[static_cast<size_t>(m) * N + n]) = v;
+    }
+#endif
+}
+
 }  // namespace asa_gemm24
+
+
+#define ASA_G24_TC_KERNEL(NAME, BF16, P)                                                        \
+    extern "C" __global__ void __launch_bounds__(32 * ASA_G24_##P##_WARPS_M *                   \
+                                                 ASA_G24_##P##_WARPS_N)                         \
+        NAME(const uint16_t* __restrict__ x, const uint32_t* __restrict__ wv,                    \
+             const uint32_t* __restrict__ meta, const float* __restrict__ bias,                  \
+             float* __restrict__ y, float* __restrict__ ws, int M, int N, int K, int gelu) {     \
+        asa_gemm24::gemm24_tc<BF16, ASA_G24_##P##_BM, ASA_G24_##P##_BN, ASA_G24_##P##_WARPS_M,  \
+                              ASA_G24_##P##_WARPS_N, ASA_G24_##P##_STAGES>(                     \
+            x, wv, meta, bias, y, ws, M, N, K, gelu);                                           \
+    }
+
+// Launch shape: grid (⌈N/BM⌉, ⌈M/BN⌉, splits), block 32·WARPS_M·WARPS_N, dynamic shared memory
+// asa_g24_smem_bytes(BM, BN, STAGES). x: M×K bf16/f16 bits; wv, meta: DeviceSparse24; bias
+// nullable; y: M×N f32; ws: splits × M × N f32 when splits > 1 (else unused, may be null).
+// asa-lth: hot gemm24_bf16_large
+// asa-lth: sass-expect gemm24_bf16_large HMMA.SP
+// asa-lth: sass-expect gemm24_bf16_large LDSM
+// asa-lth: sass-expect gemm24_bf16_large LDGSTS
+ASA_G24_TC_KERNEL(gemm24_bf16_large, true, L)
+// asa-lth: hot gemm24_f16_large
+// asa-lth: sass-expect gemm24_f16_large HMMA.SP
+ASA_G24_TC_KERNEL(gemm24_f16_large, false, L)
+// asa-lth: hot gemm24_bf16_small
+// asa-lth: sass-expect gemm24_bf16_small HMMA.SP
+// asa-lth: sass-expect gemm24_bf16_small LDSM
+// asa-lth: sass-expect gemm24_bf16_small LDGSTS
+ASA_G24_TC_KERNEL(gemm24_bf16_small, true, S)
+// asa-lth: hot gemm24_f16_small
+// asa-lth: sass-expect gemm24_f16_small HMMA.SP
+ASA_G24_TC_KERNEL(gemm24_f16_small, false, S)
+
+// Split-K reduction: y[m][n] = epilogue(Σ_z ws[z][m][n]) with the splits added in order z = 0,
+// 1, … (deterministic). Grid-stride over M·N/4 float4s (N % 4 == 0).
+// asa-lth: hot gemm24_splitk_reduce
+extern "C" __global__ void __launch_bounds__(ASA_ELEMENTWISE_BLOCK)
+gemm24_splitk_reduce(const float* __restrict__ ws, int splits, const float* __restrict__ bias,
+                     float* __restrict__ y, int M, int N, int gelu) {
+    const size_t total = static_cast<size_t>(M) * N / 4;
+    const size_t plane = static_cast<size_t>(M) * N;
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        const float4* p = reinterpret_cast<const float4*>(ws) + i;
+        float4 v = *p;
+        for (int z = 1; z < splits; ++z) {
+            p += plane / 4;
+            const float4 u = *p;
+            v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+        }
+        const int n = static_cast<int>((4 * i) % static_cast<size_t>(N));
+        if (bias != nullptr) {
+            const float4 bb = *reinterpret_cast<const float4*>(&bias[n]);
+            v.x += bb.x, v.y += bb.y, v.z += bb.z, v.w += bb.w;
+        }
+        if (gelu != 0) {
+            v.x = asa_g24_gelu(v.x), v.y = asa_g24_gelu(v.y),
+            v.z = asa_g24_gelu(v.z), v.w = asa_g24_gelu(v.w);
+        }
+        reinterpret_cast<float4*>(y)[i] = v;
+    }
+}
+
+// The ldmatrix layout probe: one warp loads 4 8×8 b16 matrices from a 512-byte shared image of
+// `src` (u16 × 256) with ldmatrix.x4, lane l giving the address of byte offset row_off[l]
+// (16-byte aligned, < 512); out: 32 lanes × 4 u32 destination registers. Compared with the
+// PTX-ISA ldmatrix emulator (src/sparse/mma_emu.rs) by tests/gemm24.rs.
+// asa-lth: sass-expect ldmatrix_probe LDSM
+extern "C" __global__ void __launch_bounds__(32)
+ldmatrix_probe(const uint16_t* __restrict__ src, const uint32_t* __restrict__ row_off,
+               uint32_t* __restrict__ out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    __shared__ __align__(16) uint16_t img[256];
+    const uint32_t lane = threadIdx.x & 31;
+    for (uint32_t i = lane; i < 256; i += 32) img[i] = src[i];
+    __syncwarp();
+    uint32_t r[4];
+    asa_gemm24::ldsm_x4(r, asa_gemm24::smem_addr(reinterpret_cast<unsigned char*>(img) +
+                                                 (row_off[lane] & 0x1F0u)));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) out[lane * 4 + j] = r[j];
+#endif
+}
+
 
 // asa-lth: hot gemm24_bf16_ref
 // asa-lth: sass-expect gemm24_bf16_ref HMMA.SP

@@ -107,5 +107,95 @@ uint32_t asa_host_mma_sp_meta_word(const uint16_t* meta, uint32_t per_row, uint3
                                    uint32_t pair, uint32_t steps, uint32_t lane) {
     return asa_mma_sp_meta_word(meta, per_row, row0, pair, steps, lane);
 }
+uint32_t asa_host_g24_config(uint32_t cfg, uint32_t* out) { return asa_g24_config(cfg, out); }
+uint32_t asa_host_g24_w_smem(uint32_t r, uint32_t c) { return asa_g24_w_smem(r, c); }
+uint32_t asa_host_g24_x_smem(uint32_t n, uint32_t c) { return asa_g24_x_smem(n, c); }
+void asa_host_g24_ldsm_a(uint32_t lane, uint32_t s, uint32_t* row, uint32_t* chunk) {
+    asa_g24_ldsm_a(lane, s, row, chunk);
+}
+void asa_host_g24_ldsm_b(uint32_t lane, uint32_t s, uint32_t* tok, uint32_t* chunk) {
+    asa_g24_ldsm_b(lane, s, tok, chunk);
+}
+void asa_host_g24_split_range(uint32_t pairs, uint32_t splits, uint32_t z, uint32_t* first,
+                              uint32_t* end) {
+    asa_g24_split_range(pairs, splits, z, first, end);
+}
+int64_t asa_host_g24_w_src(int n0, int i, int kt, int N, int K) {
+    return asa_g24_w_src(n0, i, kt, N, K);
+}
+int64_t asa_host_g24_x_src(int m0, int i, int kt, int M, int K) {
+    return asa_g24_x_src(m0, i, kt, M, K);
+}
+int64_t asa_host_g24_meta_src(int n0, int i, int kt, int N, int pairs) {
+    return asa_g24_meta_src(n0, i, kt, N, pairs);
+}
+void asa_host_g24h_step_desc(uint32_t w_s, uint32_t x_s, uint32_t s, uint64_t* da,
+                             uint64_t* db) {
+    asa_g24h_step_desc(w_s, x_s, s, da, db);
+}
+uint32_t asa_host_g24h_smem(uint32_t r, uint32_t c, uint32_t sbo) {
+    return asa_g24h_smem(r, c, sbo);
+}
+uint64_t asa_host_g24h_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return asa_g24h_desc(addr, lbo, sbo);
+}
+void asa_host_g24h_d_pos(uint32_t tid, uint32_t i, uint32_t* row, uint32_t* col) {
+    asa_g24h_d_pos(tid, i, row, col);
+}
+// Hopper tile constants, in order: BM, BN, stages, threads, W SBO, X SBO, LBO, stage bytes,
+// dynamic shared memory. Writes 9 values.
+void asa_host_g24h_constants(uint32_t* out) {
+    const uint32_t c[9] = {ASA_G24H_BM,      ASA_G24H_BN,     ASA_G24H_STAGES,
+                           ASA_G24H_THREADS, ASA_G24H_W_SBO,  ASA_G24H_X_SBO,
+                           ASA_G24H_LBO,     ASA_G24H_STAGE_BYTES, ASA_G24H_SMEM};
+    for (int i = 0; i < 9; ++i) {
+        out[i] = c[i];
+    }
+}
+
+}  // extern "C"
+
+// ---- 2:4 compression: prune + compress + reorder (kernels/compress24.cuh) ----
+// Included here rather than at the top so this section stays self-contained.
+#include "compress24.cuh"
+
+extern "C" {
+
+uint32_t asa_host_f32_to_bf16_rne(uint32_t bits) { return asa_f32_to_bf16_rne(bits); }
+uint32_t asa_host_f32_to_f16_rne(uint32_t bits) { return asa_f32_to_f16_rne(bits); }
+
+// 2:4 selection of 16 f32 (bits) x[0..16): writes the 8 kept bits to kept[0..8), returns the
+// canonical metadata u16.
+uint32_t asa_host_compress24_select16(const uint32_t* x, uint32_t* kept) {
+    uint32_t xs[16], ks[8];
+    for (int i = 0; i < 16; ++i) {
+        xs[i] = x[i];
+    }
+    const uint32_t meta = asa_compress24_select16(xs, ks);
+    for (int i = 0; i < 8; ++i) {
+        kept[i] = ks[i];
+    }
+    return meta;
+}
+
+// Position of the first NaN/Inf among x[0..16), or 16.
+uint32_t asa_host_compress24_first_bad16(const uint32_t* x) {
+    uint32_t xs[16];
+    for (int i = 0; i < 16; ++i) {
+        xs[i] = x[i];
+    }
+    return asa_compress24_first_bad16(xs);
+}
+
+// The constants the Rust launcher mirrors: block size, then the words of an n x k matrix.
+uint32_t asa_host_compress24_block(void) { return ASA_COMPRESS24_BLOCK; }
+uint64_t asa_host_compress24_words(uint32_t n, uint32_t k) { return asa_compress24_words(n, k); }
+
+// Thread `word` of a compress24 kernel run on the host: w is N x K f32 bits, values N x K/4
+// u32, meta asa_compress24_words(n, k) u32. Returns the first bad flat index or u64::MAX.
+uint64_t asa_host_compress24_word(const uint32_t* w, uint32_t k, uint32_t bf16, uint64_t word,
+                                  uint32_t* values, uint32_t* meta) {
+    return asa_compress24_word(w, k, bf16 != 0u, word, values, meta);
+}
 
 }  // extern "C"

@@ -175,7 +175,8 @@ w("## `asa-lth info --verbose`\n\n```\n" + info[:4000] + "\n```\n")
 
 w("## Layout probes\n")
 for name, log in (("mma.sp m16n8k32 (gemm24)", "probe.log"),
-                  ("mma.sync m16n8k16 (attention_fused)", "probe-attention.log")):
+                  ("mma.sync m16n8k16 (attention_fused)", "probe-attention.log"),
+                  ("ldmatrix.x4 (gemm24_tuned)", "probe-ldmatrix.log")):
     res = re.findall(r"^test result: .*$", read(log), re.M)
     w(f"- {name}: {res[-1] if res else 'no result (' + log + ')'}")
 w("")
@@ -406,6 +407,7 @@ probe() { # NAME EXE TEST LOG
 }
 probe probe-mma-sp gemm24 gpu_mma_sp_layout_probe_matches_the_emulator probe.log
 probe probe-mma-sync attention_fused gpu_mma_probe_matches_the_emulator probe-attention.log
+probe probe-ldmatrix gemm24_tuned gpu_ldmatrix_probe_matches_the_emulator probe-ldmatrix.log
 
 summarize partial
 echo "== 2. every bundled test (GPU skips are failures)"

@@ -547,13 +547,30 @@ fn gpu_matmul24_matches_cpu() {
         return;
     };
     let mut rng = Rng::new(7);
-    // (mma.sp path: N % 16, K % 32) and (dense fallback: K % 32 != 0).
+    // (mma.sp path: N % 16, K % 32; few tokens and a long K take split-K; many tokens the
+    // large tiles) and (dense fallback: K % 32 != 0).
     for (s, mma) in [
         (
             MatmulShape {
                 n: 33,
                 k: 64,
                 oc: 48,
+            },
+            true,
+        ),
+        (
+            MatmulShape {
+                n: 3,
+                k: 2048,
+                oc: 64,
+            },
+            true,
+        ),
+        (
+            MatmulShape {
+                n: 200,
+                k: 256,
+                oc: 144,
             },
             true,
         ),
@@ -584,6 +601,24 @@ fn gpu_matmul24_matches_cpu() {
             &format!("matmul24 {s:?}"),
             &g.download(&out).unwrap(),
             &want,
+            BF16_TOL,
+        );
+        // GELU: fused in the kernel's epilogue on the mma.sp path, separate on the fallback.
+        let (mut want_act, mut want_pre) = (nan(s.n * s.oc), nan(s.n * s.oc));
+        Cpu.matmul24_gelu_fwd(&mut want_act, &mut want_pre, &x, &cw, Some(&bias), s)
+            .unwrap();
+        assert_eq!(
+            want_pre, want,
+            "the default matmul24_gelu_fwd leaves the pre-activation"
+        );
+        let mut act = g.upload(&nan(s.n * s.oc)).unwrap();
+        let mut pre = g.upload(&nan(s.n * s.oc)).unwrap();
+        g.matmul24_gelu_fwd(&mut act, &mut pre, &gx, &gw, Some(&gb), s)
+            .unwrap();
+        assert_close(
+            &format!("matmul24 + GELU {s:?}"),
+            &g.download(&act).unwrap(),
+            &want_act,
             BF16_TOL,
         );
     }

@@ -350,4 +350,20 @@ pub trait Ops: Send + Sync {
         bias: Option<&Self::Buf>,
         s: MatmulShape,
     ) -> Result<()>;
+    /// `out = GELU(inp·Wᵀ + bias)` with W 2:4-compressed: the FFN's first layer at inference.
+    /// `pre` (`s.n × s.oc`) is scratch for the pre-activation: a backend that fuses the GELU
+    /// into the GEMM's epilogue (CUDA) may leave it unwritten. Default: [`Ops::matmul24_fwd`]
+    /// into `pre`, then [`Ops::gelu_fwd`].
+    fn matmul24_gelu_fwd(
+        &self,
+        out: &mut Self::Buf,
+        pre: &mut Self::Buf,
+        inp: &Self::Buf,
+        weight: &Self::Sparse24,
+        bias: Option<&Self::Buf>,
+        s: MatmulShape,
+    ) -> Result<()> {
+        self.matmul24_fwd(pre, inp, weight, bias, s)?;
+        self.gelu_fwd(out, pre)
+    }
 }

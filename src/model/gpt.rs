@@ -522,19 +522,27 @@ impl<O: Ops> Gpt<O> {
             )?;
             let ffn24 = self.ffn24.as_ref().map(|f| &f[l]);
             match ffn24 {
-                Some((fc, _)) => {
-                    ops.matmul24_fwd(&mut ba.fch, &ba.ln2, fc, Some(&p[id.b_fc]), mm(c, 4 * c))?
-                }
-                None => ops.matmul_fwd(
+                // Inference only: the pre-activation is scratch (the CUDA kernel fuses GELU).
+                Some((fc, _)) => ops.matmul24_gelu_fwd(
+                    &mut ba.fch_gelu,
                     &mut ba.fch,
                     &ba.ln2,
-                    &p[id.w_fc],
+                    fc,
                     Some(&p[id.b_fc]),
-                    mk(id.w_fc),
                     mm(c, 4 * c),
                 )?,
+                None => {
+                    ops.matmul_fwd(
+                        &mut ba.fch,
+                        &ba.ln2,
+                        &p[id.w_fc],
+                        Some(&p[id.b_fc]),
+                        mk(id.w_fc),
+                        mm(c, 4 * c),
+                    )?;
+                    ops.gelu_fwd(&mut ba.fch_gelu, &ba.fch)?;
+                }
             }
-            ops.gelu_fwd(&mut ba.fch_gelu, &ba.fch)?;
             match ffn24 {
                 Some((_, proj)) => ops.matmul24_fwd(
                     &mut ba.fc_proj,

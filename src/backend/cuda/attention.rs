@@ -29,7 +29,7 @@ use std::sync::Arc;
 use cudarc::driver::{result, sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::drv;
-use super::kernels::KernelModule;
+use super::kernels::{self, KernelModule};
 use crate::backend::{AttnShape, MaskRef};
 use crate::error::check_len;
 use crate::mask::{TileClass, TileMap};
@@ -68,8 +68,6 @@ pub const TILE: usize = 64;
 pub const THREADS: u32 = 128;
 /// Head dims with a compiled kernel.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
-/// Above this much dynamic shared memory a kernel needs the opt-in attribute.
-const DEFAULT_SMEM_LIMIT: u32 = 48 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Host build of the device helpers.
@@ -468,8 +466,7 @@ pub struct AttnMask<'a> {
     pub tiles: &'a AttnTiles,
 }
 
-/// Launch `name` with `smem` bytes of dynamic shared memory (raising the function's opt-in
-/// limit when it exceeds the 48 KiB default).
+/// Launch `name` with `smem` bytes of dynamic shared memory and the attention block shape.
 ///
 /// # Safety
 /// As [`super::kernels::launch`]: `params` must match the kernel's parameter list, and every
@@ -482,34 +479,8 @@ unsafe fn launch_smem(
     smem: u32,
     params: &mut [*mut c_void],
 ) -> Result<()> {
-    let func = module.function(name)?;
-    module
-        .context()
-        .bind_to_thread()
-        .map_err(|e| drv("bind context", e))?;
-    if smem > DEFAULT_SMEM_LIMIT {
-        // SAFETY: `func` is a live function of `module`; the attribute takes a byte count.
-        unsafe {
-            result::function::set_function_attribute(
-                func,
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-        }
-        .map_err(|e| drv(&format!("{name}: allow {smem} B of shared memory"), e))?;
-    }
-    // SAFETY: forwarded to the caller; the driver copies the parameter values at enqueue.
-    unsafe {
-        result::launch_kernel(
-            func,
-            grid,
-            (THREADS, 1, 1),
-            smem,
-            stream.cu_stream(),
-            params,
-        )
-    }
-    .map_err(|e| drv(&format!("launch {name}"), e))
+    // SAFETY: forwarded to the caller.
+    unsafe { kernels::launch_smem(module, stream, name, grid, (THREADS, 1, 1), smem, params) }
 }
 
 macro_rules! arg {

@@ -109,6 +109,45 @@ pub unsafe fn launch(
         .map_err(|e| drv(&format!("launch {name}"), e))
 }
 
+/// The dynamic shared memory a kernel may use without opting in (48 KiB on every arch).
+pub const DEFAULT_SMEM_LIMIT: u32 = 48 * 1024;
+
+/// [`launch`] with `smem` bytes of dynamic shared memory, first raising the function's opt-in
+/// limit when `smem` exceeds [`DEFAULT_SMEM_LIMIT`] (a device without that much fails here
+/// with the kernel named, not at launch).
+///
+/// # Safety
+/// As [`launch`].
+pub unsafe fn launch_smem(
+    module: &KernelModule,
+    stream: &CudaStream,
+    name: &str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+    smem: u32,
+    params: &mut [*mut c_void],
+) -> Result<()> {
+    let func = module.function(name)?;
+    module
+        .context()
+        .bind_to_thread()
+        .map_err(|e| drv("bind context", e))?;
+    if smem > DEFAULT_SMEM_LIMIT {
+        // SAFETY: `func` is a live function of `module`; the attribute takes a byte count.
+        unsafe {
+            result::function::set_function_attribute(
+                func,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+        }
+        .map_err(|e| drv(&format!("{name}: allow {smem} B of shared memory"), e))?;
+    }
+    // SAFETY: forwarded to the caller; the driver copies the parameter values at enqueue.
+    unsafe { result::launch_kernel(func, grid, block, smem, stream.cu_stream(), params) }
+        .map_err(|e| drv(&format!("launch {name}"), e))
+}
+
 /// Blocks for `n` elements of a grid-stride kernel, at most `cap` (and at least 1).
 pub fn elementwise_grid(n: usize, cap: u32) -> u32 {
     let blocks = n.div_ceil(ELEMENTWISE_BLOCK as usize).max(1);

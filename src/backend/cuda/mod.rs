@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod blas;
+pub mod compress24;
 pub mod gemm24;
 pub mod host;
 pub mod kernels;

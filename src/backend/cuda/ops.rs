@@ -28,7 +28,7 @@ use cudarc::driver::{result, sys, CudaContext, CudaStream, DevicePtr, DevicePtrM
 
 use super::attention;
 use super::blas::{self, BlasLt, ColMajorGemm, GemmKind, Operand};
-use super::gemm24::{launch_gemm24_ref, DeviceSparse24, Half};
+use super::gemm24::{launch_gemm24, DeviceSparse24, Gemm24Plan, Half};
 use super::kernels::{elementwise_grid, launch_adamw_f32, KernelModule, ELEMENTWISE_BLOCK};
 use super::memory::{alloc, Charge, DeviceBuffer, MemLedger};
 use super::timing::GpuTimer;
@@ -1756,23 +1756,30 @@ impl Ops for CudaOps {
     }
 
     fn compress24(&self, name: &str, weight: &CudaBuf, n: usize, k: usize) -> Result<CudaSparse24> {
-        // The device compression kernel is issue 8: select and compress on the host with the
-        // exact CPU code (f32 magnitudes, ties to the lower index), then upload.
+        let mma_shape = n > 0 && n.is_multiple_of(16) && k > 0 && k.is_multiple_of(32);
+        // A buffer of the wrong length takes the host path, which reports it as the CPU does.
+        if mma_shape && n.checked_mul(k) == Some(weight.len()) {
+            // The mma.sp shapes: prune, compress and reorder on the device in one pass
+            // (kernels/compress24.cu), bit for bit what the host path gave after bf16 rounding
+            // and the metadata reorder; the weight never leaves the GPU.
+            let dev = super::compress24::compress24_gpu(
+                &self.module,
+                &self.stream,
+                Half::Bf16,
+                name,
+                weight.slice(),
+                n,
+                k,
+            )?;
+            let bytes = (n * k / 2) * 2 + (n / 16) * (k / 32).div_ceil(2) * 32 * 4;
+            let repr = Sparse24Repr::Mma(dev, Charge::new(&self.ledger, bytes));
+            return Ok(CudaSparse24 { n, k, repr });
+        }
+        // Other shapes run densely: select and compress on the host with the exact CPU code
+        // (which also gives the shape errors), then upload the pruned matrix.
         let host = self.download(weight)?;
         let c = Sparse24::<f32>::compress(name, &host, n, k)?;
-        let repr = if n > 0 && n.is_multiple_of(16) && k > 0 && k.is_multiple_of(32) {
-            let vals: Vec<half::bf16> = c
-                .values()
-                .iter()
-                .map(|&x| half::bf16::from_f32(x))
-                .collect();
-            let c16 = Sparse24::from_parts(n, k, vals, c.meta().to_vec())?;
-            let bytes = (n * k / 2) * 2 + (n / 16) * (k / 32).div_ceil(2) * 32 * 4;
-            let dev = DeviceSparse24::upload(&self.stream, &c16)?;
-            Sparse24Repr::Mma(dev, Charge::new(&self.ledger, bytes))
-        } else {
-            Sparse24Repr::Dense(self.upload(&c.decompress())?)
-        };
+        let repr = Sparse24Repr::Dense(self.upload(&c.decompress())?);
         Ok(CudaSparse24 { n, k, repr })
     }
 
@@ -1783,6 +1790,42 @@ impl Ops for CudaOps {
         weight: &CudaSparse24,
         bias: Option<&CudaBuf>,
         s: MatmulShape,
+    ) -> Result<()> {
+        self.matmul24(out, inp, weight, bias, s, false)
+    }
+
+    fn matmul24_gelu_fwd(
+        &self,
+        out: &mut CudaBuf,
+        pre: &mut CudaBuf,
+        inp: &CudaBuf,
+        weight: &CudaSparse24,
+        bias: Option<&CudaBuf>,
+        s: MatmulShape,
+    ) -> Result<()> {
+        match &weight.repr {
+            // The dense fallback has no fused epilogue.
+            Sparse24Repr::Dense(_) => {
+                self.matmul24(pre, inp, weight, bias, s, false)?;
+                self.gelu_fwd(out, pre)
+            }
+            // GELU in the 2:4 kernel's epilogue: one pass over the output instead of three.
+            Sparse24Repr::Mma(..) => self.matmul24(out, inp, weight, bias, s, true),
+        }
+    }
+}
+
+impl CudaOps {
+    /// The 2:4 matmul through the tuned kernels (`gelu`: fused in the epilogue; only with the
+    /// compressed representation — the dense fallback ignores it, callers handle that).
+    fn matmul24(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        weight: &CudaSparse24,
+        bias: Option<&CudaBuf>,
+        s: MatmulShape,
+        gelu: bool,
     ) -> Result<()> {
         const OP: &str = "matmul24_fwd";
         if weight.n != s.oc || weight.k != s.k {
@@ -1804,7 +1847,7 @@ impl Ops for CudaOps {
         if s.n == 0 {
             return Ok(());
         }
-        // launch_gemm24_ref takes whole cudarc slices of exactly M·K / M·N elements, so the
+        // launch_gemm24 takes whole cudarc slices of exactly M·K / M·N elements, so the
         // bf16 input is an exact-size buffer rather than the grow-only scratch.
         let mut x16 = alloc::<u16>(
             &self.stream,
@@ -1814,7 +1857,22 @@ impl Ops for CudaOps {
         )?;
         let px = dptr_mut(&mut x16, &self.stream);
         self.cast_bf16(px, dptr(inp, &self.stream), 0, s.n * s.k)?;
-        launch_gemm24_ref(
+        let sms = self
+            .module
+            .context()
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| drv("query multiprocessor count", e))?;
+        let plan = Gemm24Plan::choose(s.n, s.oc, s.k, sms.max(1) as usize);
+        let mut ws = match plan.workspace_len(s.n, s.oc) {
+            0 => None,
+            len => Some(alloc::<f32>(
+                &self.stream,
+                &self.ledger,
+                len,
+                "split-K workspace of the 2:4 matmul",
+            )?),
+        };
+        launch_gemm24(
             &self.module,
             &self.stream,
             Half::Bf16,
@@ -1822,7 +1880,10 @@ impl Ops for CudaOps {
             x16.slice(),
             dev,
             bias.map(|b| b.slice()),
+            gelu,
             s.n,
+            plan,
+            ws.as_mut().map(|w| w.slice_mut()),
         )
     }
 }
