@@ -178,3 +178,44 @@ gemm24_bf16_wgmma(const uint16_t* __restrict__ x, const uint32_t* __restrict__ w
     }
 #endif
 }
+
+// The wgmma.sp layout probe (PTX-FACTS.md, last section): one warpgroup copies `img` (bytes
+// bytes, a multiple of 16, at most 48 KiB) into shared memory, builds the descriptors
+// asa_g24h_desc(base + a_off, LBO, a_sbo) and (base + b_off, LBO, b_sbo), and executes ONE
+// wgmma.sp m64n128k32 with per-thread metadata e[128] and the given selector on zeroed
+// accumulators; d: 128 threads × 64 f32. tests/gemm24_tuned.rs compares it with the wgmma
+// emulator (src/sparse/mma_emu.rs) on one-hot inputs, which separates the metadata layout from
+// the operand layout.
+// asa-lth: sass-expect wgmma_sp_probe HGMMA.SP sm_90a
+extern "C" __global__ void __launch_bounds__(ASA_G24H_THREADS)
+wgmma_sp_probe(const uint4* __restrict__ img, int bytes, uint32_t a_off, uint32_t a_sbo,
+               uint32_t b_off, uint32_t b_sbo, const uint32_t* __restrict__ e, int selector,
+               float* __restrict__ d) {
+#if ASA_SM90A
+    using namespace asa_gemm24_sm90;
+    extern __shared__ __align__(128) unsigned char smem[];
+    uint4* s4 = reinterpret_cast<uint4*>(smem);
+    for (int i = threadIdx.x; i < bytes / 16; i += ASA_G24H_THREADS) s4[i] = img[i];
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    const uint32_t base = smem_u32(smem);
+    const uint64_t da = asa_g24h_desc(base + a_off, ASA_G24H_LBO, a_sbo);
+    const uint64_t db = asa_g24h_desc(base + b_off, ASA_G24H_LBO, b_sbo);
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+    const uint32_t meta = e[threadIdx.x];
+    fence_accumulators(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    if (selector == 0) {
+        wgmma_sp<0>(acc, da, db, meta);
+    } else {
+        wgmma_sp<1>(acc, da, db, meta);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    fence_accumulators(acc);
+#pragma unroll
+    for (int i = 0; i < 64; ++i) d[threadIdx.x * 64 + i] = acc[i];
+#endif
+}

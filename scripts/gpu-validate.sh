@@ -12,8 +12,9 @@
 # so give the device tool a timeout_s of at least that plus a minute):
 #   0. environment: gpu.txt (nvidia-smi: card, driver, CUDA version), info.txt (asa-lth info),
 #      commit.txt (.gpu-bundle/COMMIT: the commit the bundle was built from)
-#   1. layout probes: probe.log (mma.sp fragments and metadata, tests/gemm24.rs) and
-#      probe-attention.log (mma.sync m16n8k16 fragments, tests/attention_fused.rs) vs the
+#   1. layout probes: probe.log (mma.sp fragments and metadata, tests/gemm24.rs),
+#      probe-attention.log (mma.sync m16n8k16 fragments, tests/attention_fused.rs),
+#      probe-ldmatrix.log and probe-wgmma-sp.log (sm_90 only; tests/gemm24_tuned.rs) vs the
 #      PTX-ISA emulators — if one fails, fix the emulator's [figure] tables before anything else
 #   2. every test of the bundled executables (GPU skips are failures, ASA_LTH_REQUIRE_GPU=1):
 #      test-gpu-<exe>.log (tests matching gpu_, one at a time) and test-cpu-<exe>.log (the rest)
@@ -176,7 +177,8 @@ w("## `asa-lth info --verbose`\n\n```\n" + info[:4000] + "\n```\n")
 w("## Layout probes\n")
 for name, log in (("mma.sp m16n8k32 (gemm24)", "probe.log"),
                   ("mma.sync m16n8k16 (attention_fused)", "probe-attention.log"),
-                  ("ldmatrix.x4 (gemm24_tuned)", "probe-ldmatrix.log")):
+                  ("ldmatrix.x4 (gemm24_tuned)", "probe-ldmatrix.log"),
+                  ("wgmma.sp m64n128k32, sm_90 only (gemm24_tuned)", "probe-wgmma-sp.log")):
     res = re.findall(r"^test result: .*$", read(log), re.M)
     w(f"- {name}: {res[-1] if res else 'no result (' + log + ')'}")
 w("")
@@ -408,6 +410,7 @@ probe() { # NAME EXE TEST LOG
 probe probe-mma-sp gemm24 gpu_mma_sp_layout_probe_matches_the_emulator probe.log
 probe probe-mma-sync attention_fused gpu_mma_probe_matches_the_emulator probe-attention.log
 probe probe-ldmatrix gemm24_tuned gpu_ldmatrix_probe_matches_the_emulator probe-ldmatrix.log
+probe probe-wgmma-sp gemm24_tuned gpu_wgmma_sp_probe_matches_the_emulator probe-wgmma-sp.log
 
 summarize partial
 echo "== 2. every bundled test (GPU skips are failures)"

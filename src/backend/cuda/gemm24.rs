@@ -806,3 +806,89 @@ pub fn launch_gemm24_wgmma(
         )
     }
 }
+
+/// Run the wgmma.sp layout probe (`wgmma_sp_probe`, sm_90a only): `img` (a multiple of 16
+/// bytes, at most 48 KiB) becomes the shared memory, the packed A tile is described at byte
+/// `a_off` with row-group stride `a_sbo`, B at `b_off` / `b_sbo` (LBO as the kernels use), and
+/// one `wgmma.mma_async.sp` m64n128k32 runs with per-thread metadata `e` and `selector` on zero
+/// accumulators. Returns the 128 threads' 64 accumulators; compare with
+/// [`crate::sparse::mma_emu::wgmma_sp_m64nnk32`] on the same image and descriptors.
+#[allow(clippy::too_many_arguments)]
+pub fn run_wgmma_sp_probe(
+    module: &KernelModule,
+    stream: &Arc<CudaStream>,
+    img: &[u8],
+    (a_off, a_sbo): (u32, u32),
+    (b_off, b_sbo): (u32, u32),
+    e: &[u32; 128],
+    selector: u32,
+) -> Result<Vec<Vec<f32>>> {
+    let ctx = module.context();
+    let cc = |a| {
+        ctx.attribute(a)
+            .map_err(|e| drv("query compute capability", e))
+    };
+    let major = cc(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = cc(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    if (major, minor) != (9, 0) {
+        return Err(Error::Config(format!(
+            "wgmma.sp probe: needs compute capability 9.0, this device is {major}.{minor}"
+        )));
+    }
+    if img.is_empty() || !img.len().is_multiple_of(16) || img.len() > 48 * 1024 || selector > 1 {
+        return Err(Error::Config(format!(
+            "wgmma.sp probe: image of {} bytes (a positive multiple of 16, at most 48 KiB), \
+             selector {selector} (0 or 1)",
+            img.len()
+        )));
+    }
+    let words: Vec<u32> = img
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let up = |what: &str, e| drv(what, e);
+    let imgd = stream
+        .clone_htod(&words)
+        .map_err(|e| up("upload image", e))?;
+    let ed = stream.clone_htod(&e[..]).map_err(|e| up("upload e", e))?;
+    let mut dd = stream
+        .clone_htod(&vec![f32::NAN; 128 * 64])
+        .map_err(|e| up("upload d", e))?;
+    {
+        let (mut ip, _gi) = imgd.device_ptr(stream);
+        let (mut ep, _ge) = ed.device_ptr(stream);
+        let (mut dp, _gd) = dd.device_ptr_mut(stream);
+        let mut bytes = img.len() as i32;
+        let (mut ao, mut asb, mut bo, mut bsb) = (a_off, a_sbo, b_off, b_sbo);
+        let mut sel = selector as i32;
+        let mut params: [*mut c_void; 9] = [
+            (&mut ip) as *mut _ as *mut c_void,
+            (&mut bytes) as *mut _ as *mut c_void,
+            (&mut ao) as *mut _ as *mut c_void,
+            (&mut asb) as *mut _ as *mut c_void,
+            (&mut bo) as *mut _ as *mut c_void,
+            (&mut bsb) as *mut _ as *mut c_void,
+            (&mut ep) as *mut _ as *mut c_void,
+            (&mut sel) as *mut _ as *mut c_void,
+            (&mut dp) as *mut _ as *mut c_void,
+        ];
+        // SAFETY: matches wgmma_sp_probe(const uint4* img, int bytes, u32 a_off, u32 a_sbo,
+        // u32 b_off, u32 b_sbo, const u32* e, int selector, float* d): img holds `bytes`
+        // bytes (a multiple of 16, copied into as much dynamic shared memory), e 128 u32, d
+        // 128·64 f32. The descriptors may point anywhere in shared memory; a probe that reads
+        // past the image reads other shared memory of this CTA, never global memory.
+        unsafe {
+            launch_smem(
+                module,
+                stream,
+                "wgmma_sp_probe",
+                (1, 1, 1),
+                (128, 1, 1),
+                img.len() as u32,
+                &mut params,
+            )
+        }?;
+    }
+    let out = stream.clone_dtoh(&dd).map_err(|e| drv("download d", e))?;
+    Ok(out.chunks_exact(64).map(|c| c.to_vec()).collect())
+}
