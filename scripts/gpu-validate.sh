@@ -29,7 +29,10 @@
 #   6. attention: `asa-lth bench attention` (GPU sweep, quick CPU subset): bench-asa-lth.json;
 #      with benches/peers/torch_attention.py, SDPA and FlexAttention on the same masks:
 #      peer-attention/*.json
-#   7. gpu-validation.md (rewritten after every step, so a run cut short still leaves one): the
+#   7. 2:4 GEMM: `asa-lth bench gemm24` (GPU sweep: tuned mma.sp, wgmma.sp on sm_90, cuBLASLt,
+#      cuSPARSELt when it loads): bench-gemm24.json; benches/peers/torch_gemm24.py (torch dense,
+#      semi-structured cuSPARSELt and CUTLASS): peer-gemm24/*.json
+#   8. gpu-validation.md (rewritten after every step, so a run cut short still leaves one): the
 #      summary a session commits as results/gpu-validation-<card>.md
 # Exit status 0 only when everything ran and passed.
 set -u
@@ -310,6 +313,14 @@ if cmp:
     w("\nTraining loss, GPU vs CPU at the same step (same seed and batches): " + "; ".join(cmp) + ".")
 w("")
 
+w("## 2:4 GEMM: asa-lth bench gemm24\n")
+w("FLOPs counted as the dense 2·M·N·K for every variant, so FLOP/s ratios are speed-ups "
+  "(src/bench/gemm24_cases.rs). sparse_bf16: the tuned mma.sp kernels; wgmma_bf16: the "
+  "experimental Hopper kernel; dense_bf16: cuBLASLt; cusparselt_bf16: cuSPARSELt. PyTorch "
+  "peers in peer-gemm24/ (compare with `asa-lth bench gemm24 --baseline FILE`).\n")
+g24 = [l for l in read("bench-gemm24.log").splitlines()
+       if l.startswith("gemm24/") and " cpu " not in l]
+w("```\n" + ("\n".join(g24[:60]) if g24 else "no GPU gemm24 figures (see bench-gemm24.log)") + "\n```\n")
 w("## Attention: asa-lth bench attention vs PyTorch SDPA / FlexAttention\n")
 w("TFLOP/s counted on the allowed (mask ∧ causal) pairs, as src/bench/attention_cases.rs counts "
   "them; fused = the default Ops path (mma.sync kernels, tile lists rebuilt per call), ref = the "
@@ -566,7 +577,19 @@ else
   record peer-torch-attention SKIPPED 0 "no benches/peers/torch_attention.py or no bench --dump-masks in this build"
 fi
 
-echo "== 7. summary"
+summarize partial
+echo "== 7. 2:4 GEMM: asa-lth bench gemm24 (GPU sweep, quick CPU subset) vs cuBLASLt, cuSPARSELt and the PyTorch peers"
+ASA_LTH_BENCH_GEMM24=quick run_step bench-gemm24 120 "$out/bench-gemm24.log" "$cli" bench gemm24 --samples 5 \
+  --min-sample-ms 20 --json "$out/bench-gemm24.json"
+grep -E '^gemm24/' "$out/bench-gemm24.log" | grep -v ' cpu ' | head -n 12
+if [[ -f benches/peers/torch_gemm24.py ]] && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  run_step peer-torch-gemm24 90 "$out/peer-torch-gemm24.log" python3 benches/peers/torch_gemm24.py \
+    --out-dir "$out/peer-gemm24" --samples 5 --min-sample-ms 20
+else
+  record peer-torch-gemm24 SKIPPED 0 "torch with CUDA not importable"
+fi
+
+echo "== 8. summary"
 summarize final
 echo "$out/gpu-validation.md"
 echo "gpu-validate: $([[ $fail == 0 ]] && echo all passed || echo FAILURES, see "$out") ($((SECONDS - start)) s)"

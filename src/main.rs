@@ -617,6 +617,45 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             }
         }
     }
+    // GPU 2:4 GEMM cases (our kernel, cuBLASLt dense, cuSPARSELt when it loads); a case that
+    // fails (e.g. cuSPARSELt rejecting a shape) is reported and the others still run.
+    let want_g24 = a.kernels.is_empty() || a.kernels.iter().any(|k| k == "gemm24");
+    if want_g24 {
+        use bench::gemm24_cases::{gpu_cases, Gemm24Sweep};
+        match gpu_cases(&|k| k == "gemm24", &Gemm24Sweep::gpu()) {
+            Err(why) => println!("GPU gemm24 cases skipped: {why}"),
+            Ok(gpu) => {
+                for note in &gpu.notes {
+                    println!("{note}");
+                }
+                for mut case in gpu.cases {
+                    pb.set_message(case.name.clone());
+                    let secs = match bench::attention_cases::time_device_case(&mut case, timing) {
+                        Ok(secs) => secs,
+                        Err(e) => {
+                            println!("{} ({}) failed: {e}", case.name, case.device);
+                            continue;
+                        }
+                    };
+                    let (med, spread) = bench::median_spread(&secs);
+                    if !devices.contains(&case.device) {
+                        devices.push(case.device.clone());
+                    }
+                    figures.push(Figure {
+                        kernel: case.kernel.to_string(),
+                        name: case.name,
+                        device: case.device,
+                        unit: case.unit.label().to_string(),
+                        median_secs: med,
+                        rel_spread: spread,
+                        samples: secs.len(),
+                        throughput: case.work / med,
+                        roofline_ratio: None,
+                    });
+                }
+            }
+        }
+    }
     let rate = |k: &str| figures.iter().find(|f| f.kernel == k).map(|f| f.throughput);
     let roofline = match (rate("copy"), rate("gemm")) {
         (Some(copy), Some(gemm)) => Some(Roofline {
@@ -695,6 +734,13 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
              speed-up over the naive CPU attention (cpu) or the reference kernels (cuda)"
         );
         for l in attn {
+            println!("{l}");
+        }
+    }
+    let g24 = bench::gemm24_cases::summary(&report.figures);
+    if !g24.is_empty() {
+        println!();
+        for l in g24 {
             println!("{l}");
         }
     }

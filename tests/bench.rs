@@ -456,3 +456,213 @@ mod attention_sweep {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+// ---- the 2:4 GEMM sweep (src/bench/gemm24_cases.rs) ----
+
+mod gemm24_sweep {
+    use asa_lth::bench::gemm24_cases::{
+        self as gc, case_name, parse_name, register_device, sparse_peak_flops, target_speedup,
+        Gemm24Sweep, GemmShape, SHAPES,
+    };
+    use asa_lth::bench::Figure;
+    use std::process::Command;
+
+    fn fig(name: &str, device: &str, throughput: f64) -> Figure {
+        Figure {
+            kernel: "gemm24".into(),
+            name: name.into(),
+            device: device.into(),
+            unit: "FLOP/s".into(),
+            median_secs: 1.0 / throughput,
+            rel_spread: 0.01,
+            samples: 5,
+            throughput,
+            roofline_ratio: None,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_the_sweeps_cover_the_issue_shapes() {
+        let s = GemmShape {
+            m: 16,
+            n: 11008,
+            k: 4096,
+        };
+        assert_eq!(
+            case_name("sparse_bf16", s),
+            "gemm24/sparse_bf16/m16_n11008_k4096"
+        );
+        assert_eq!(
+            parse_name("gemm24/sparse_bf16/m16_n11008_k4096"),
+            Some(("sparse_bf16", s))
+        );
+        for bad in [
+            "attention/fwd/m16_n1_k1",
+            "gemm24/sparse_f32/m16_n1",
+            "gemm24/sparse_f32/m16_n1_k1_x",
+            "gemm24/sparse_f32/n16_m1_k1",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+        assert_eq!(s.flops(), 2.0 * 16.0 * 11008.0 * 4096.0);
+        assert_eq!(SHAPES, &[(4096, 4096), (4096, 11008), (11008, 4096)]);
+        // Sweeps (no ASA_LTH_BENCH_GEMM24_MAX_M in the test environment): M × (K, N),
+        // grouped by weight.
+        let cpu = Gemm24Sweep::cpu();
+        assert_eq!(cpu.shapes.len(), 4 * 3);
+        let gpu = Gemm24Sweep::gpu();
+        assert_eq!(gpu.shapes.len(), 6 * 3);
+        assert_eq!(
+            gpu.shapes.iter().map(|s| s.m).max(),
+            Some(16384),
+            "M up to 16384"
+        );
+        for sw in [&cpu, &gpu, &Gemm24Sweep::cpu_quick()] {
+            let weights: Vec<(usize, usize)> = sw.shapes.iter().map(|s| (s.k, s.n)).collect();
+            let mut runs = weights.clone();
+            runs.dedup();
+            let mut uniq = runs.clone();
+            uniq.sort();
+            uniq.dedup();
+            assert_eq!(runs.len(), uniq.len(), "one run per weight: {weights:?}");
+        }
+        let quick = Gemm24Sweep::cpu_quick();
+        assert_eq!(quick.shapes.len(), 4);
+        assert!(quick
+            .shapes
+            .iter()
+            .all(|s| s.m == 16 || (s.m == 512 && s.k == 4096 && s.n == 4096)));
+    }
+
+    #[test]
+    fn cpu_cases_build_lazily_and_run_at_a_tiny_shape() {
+        let sweep = Gemm24Sweep {
+            shapes: vec![
+                GemmShape { m: 3, n: 32, k: 64 },
+                GemmShape {
+                    m: 17,
+                    n: 32,
+                    k: 64,
+                },
+            ],
+        };
+        let cases = gc::cpu_cases(&|k| k == "gemm24", &sweep);
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "gemm24/sparse_f32/m3_n32_k64",
+                "gemm24/dense_f32/m3_n32_k64",
+                "gemm24/sparse_f32/m17_n32_k64",
+                "gemm24/dense_f32/m17_n32_k64"
+            ]
+        );
+        for mut c in cases {
+            assert_eq!((c.kernel, c.device.as_str()), ("gemm24", "cpu"));
+            assert_eq!(c.work, parse_name(&c.name).unwrap().1.flops());
+            (c.run)();
+            (c.run)();
+        }
+        assert!(gc::cpu_cases(&|k| k == "gemm", &sweep).is_empty());
+    }
+
+    #[test]
+    fn peaks_and_targets_follow_design_section_7() {
+        let t = |n: &str| sparse_peak_flops(n).map(|p| p / 1e12);
+        assert_eq!(t("NVIDIA A100-SXM4-80GB"), Some(624.0));
+        assert_eq!(t("NVIDIA A100 80GB PCIe"), Some(624.0));
+        assert_eq!(t("NVIDIA H100 80GB HBM3"), Some(1979.0));
+        assert_eq!(t("NVIDIA H100 PCIe"), Some(1513.0));
+        assert_eq!(t("NVIDIA H200"), Some(1979.0));
+        assert_eq!(t("NVIDIA GeForce RTX 4090"), None);
+        let s = |m| GemmShape {
+            m,
+            n: 4096,
+            k: 4096,
+        };
+        assert_eq!(target_speedup("cpu", s(1)), Some(1.5));
+        assert_eq!(target_speedup("cpu", s(16)), Some(1.5));
+        assert_eq!(target_speedup("cpu", s(64)), None);
+        assert_eq!(target_speedup("cpu", s(512)), Some(0.8));
+        assert_eq!(target_speedup("NVIDIA A100-SXM4-80GB", s(4096)), Some(1.5));
+        assert_eq!(target_speedup("NVIDIA A100-SXM4-80GB", s(1024)), None);
+        assert_eq!(target_speedup("NVIDIA H200", s(16384)), Some(1.4));
+        assert_eq!(target_speedup("NVIDIA L4", s(16384)), None);
+    }
+
+    #[test]
+    fn summary_pairs_each_2_4_case_with_its_dense_and_cusparselt_figures() {
+        assert!(gc::summary(&[fig("matmul/fwd_qkv/x", "cpu", 1e9)]).is_empty());
+        register_device("cuda:9", "NVIDIA H100 80GB HBM3");
+        let g = |v: &str, m: usize| format!("gemm24/{v}/m{m}_n4096_k4096");
+        let figures = vec![
+            fig(&g("sparse_f32", 16), "cpu", 60e9),
+            fig(&g("dense_f32", 16), "cpu", 30e9),
+            fig(&g("sparse_f32", 512), "cpu", 100e9),
+            fig(&g("dense_f32", 512), "cpu", 150e9),
+            fig(&g("sparse_bf16", 4096), "cuda:9", 1000e12),
+            fig(&g("dense_bf16", 4096), "cuda:9", 625e12),
+            fig(&g("cusparselt_bf16", 4096), "cuda:9", 800e12),
+        ];
+        let lines = gc::summary(&figures);
+        let row = |label: &str, dev: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(label) && l.contains(dev))
+                .unwrap_or_else(|| panic!("{label} {dev} not in {lines:#?}"))
+                .clone()
+        };
+        let cpu16 = row("m16_n4096_k4096", "cpu");
+        assert!(
+            cpu16.contains("2.00x") && cpu16.contains(">=1.5x ok"),
+            "{cpu16}"
+        );
+        let cpu512 = row("m512_n4096_k4096", "cpu");
+        assert!(
+            cpu512.contains("0.67x") && cpu512.contains(">=0.8x MISS"),
+            "{cpu512}"
+        );
+        let gpu = row("m4096_n4096_k4096", "cuda:9");
+        // 1000/1979 of the sparse peak; 1.6x dense, 1.25x cuSPARSELt, cuSPARSELt 1.28x dense.
+        for want in ["50.5%", "1.60x", "1.25x", "1.28x", ">=1.4x ok", "1000.0 T"] {
+            assert!(gpu.contains(want), "{want} not in {gpu}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("cuda:9: NVIDIA H100 80GB HBM3") && l.contains("1979")),
+            "{lines:#?}"
+        );
+        // Only the 2:4 cases get rows (3 here), after the notes and the header.
+        assert_eq!(lines.iter().filter(|l| l.starts_with("m")).count(), 3);
+    }
+
+    #[test]
+    fn cli_bench_gemm24_prints_the_summary() {
+        let exe = env!("CARGO_BIN_EXE_asa-lth");
+        // M = 1 only: three CPU shapes, two cases each (the GPU sweep starts at M 16).
+        let out = Command::new(exe)
+            .args(["bench", "gemm24", "--samples", "3", "--min-sample-ms", "1"])
+            .env("ASA_LTH_BENCH_GEMM24_MAX_M", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for want in [
+            "gemm24/sparse_f32/m1_n4096_k4096",
+            "gemm24/dense_f32/m1_n11008_k4096",
+            "gemm24: FLOP/s counted as the dense",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("m1_n4096_k11008") && l.contains(">=1.5x")),
+            "{text}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! 2 heads; vocabularies of the synthetic corpus and of WikiText-2), plus the two roofline
 //! probes. The same list feeds the criterion benches and `asa-lth bench`.
 
+use super::gemm24_cases::Gemm24Sweep;
 use crate::backend::cpu::{adamw, attention, gelu, layernorm, matmul, xent};
 use crate::backend::{AdamWStep, AttnShape, MatmulShape};
 use crate::model::{AdamWConfig, Gpt, GptConfig};
@@ -77,7 +78,7 @@ pub fn default_model(vocab: usize) -> GptConfig {
 
 /// CPU cases whose kernel family is in `only` (all when empty); the attention sweep is
 /// [`AttnSweep::cpu`](super::attention_cases::AttnSweep::cpu) unless `ASA_LTH_BENCH_ATTN`
-/// says otherwise.
+/// says otherwise, the 2:4 GEMM sweep [`Gemm24Sweep::cpu`] unless `ASA_LTH_BENCH_GEMM24` does.
 pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
     use super::attention_cases::AttnSweep;
     cpu_cases_with(only, &AttnSweep::cpu_from_env(AttnSweep::cpu()))
@@ -85,6 +86,15 @@ pub fn cpu_cases(only: &[String]) -> Vec<BenchCase> {
 
 /// [`cpu_cases`] with an explicit attention sweep (criterion runs a smaller one).
 pub fn cpu_cases_with(only: &[String], attn: &super::attention_cases::AttnSweep) -> Vec<BenchCase> {
+    cpu_cases_with_sweeps(only, attn, &Gemm24Sweep::cpu_from_env(Gemm24Sweep::cpu()))
+}
+
+/// [`cpu_cases`] with explicit attention and 2:4 GEMM sweeps (criterion runs smaller ones).
+pub fn cpu_cases_with_sweeps(
+    only: &[String],
+    attn: &super::attention_cases::AttnSweep,
+    gemm24: &Gemm24Sweep,
+) -> Vec<BenchCase> {
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     let dev = || "cpu".to_string();
     let mut rng = Rng::new(1234);
@@ -345,7 +355,7 @@ pub fn cpu_cases_with(only: &[String], attn: &super::attention_cases::AttnSweep)
         }
     }
     cases.extend(super::attention_cases::cpu_cases(&want, attn));
-    cases.extend(super::gemm24_cases::gemm24_cases(&want));
+    cases.extend(super::gemm24_cases::cpu_cases(&want, gemm24));
     cases.extend(super::topk_cases::topk_cases(&want));
     if want("asa_mask") {
         // ASA mask building for one default batch (B 16, T 128) from the synthetic corpus's

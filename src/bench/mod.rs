@@ -10,7 +10,7 @@ pub mod gemm24_cases;
 pub mod report;
 pub mod topk_cases;
 
-pub use cases::{cpu_cases, cpu_cases_with, BenchCase, Unit};
+pub use cases::{cpu_cases, cpu_cases_with, cpu_cases_with_sweeps, BenchCase, Unit};
 pub use report::{compare, BenchReport, Comparison, Figure, Machine, Roofline};
 
 use std::time::Instant;
@@ -37,8 +37,11 @@ impl Default for Timing {
 }
 
 /// Seconds per call of `f`: `samples` measurements, each the mean over enough calls to last
-/// `min_sample_secs`.
+/// `min_sample_secs`. A first, untimed call comes before the warm-up (cases that build their
+/// inputs on first use, like the 2:4 GEMM's, would otherwise skew the calls-per-sample
+/// estimate).
 pub fn time_calls(f: &mut dyn FnMut(), t: Timing) -> Vec<f64> {
+    f();
     let start = Instant::now();
     let mut calls_in_warmup = 0usize;
     while start.elapsed().as_secs_f64() < t.warmup_secs || calls_in_warmup == 0 {

@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod blas;
 pub mod compress24;
+pub mod cusparselt;
 pub mod gemm24;
 pub mod host;
 pub mod kernels;
