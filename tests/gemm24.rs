@@ -116,6 +116,12 @@ fn cpu_gemm24_matches_a_dense_f64_reference() {
         (33, 40, 128),
         (70, 8, 16),
         (64, 300, 32),
+        // Two K blocks of the AXPY path (KB = 4096) with a tail, and the GEMV path at long K.
+        (12, 16, 4160),
+        (3, 20, 4160),
+        (8, 48, 160),
+        // The dense-block path (M ≥ DENSE_FROM_M).
+        (130, 24, 64),
     ] {
         let w = common::rand_vec_f32(&mut rng, n * k);
         let x = common::rand_vec_f32(&mut rng, m * k);

@@ -106,6 +106,11 @@ pub trait TopkWeight: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// The magnitude a key stands for, as f32 (exact).
     fn key_to_f32(key: u32) -> f32;
+    /// The slice itself when `Self` is f32 (lets f32-only SIMD paths skip conversion).
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
 }
 
 impl TopkWeight for f32 {
@@ -121,6 +126,9 @@ impl TopkWeight for f32 {
     }
     fn key_to_f32(key: u32) -> f32 {
         f32::from_bits(key)
+    }
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
     }
 }
 
