@@ -1,7 +1,7 @@
 //! Shape checks that are part of an op's contract, shared by the CPU and CUDA backends so both
 //! accept the same shapes and reject the rest with the same message.
 
-use super::AttnShape;
+use super::{AttnShape, MatmulShape};
 use crate::error::check_len;
 use crate::{Error, Result};
 
@@ -107,4 +107,79 @@ pub(crate) fn embedding_fwd(
         )));
     }
     Ok(wte / c)
+}
+
+impl std::fmt::Display for MatmulShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "n={} k={} oc={}", self.n, self.k, self.oc)
+    }
+}
+
+impl MatmulShape {
+    /// `matmul_fwd`'s buffer lengths: out `n·oc`, inp `n·k`, weight and mask `oc·k`, bias `oc`.
+    pub(crate) fn check_fwd(
+        &self,
+        out: usize,
+        inp: usize,
+        weight: usize,
+        bias: Option<usize>,
+        mask: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "matmul_fwd";
+        let s = *self;
+        let sh = move || s.to_string();
+        check_len(OP, "out", out, s.n * s.oc, sh)?;
+        check_len(OP, "inp", inp, s.n * s.k, sh)?;
+        check_len(OP, "weight", weight, s.oc * s.k, sh)?;
+        if let Some(b) = bias {
+            check_len(OP, "bias", b, s.oc, sh)?;
+        }
+        if let Some(m) = mask {
+            check_len(OP, "mask", m, s.oc * s.k, sh)?;
+        }
+        Ok(())
+    }
+
+    /// `matmul_bwd`'s buffer lengths: dinp and inp `n·k`, dweight, weight and mask `oc·k`,
+    /// dbias `oc`, dout `n·oc`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_bwd(
+        &self,
+        dinp: Option<usize>,
+        dweight: usize,
+        dbias: Option<usize>,
+        dout: usize,
+        inp: usize,
+        weight: usize,
+        mask: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "matmul_bwd";
+        let s = *self;
+        let sh = move || s.to_string();
+        if let Some(d) = dinp {
+            check_len(OP, "dinp", d, s.n * s.k, sh)?;
+        }
+        check_len(OP, "dweight", dweight, s.oc * s.k, sh)?;
+        if let Some(d) = dbias {
+            check_len(OP, "dbias", d, s.oc, sh)?;
+        }
+        check_len(OP, "dout", dout, s.n * s.oc, sh)?;
+        check_len(OP, "inp", inp, s.n * s.k, sh)?;
+        check_len(OP, "weight", weight, s.oc * s.k, sh)?;
+        if let Some(m) = mask {
+            check_len(OP, "mask", m, s.oc * s.k, sh)?;
+        }
+        Ok(())
+    }
+
+    /// `matmul24_fwd`'s weight: a 2:4 matrix of `oc × k` (`n × k` as compressed).
+    pub(crate) fn check_24_weight(&self, n: usize, k: usize) -> Result<()> {
+        if n != self.oc || k != self.k {
+            return Err(Error::Config(format!(
+                "matmul24_fwd: weight is {n} x {k}, the shape asks for oc {} x k {}",
+                self.oc, self.k
+            )));
+        }
+        Ok(())
+    }
 }

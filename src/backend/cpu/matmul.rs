@@ -3,13 +3,8 @@
 
 use super::real::Real;
 use crate::backend::MatmulShape;
-use crate::error::check_len;
 use crate::Result;
 use rayon::prelude::*;
-
-fn shape_str(s: MatmulShape) -> impl FnOnce() -> String {
-    move || format!("n={} k={} oc={}", s.n, s.k, s.oc)
-}
 
 /// `dst (m×n, row stride dst_rs) = [dst +] lhs·rhs` with explicit strides (row, col).
 #[allow(clippy::too_many_arguments)]
@@ -71,16 +66,13 @@ pub fn matmul_fwd<F: Real>(
     mask: Option<&[F]>,
     s: MatmulShape,
 ) -> Result<()> {
-    const OP: &str = "matmul_fwd";
-    check_len(OP, "out", out.len(), s.n * s.oc, shape_str(s))?;
-    check_len(OP, "inp", inp.len(), s.n * s.k, shape_str(s))?;
-    check_len(OP, "weight", weight.len(), s.oc * s.k, shape_str(s))?;
-    if let Some(b) = bias {
-        check_len(OP, "bias", b.len(), s.oc, shape_str(s))?;
-    }
-    if let Some(m) = mask {
-        check_len(OP, "mask", m.len(), s.oc * s.k, shape_str(s))?;
-    }
+    s.check_fwd(
+        out.len(),
+        inp.len(),
+        weight.len(),
+        bias.map(<[F]>::len),
+        mask.map(<[F]>::len),
+    )?;
     let wm;
     let w = match mask {
         Some(m) => {
@@ -125,20 +117,15 @@ pub fn matmul_bwd<F: Real>(
     mask: Option<&[F]>,
     s: MatmulShape,
 ) -> Result<()> {
-    const OP: &str = "matmul_bwd";
-    if let Some(d) = dinp.as_deref() {
-        check_len(OP, "dinp", d.len(), s.n * s.k, shape_str(s))?;
-    }
-    check_len(OP, "dweight", dweight.len(), s.oc * s.k, shape_str(s))?;
-    if let Some(d) = dbias.as_deref() {
-        check_len(OP, "dbias", d.len(), s.oc, shape_str(s))?;
-    }
-    check_len(OP, "dout", dout.len(), s.n * s.oc, shape_str(s))?;
-    check_len(OP, "inp", inp.len(), s.n * s.k, shape_str(s))?;
-    check_len(OP, "weight", weight.len(), s.oc * s.k, shape_str(s))?;
-    if let Some(m) = mask {
-        check_len(OP, "mask", m.len(), s.oc * s.k, shape_str(s))?;
-    }
+    s.check_bwd(
+        dinp.as_deref().map(<[F]>::len),
+        dweight.len(),
+        dbias.as_deref().map(<[F]>::len),
+        dout.len(),
+        inp.len(),
+        weight.len(),
+        mask.map(<[F]>::len),
+    )?;
     let wm;
     let w = match mask {
         Some(m) => {

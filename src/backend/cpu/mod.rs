@@ -269,15 +269,7 @@ impl Ops for Cpu {
         bias: Option<&Vec<f32>>,
         s: MatmulShape,
     ) -> Result<()> {
-        if weight.n() != s.oc || weight.k() != s.k {
-            return Err(crate::Error::Config(format!(
-                "matmul24_fwd: weight is {} x {}, the shape asks for oc {} x k {}",
-                weight.n(),
-                weight.k(),
-                s.oc,
-                s.k
-            )));
-        }
+        s.check_24_weight(weight.n(), weight.k())?;
         crate::sparse::gemm24(out, inp, weight, bias.map(|b| &b[..]), s.n)
     }
 }

@@ -1215,16 +1215,13 @@ impl Ops for CudaOps {
         s: MatmulShape,
     ) -> Result<()> {
         const OP: &str = "matmul_fwd";
-        let sh = || format!("n={} k={} oc={}", s.n, s.k, s.oc);
-        check_len(OP, "out", out.len(), s.n * s.oc, sh)?;
-        check_len(OP, "inp", inp.len(), s.n * s.k, sh)?;
-        check_len(OP, "weight", weight.len(), s.oc * s.k, sh)?;
-        if let Some(b) = bias {
-            check_len(OP, "bias", b.len(), s.oc, sh)?;
-        }
-        if let Some(m) = mask {
-            check_len(OP, "mask", m.len(), s.oc * s.k, sh)?;
-        }
+        s.check_fwd(
+            out.len(),
+            inp.len(),
+            weight.len(),
+            bias.map(|b| b.len()),
+            mask.map(|m| m.len()),
+        )?;
         if s.n == 0 || s.oc == 0 {
             return Ok(());
         }
@@ -1298,20 +1295,15 @@ impl Ops for CudaOps {
         s: MatmulShape,
     ) -> Result<()> {
         const OP: &str = "matmul_bwd";
-        let sh = || format!("n={} k={} oc={}", s.n, s.k, s.oc);
-        if let Some(d) = dinp.as_deref() {
-            check_len(OP, "dinp", d.len(), s.n * s.k, sh)?;
-        }
-        check_len(OP, "dweight", dweight.len(), s.oc * s.k, sh)?;
-        if let Some(d) = dbias.as_deref() {
-            check_len(OP, "dbias", d.len(), s.oc, sh)?;
-        }
-        check_len(OP, "dout", dout.len(), s.n * s.oc, sh)?;
-        check_len(OP, "inp", inp.len(), s.n * s.k, sh)?;
-        check_len(OP, "weight", weight.len(), s.oc * s.k, sh)?;
-        if let Some(m) = mask {
-            check_len(OP, "mask", m.len(), s.oc * s.k, sh)?;
-        }
+        s.check_bwd(
+            dinp.as_deref().map(|d| d.len()),
+            dweight.len(),
+            dbias.as_deref().map(|d| d.len()),
+            dout.len(),
+            inp.len(),
+            weight.len(),
+            mask.map(|m| m.len()),
+        )?;
         let st = &self.stream;
         let mut sc = self.scratch()?;
         let pdout = dptr(dout, st);
@@ -1828,12 +1820,7 @@ impl CudaOps {
         gelu: bool,
     ) -> Result<()> {
         const OP: &str = "matmul24_fwd";
-        if weight.n != s.oc || weight.k != s.k {
-            return Err(Error::Config(format!(
-                "{OP}: weight is {} x {}, the shape asks for oc {} x k {}",
-                weight.n, weight.k, s.oc, s.k
-            )));
-        }
+        s.check_24_weight(weight.n, weight.k)?;
         let dev = match &weight.repr {
             Sparse24Repr::Dense(w) => return self.matmul_fwd(out, inp, w, bias, None, s),
             Sparse24Repr::Mma(dev, _) => dev,
