@@ -909,6 +909,7 @@ fn gpu_adamw_and_sum_squares_match_cpu() {
         return;
     };
     let mut rng = Rng::new(10);
+    let (mut uploaded, mut singles) = (Vec::new(), Vec::new());
     for n in [1usize, 255, 256, 257, 100_003, 3_000_001] {
         let x = rand_vec_f32(&mut rng, n);
         let gx = g.upload(&x).unwrap();
@@ -923,7 +924,17 @@ fn gpu_adamw_and_sum_squares_match_cpu() {
             g.sum_squares(&gx).unwrap().to_bits(),
             "deterministic"
         );
+        uploaded.push(gx);
+        singles.push(got);
     }
+    // All at once (one read-back): the same bits as one at a time.
+    let refs: Vec<_> = uploaded.iter().collect();
+    let many = g.sum_squares_many(&refs).unwrap();
+    assert_eq!(
+        many.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        singles.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "sum_squares_many vs sum_squares"
+    );
     for with_mask in [false, true] {
         let n = 10_007;
         let (p, grad) = (rand_vec_f32(&mut rng, n), rand_vec_f32(&mut rng, n));

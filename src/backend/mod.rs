@@ -330,6 +330,11 @@ pub trait Ops: Send + Sync {
     ) -> Result<()>;
     /// `Σ x²` accumulated in f64 (for global-norm clipping).
     fn sum_squares(&self, buf: &Self::Buf) -> Result<f64>;
+    /// [`Ops::sum_squares`] of each buffer, in order, with the same values; a device backend
+    /// waits once for all of them instead of once per buffer.
+    fn sum_squares_many(&self, bufs: &[&Self::Buf]) -> Result<Vec<f64>> {
+        bufs.iter().map(|b| self.sum_squares(b)).collect()
+    }
 
     // ---- 2:4 sparsity (inference) ----
     /// Prune `weight` (`n × k`, out × in) to 2:4 along K (the 2 largest |w| of every aligned

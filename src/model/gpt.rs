@@ -849,10 +849,9 @@ impl<O: Ops> Gpt<O> {
 
     /// Global L2 norm of all gradients.
     pub fn grad_norm(&self) -> Result<f64> {
-        let mut s = 0.0;
-        for g in &self.grads {
-            s += self.ops.sum_squares(g)?;
-        }
+        let grads: Vec<&O::Buf> = self.grads.iter().collect();
+        // Summed in tensor order, as one tensor at a time did.
+        let s: f64 = self.ops.sum_squares_many(&grads)?.iter().sum();
         Ok(s.sqrt())
     }
 

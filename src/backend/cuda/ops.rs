@@ -8,7 +8,8 @@
 //! order, so no op needs a barrier with another. cudarc's per-buffer event tracking (meant for
 //! multi-stream use) is switched off for this context before any buffer exists; with a single
 //! stream it would only add driver calls. Calls return once their work is *enqueued*; only
-//! [`Ops::download`], [`Ops::sum_squares`], [`Ops::compress24`] and
+//! [`Ops::download`], [`Ops::sum_squares`] (and `sum_squares_many`, once for all its buffers),
+//! [`Ops::compress24`] and
 //! [`CudaOps::synchronize`] wait for the device, and they surface asynchronous errors.
 //!
 //! Index buffers ([`CudaIdx`]) remember the largest id they hold, computed on the host when
@@ -1745,6 +1746,63 @@ impl Ops for CudaOps {
             .first()
             .copied()
             .ok_or_else(|| Error::Device("sum of squares: empty read-back".into()))
+    }
+
+    fn sum_squares_many(&self, bufs: &[&CudaBuf]) -> Result<Vec<f64>> {
+        // Every buffer's partials in one scratch ([partials 0 | partials 1 | … | totals]), the
+        // same kernels and grids as sum_squares (so the same values), one read-back.
+        let grids: Vec<u32> = bufs.iter().map(|b| sumsq_grid(b.len().max(1))).collect();
+        let parts: usize = grids.iter().map(|&g| g as usize).sum();
+        if bufs.is_empty() {
+            return Ok(vec![]);
+        }
+        let st = &self.stream;
+        let mut sc = self.scratch()?;
+        let base = grow(
+            &mut sc.f64a,
+            parts + bufs.len(),
+            st,
+            &self.ledger,
+            "sum-of-squares partials",
+        )?;
+        let f64_bytes = std::mem::size_of::<f64>() as u64;
+        let mut offset = 0usize;
+        for (i, (buf, &grid)) in bufs.iter().zip(&grids).enumerate() {
+            let pparts = base + offset as u64 * f64_bytes;
+            let pout = base + (parts + i) as u64 * f64_bytes;
+            let n = buf.len();
+            if n > 0 {
+                let args = &mut [KArg::Ptr(pparts), KArg::Ptr(dptr(buf, st)), KArg::Size(n)];
+                // SAFETY: sum_squares_partial_f64(double* partials, const float* x, size_t n):
+                // writes partials[0..grid), this buffer's own slots of the scratch (which holds
+                // Σ grids + count f64), reads x[0..n).
+                unsafe {
+                    self.launch(
+                        "sum_squares_partial_f64",
+                        (grid, 1, 1),
+                        SUMSQ_BLOCK,
+                        0,
+                        args,
+                    )
+                }?;
+            }
+            // An empty buffer sums nothing: its total is 0 (count 0 reads no partial).
+            let count = if n > 0 { grid } else { 0 };
+            let args = &mut [KArg::Ptr(pout), KArg::Ptr(pparts), KArg::U32(count)];
+            // SAFETY: sum_squares_finish_f64(double* out, const double* partials, u32 count):
+            // one block; out = this buffer's total slot, partials its `count` slots.
+            unsafe { self.launch("sum_squares_finish_f64", (1, 1, 1), SUMSQ_BLOCK, 0, args) }?;
+            offset += grid as usize;
+        }
+        let scratch = sc
+            .f64a
+            .as_ref()
+            .ok_or_else(|| Error::Device("sum-of-squares scratch missing".into()))?;
+        let totals = st
+            .clone_dtoh(&scratch.slice().slice(parts..parts + bufs.len()))
+            .map_err(|e| drv("copy sums of squares to host", e))?;
+        self.synchronize()?;
+        Ok(totals)
     }
 
     fn compress24(&self, name: &str, weight: &CudaBuf, n: usize, k: usize) -> Result<CudaSparse24> {
