@@ -183,3 +183,70 @@ impl MatmulShape {
         Ok(())
     }
 }
+
+/// `xent_fwd`'s buffer lengths: losses, lse and targets `n`; logits `n·v`.
+pub(crate) fn xent_fwd(
+    losses: usize,
+    lse: usize,
+    logits: usize,
+    targets: usize,
+    n: usize,
+    v: usize,
+) -> Result<()> {
+    const OP: &str = "xent_fwd";
+    let sh = || format!("n={n} v={v}");
+    check_len(OP, "losses", losses, n, sh)?;
+    check_len(OP, "lse", lse, n, sh)?;
+    check_len(OP, "logits", logits, n * v, sh)?;
+    check_len(OP, "targets", targets, n, sh)
+}
+
+/// `xent_bwd`'s buffer lengths: dlogits and logits `n·v`; lse and targets `n`.
+pub(crate) fn xent_bwd(
+    dlogits: usize,
+    logits: usize,
+    lse: usize,
+    targets: usize,
+    n: usize,
+    v: usize,
+) -> Result<()> {
+    const OP: &str = "xent_bwd";
+    let sh = || format!("n={n} v={v}");
+    check_len(OP, "dlogits", dlogits, n * v, sh)?;
+    check_len(OP, "logits", logits, n * v, sh)?;
+    check_len(OP, "lse", lse, n, sh)?;
+    check_len(OP, "targets", targets, n, sh)
+}
+
+/// Cross-entropy needs a vocabulary (checked after the targets, whose own error is clearer).
+pub(crate) fn xent_vocab(v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::Config(
+            "cross-entropy over an empty vocabulary".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `embedding_bwd`'s buffers: dout `b·t·c`, tokens `b·t`, and gradient tables that fit `c`
+/// (dwte a whole number of rows, dwpe at least `t` rows). Returns the vocabulary (dwte rows).
+pub(crate) fn embedding_bwd(
+    dwte: usize,
+    dwpe: usize,
+    dout: usize,
+    tokens: usize,
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Result<usize> {
+    const OP: &str = "embedding_bwd";
+    let sh = || format!("b={b} t={t} c={c}");
+    check_len(OP, "dout", dout, b * t * c, sh)?;
+    check_len(OP, "tokens", tokens, b * t, sh)?;
+    if c == 0 || !dwte.is_multiple_of(c) || dwpe < t * c {
+        return Err(Error::Config(format!(
+            "{OP}: gradient tables (dwte {dwte}, dwpe {dwpe}) do not fit c={c}, t={t}"
+        )));
+    }
+    Ok(dwte / c)
+}

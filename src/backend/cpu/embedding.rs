@@ -2,7 +2,7 @@
 //! [`crate::backend::Ops::embedding_fwd`].
 
 use super::real::Real;
-use crate::error::check_len;
+use crate::backend::shapes;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -27,15 +27,7 @@ pub fn embedding_fwd<F: Real>(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    let vocab = crate::backend::shapes::embedding_fwd(
-        out.len(),
-        tokens.len(),
-        wte.len(),
-        wpe.len(),
-        b,
-        t,
-        c,
-    )?;
+    let vocab = shapes::embedding_fwd(out.len(), tokens.len(), wte.len(), wpe.len(), b, t, c)?;
     check_tokens(tokens, vocab)?;
     out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
         let tok = tokens[bt] as usize;
@@ -60,18 +52,8 @@ pub fn embedding_bwd<F: Real>(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    const OP: &str = "embedding_bwd";
-    let sh = || format!("b={b} t={t} c={c}");
-    check_len(OP, "dout", dout.len(), b * t * c, sh)?;
-    check_len(OP, "tokens", tokens.len(), b * t, sh)?;
-    if c == 0 || !dwte.len().is_multiple_of(c) || dwpe.len() < t * c {
-        return Err(Error::Config(format!(
-            "{OP}: gradient tables (dwte {}, dwpe {}) do not fit c={c}, t={t}",
-            dwte.len(),
-            dwpe.len()
-        )));
-    }
-    check_tokens(tokens, dwte.len() / c)?;
+    let vocab = shapes::embedding_bwd(dwte.len(), dwpe.len(), dout.len(), tokens.len(), b, t, c)?;
+    check_tokens(tokens, vocab)?;
     // Positions: each thread owns a set of positions and sums over the batch.
     dwpe[..t * c]
         .par_chunks_mut(c)

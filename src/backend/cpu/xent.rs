@@ -4,8 +4,7 @@
 
 use super::fastmath::dispatch;
 use super::real::Real;
-use crate::backend::IGNORE_INDEX;
-use crate::error::check_len;
+use crate::backend::{shapes, IGNORE_INDEX};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -61,17 +60,9 @@ pub fn xent_fwd<F: Real>(
     n: usize,
     v: usize,
 ) -> Result<()> {
-    let sh = || format!("n={n} v={v}");
-    check_len("xent_fwd", "losses", losses.len(), n, sh)?;
-    check_len("xent_fwd", "lse", lse.len(), n, sh)?;
-    check_len("xent_fwd", "logits", logits.len(), n * v, sh)?;
-    check_len("xent_fwd", "targets", targets.len(), n, sh)?;
+    shapes::xent_fwd(losses.len(), lse.len(), logits.len(), targets.len(), n, v)?;
     check_targets(targets, v)?;
-    if v == 0 {
-        return Err(Error::Config(
-            "cross-entropy over an empty vocabulary".into(),
-        ));
-    }
+    shapes::xent_vocab(v)?;
     losses
         .par_chunks_mut(ROWS)
         .zip(lse.par_chunks_mut(ROWS))
@@ -106,17 +97,9 @@ pub fn xent_bwd<F: Real>(
     n: usize,
     v: usize,
 ) -> Result<()> {
-    let sh = || format!("n={n} v={v}");
-    check_len("xent_bwd", "dlogits", dlogits.len(), n * v, sh)?;
-    check_len("xent_bwd", "logits", logits.len(), n * v, sh)?;
-    check_len("xent_bwd", "lse", lse.len(), n, sh)?;
-    check_len("xent_bwd", "targets", targets.len(), n, sh)?;
+    shapes::xent_bwd(dlogits.len(), logits.len(), lse.len(), targets.len(), n, v)?;
     check_targets(targets, v)?;
-    if v == 0 {
-        return Err(Error::Config(
-            "cross-entropy over an empty vocabulary".into(),
-        ));
-    }
+    shapes::xent_vocab(v)?;
     dlogits
         .par_chunks_mut(ROWS * v)
         .zip(logits.par_chunks(ROWS * v))

@@ -1006,17 +1006,15 @@ impl Ops for CudaOps {
         c: usize,
     ) -> Result<()> {
         const OP: &str = "embedding_bwd";
-        let sh = || format!("b={b} t={t} c={c}");
-        check_len(OP, "dout", dout.len(), b * t * c, sh)?;
-        check_len(OP, "tokens", tokens.buf.len(), b * t, sh)?;
-        if c == 0 || !dwte.len().is_multiple_of(c) || dwpe.len() < t * c {
-            return Err(Error::Config(format!(
-                "{OP}: gradient tables (dwte {}, dwpe {}) do not fit c={c}, t={t}",
-                dwte.len(),
-                dwpe.len()
-            )));
-        }
-        let vocab = dwte.len() / c;
+        let vocab = shapes::embedding_bwd(
+            dwte.len(),
+            dwpe.len(),
+            dout.len(),
+            tokens.buf.len(),
+            b,
+            t,
+            c,
+        )?;
         self.check_tokens(tokens, vocab)?;
         let n = b * t;
         if n == 0 {
@@ -1598,17 +1596,16 @@ impl Ops for CudaOps {
         v: usize,
     ) -> Result<()> {
         const OP: &str = "xent_fwd";
-        let sh = || format!("n={n} v={v}");
-        check_len(OP, "losses", losses.len(), n, sh)?;
-        check_len(OP, "lse", lse.len(), n, sh)?;
-        check_len(OP, "logits", logits.len(), n * v, sh)?;
-        check_len(OP, "targets", targets.buf.len(), n, sh)?;
+        shapes::xent_fwd(
+            losses.len(),
+            lse.len(),
+            logits.len(),
+            targets.buf.len(),
+            n,
+            v,
+        )?;
         self.check_targets(targets, v)?;
-        if v == 0 {
-            return Err(Error::Config(
-                "cross-entropy over an empty vocabulary".into(),
-            ));
-        }
+        shapes::xent_vocab(v)?;
         if n == 0 {
             return Ok(());
         }
@@ -1638,17 +1635,16 @@ impl Ops for CudaOps {
         v: usize,
     ) -> Result<()> {
         const OP: &str = "xent_bwd";
-        let sh = || format!("n={n} v={v}");
-        check_len(OP, "dlogits", dlogits.len(), n * v, sh)?;
-        check_len(OP, "logits", logits.len(), n * v, sh)?;
-        check_len(OP, "lse", lse.len(), n, sh)?;
-        check_len(OP, "targets", targets.buf.len(), n, sh)?;
+        shapes::xent_bwd(
+            dlogits.len(),
+            logits.len(),
+            lse.len(),
+            targets.buf.len(),
+            n,
+            v,
+        )?;
         self.check_targets(targets, v)?;
-        if v == 0 {
-            return Err(Error::Config(
-                "cross-entropy over an empty vocabulary".into(),
-            ));
-        }
+        shapes::xent_vocab(v)?;
         if n == 0 {
             return Ok(());
         }
