@@ -157,25 +157,6 @@ fn dot24_f32(vals: &[f32], meta: &[u16], x: &[f32]) -> f32 {
     dot24_scalar(vals, meta, x)
 }
 
-/// Per metadata byte (two groups of 4 columns): the permute indices `[p0, p1, 4 + q0, 4 + q1]`
-/// that pick the two kept columns of each group out of the 8 columns the byte covers.
-#[cfg(target_arch = "x86_64")]
-static PERM: [[i32; 4]; 256] = {
-    let mut t = [[0i32; 4]; 256];
-    let mut b = 0;
-    while b < 256 {
-        let (lo, hi) = (b & 0xF, b >> 4);
-        t[b] = [
-            (lo & 3) as i32,
-            (lo >> 2) as i32,
-            4 + (hi & 3) as i32,
-            4 + (hi >> 2) as i32,
-        ];
-        b += 1;
-    }
-    t
-};
-
 /// # Safety
 /// The CPU must support AVX2 and FMA; `vals.len() == 8·meta.len()`, `x.len() == 16·meta.len()`.
 #[cfg(target_arch = "x86_64")]
@@ -184,12 +165,13 @@ unsafe fn dot24_avx2(vals: &[f32], meta: &[u16], x: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); 2];
     for (u, &word) in meta.iter().enumerate() {
+        // The permute indices are COLS's columns, widened to i32.
+        let cols =
+            |b: u16| _mm_cvtepu8_epi32(_mm_cvtsi32_si128(i32::from_le_bytes(COLS[b as usize])));
+        let idx = _mm256_set_m128i(cols(word >> 8), cols(word & 0xFF));
         // SAFETY: u < meta.len(), so 16u + 16 ≤ x.len() and 8u + 8 ≤ vals.len() (the caller's
-        // lengths); PERM rows are 16 bytes; unaligned loads.
+        // lengths); unaligned loads.
         unsafe {
-            let lo = _mm_loadu_si128(PERM[(word & 0xFF) as usize].as_ptr().cast());
-            let hi = _mm_loadu_si128(PERM[(word >> 8) as usize].as_ptr().cast());
-            let idx = _mm256_set_m128i(hi, lo);
             let xa = _mm256_loadu_ps(x.as_ptr().add(16 * u));
             let xb = _mm256_loadu_ps(x.as_ptr().add(16 * u + 8));
             // Lanes 0-3 pick from columns 0-7 (groups 0, 1), lanes 4-7 from 8-15 (groups 2, 3).
@@ -210,7 +192,8 @@ unsafe fn dot24_avx2(vals: &[f32], meta: &[u16], x: &[f32]) -> f32 {
 }
 
 /// Per metadata byte (two groups of 4 columns): the columns (within the byte's 8) of its
-/// four kept values, in value order — `[p0, p1, 4 + q0, 4 + q1]`.
+/// four kept values, in value order — `[p0, p1, 4 + q0, 4 + q1]`. The AXPY path indexes X
+/// with them; the AVX2 GEMV uses them as permute indices.
 static COLS: [[u8; 4]; 256] = {
     let mut t = [[0u8; 4]; 256];
     let mut b = 0;

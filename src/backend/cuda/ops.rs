@@ -1698,55 +1698,16 @@ impl Ops for CudaOps {
     }
 
     fn sum_squares(&self, buf: &CudaBuf) -> Result<f64> {
-        let n = buf.len();
-        if n == 0 {
-            return Ok(0.0);
-        }
-        let grid = sumsq_grid(n);
-        let st = &self.stream;
-        let mut sc = self.scratch()?;
-        let base = grow(
-            &mut sc.f64a,
-            grid as usize + 1,
-            st,
-            &self.ledger,
-            "sum-of-squares partials",
-        )?;
-        let pout = base + (grid as usize * std::mem::size_of::<f64>()) as u64;
-        let args = &mut [KArg::Ptr(base), KArg::Ptr(dptr(buf, st)), KArg::Size(n)];
-        // SAFETY: sum_squares_partial_f64(double* partials, const float* x, size_t n): writes
-        // partials[0..grid) (the scratch holds grid + 1 f64), reads x[0..n).
-        unsafe {
-            self.launch(
-                "sum_squares_partial_f64",
-                (grid, 1, 1),
-                SUMSQ_BLOCK,
-                0,
-                args,
-            )
-        }?;
-        let args = &mut [KArg::Ptr(pout), KArg::Ptr(base), KArg::U32(grid)];
-        // SAFETY: sum_squares_finish_f64(double* out, const double* partials, u32 count):
-        // one block; out = scratch[grid], partials = scratch[0..grid).
-        unsafe { self.launch("sum_squares_finish_f64", (1, 1, 1), SUMSQ_BLOCK, 0, args) }?;
-        let scratch = sc
-            .f64a
-            .as_ref()
-            .ok_or_else(|| Error::Device("sum-of-squares scratch missing".into()))?;
-        let g = grid as usize;
-        let total = st
-            .clone_dtoh(&scratch.slice().slice(g..g + 1))
-            .map_err(|e| drv("copy sum of squares to host", e))?;
-        self.synchronize()?;
-        total
+        self.sum_squares_many(&[buf])?
             .first()
             .copied()
             .ok_or_else(|| Error::Device("sum of squares: empty read-back".into()))
     }
 
     fn sum_squares_many(&self, bufs: &[&CudaBuf]) -> Result<Vec<f64>> {
-        // Every buffer's partials in one scratch ([partials 0 | partials 1 | … | totals]), the
-        // same kernels and grids as sum_squares (so the same values), one read-back.
+        // Every buffer's partials in one scratch ([partials 0 | partials 1 | … | totals]) and
+        // one read-back. Grids depend on each buffer's length only (reduce.cu), so a buffer's
+        // sum has the same bits alone or among others.
         let grids: Vec<u32> = bufs.iter().map(|b| sumsq_grid(b.len().max(1))).collect();
         let parts: usize = grids.iter().map(|&g| g as usize).sum();
         if bufs.is_empty() {
