@@ -599,21 +599,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             for mut case in gpu {
                 pb.set_message(case.name.clone());
                 let secs = bench::attention_cases::time_device_case(&mut case, timing)?;
-                let (med, spread) = bench::median_spread(&secs);
-                if !devices.contains(&case.device) {
-                    devices.push(case.device.clone());
-                }
-                figures.push(Figure {
-                    kernel: case.kernel.to_string(),
-                    name: case.name,
-                    device: case.device,
-                    unit: case.unit.label().to_string(),
-                    median_secs: med,
-                    rel_spread: spread,
-                    samples: secs.len(),
-                    throughput: case.work / med,
-                    roofline_ratio: None,
-                });
+                push_device_figure(&mut figures, &mut devices, case, &secs);
             }
         }
     }
@@ -637,21 +623,7 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
                             continue;
                         }
                     };
-                    let (med, spread) = bench::median_spread(&secs);
-                    if !devices.contains(&case.device) {
-                        devices.push(case.device.clone());
-                    }
-                    figures.push(Figure {
-                        kernel: case.kernel.to_string(),
-                        name: case.name,
-                        device: case.device,
-                        unit: case.unit.label().to_string(),
-                        median_secs: med,
-                        rel_spread: spread,
-                        samples: secs.len(),
-                        throughput: case.work / med,
-                        roofline_ratio: None,
-                    });
+                    push_device_figure(&mut figures, &mut devices, case, &secs);
                 }
             }
         }
@@ -923,4 +895,28 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
         out.join("report.md").display()
     );
     Ok(())
+}
+
+/// The figure of a timed GPU case (median and spread of `secs`), its device listed once.
+fn push_device_figure(
+    figures: &mut Vec<asa_lth::bench::Figure>,
+    devices: &mut Vec<String>,
+    case: asa_lth::bench::attention_cases::DeviceCase,
+    secs: &[f64],
+) {
+    let (med, spread) = asa_lth::bench::median_spread(secs);
+    if !devices.contains(&case.device) {
+        devices.push(case.device.clone());
+    }
+    figures.push(asa_lth::bench::Figure {
+        kernel: case.kernel.to_string(),
+        name: case.name,
+        device: case.device,
+        unit: case.unit.label().to_string(),
+        median_secs: med,
+        rel_spread: spread,
+        samples: secs.len(),
+        throughput: case.work / med,
+        roofline_ratio: None,
+    });
 }

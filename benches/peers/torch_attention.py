@@ -39,12 +39,11 @@ backward 2.5x that. Timing: warm-up, then --samples samples of enough calls to l
 import argparse
 import json
 import os
-import statistics
 
 import torch
 import torch.nn.functional as F
 
-from peer_report import build_report, write_report
+from peer_report import build_report, figure, time_cuda, write_report
 from peer_report import threads as cpu_threads
 
 
@@ -72,45 +71,6 @@ def dense_bool(words, t):
     bits = (words[:, :, j // 32] >> (j % 32)) & 1  # (B, T, T)
     causal = torch.ones(t, t, dtype=torch.bool, device=words.device).tril()
     return (bits.bool() & causal).view(b, 1, t, t)
-
-
-def time_cuda(fn, samples, min_sample_ms, warmup_ms=200.0):
-    """Seconds per call: `samples` CUDA-event measurements of enough calls each."""
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    fn()
-    torch.cuda.synchronize()
-    spent, calls = 0.0, 0
-    while spent < warmup_ms or calls == 0:
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        spent += start.elapsed_time(stop)
-        calls += 1
-    reps = max(1, int(min_sample_ms / max(spent / calls, 1e-6) + 0.999))
-    out = []
-    for _ in range(samples):
-        start.record()
-        for _ in range(reps):
-            fn()
-        stop.record()
-        stop.synchronize()
-        out.append(start.elapsed_time(stop) / 1e3 / reps)
-    return out
-
-
-def median_spread(xs):
-    v = sorted(xs)
-    q = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
-    med = statistics.median(v)
-    return med, 0.5 * (q[2] - q[0]) / med
-
-
-def figure(name, device, secs, work):
-    med, spread = median_spread(secs)
-    return {"kernel": "attention", "name": name, "device": device, "unit": "FLOP/s",
-            "median_secs": med, "rel_spread": spread, "samples": len(secs),
-            "throughput": work / med, "roofline_ratio": None}
 
 
 def sdpa_fn(case, words):
@@ -146,14 +106,14 @@ def run_case(impl_fn, case, args, device, pairs):
     name = case["name_suffix"]
     figs = []
     with torch.no_grad():
-        secs = time_cuda(lambda: impl_fn(q, k, v), args.samples, args.min_sample_ms)
-    figs.append(figure(f"attention/fwd/{name}", args.device_label, secs, fwd_work))
+        secs = time_cuda(torch, lambda: impl_fn(q, k, v), args.samples, args.min_sample_ms)
+    figs.append(figure("attention", f"attention/fwd/{name}", args.device_label, secs, fwd_work))
     qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
     out = impl_fn(qg, kg, vg)
     secs = time_cuda(
-        lambda: torch.autograd.grad(out, (qg, kg, vg), dout, retain_graph=True),
+        torch, lambda: torch.autograd.grad(out, (qg, kg, vg), dout, retain_graph=True),
         args.samples, args.min_sample_ms)
-    figs.append(figure(f"attention/bwd/{name}", args.device_label, secs, 2.5 * fwd_work))
+    figs.append(figure("attention", f"attention/bwd/{name}", args.device_label, secs, 2.5 * fwd_work))
     del out, qg, kg, vg
     return figs
 

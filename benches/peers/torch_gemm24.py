@@ -39,55 +39,15 @@ half the IQR over the median, as asa-lth reports them.
 """
 import argparse
 import os
-import statistics
 import sys
 
-from peer_report import build_report, write_report
+from peer_report import build_report, figure, time_cuda, write_report
 from peer_report import threads as cpu_threads
 
 # Keep in step with src/bench/gemm24_cases.rs (SHAPES, GPU_ROWS).
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096)]  # (K, N)
 ROWS = [16, 64, 256, 1024, 4096, 16384]
 IMPLS = ["dense", "cusparselt", "cutlass"]
-
-
-def time_cuda(torch, fn, samples, min_sample_ms, warmup_ms=200.0):
-    """Seconds per call: `samples` CUDA-event measurements of enough calls each."""
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    fn()
-    torch.cuda.synchronize()
-    spent, calls = 0.0, 0
-    while spent < warmup_ms or calls == 0:
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        spent += start.elapsed_time(stop)
-        calls += 1
-    reps = max(1, int(min_sample_ms / max(spent / calls, 1e-6) + 0.999))
-    out = []
-    for _ in range(samples):
-        start.record()
-        for _ in range(reps):
-            fn()
-        stop.record()
-        stop.synchronize()
-        out.append(start.elapsed_time(stop) / 1e3 / reps)
-    return out
-
-
-def median_spread(xs):
-    v = sorted(xs)
-    q = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
-    med = statistics.median(v)
-    return med, 0.5 * (q[2] - q[0]) / med
-
-
-def figure(name, device, secs, work):
-    med, spread = median_spread(secs)
-    return {"kernel": "gemm24", "name": name, "device": device, "unit": "FLOP/s",
-            "median_secs": med, "rel_spread": spread, "samples": len(secs),
-            "throughput": work / med, "roofline_ratio": None}
 
 
 def prune_2_4(torch, w):
@@ -185,7 +145,7 @@ def main():
                 names = {"dense": ["dense_bf16"], "cusparselt": ["sparse_bf16", "cusparselt_bf16"],
                          "cutlass": ["sparse_bf16"]}[impl]
                 for v in names:
-                    figures[impl].append(figure(f"gemm24/{v}/{label}", args.device_label, secs,
+                    figures[impl].append(figure("gemm24", f"gemm24/{v}/{label}", args.device_label, secs,
                                                 work))
                 f = figures[impl][-1]
                 print(f"{impl:10} {label:<22} {f['median_secs'] * 1e3:9.3f} ms "

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use cudarc::driver::{result, sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::drv;
-use super::kernels::{self, KernelModule};
+use super::kernels::{self, arg, KernelModule};
 use crate::backend::{AttnShape, MaskRef};
 use crate::error::check_len;
 use crate::mask::{TileClass, TileMap};
@@ -481,12 +481,6 @@ unsafe fn launch_smem(
 ) -> Result<()> {
     // SAFETY: forwarded to the caller.
     unsafe { kernels::launch_smem(module, stream, name, grid, (THREADS, 1, 1), smem, params) }
-}
-
-macro_rules! arg {
-    ($x:expr) => {
-        (&mut $x) as *mut _ as *mut c_void
-    };
 }
 
 /// Check a mask against `s` and its tiles; returns the number of mask heads.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::drv;
-use super::kernels::{launch, launch_smem, KernelModule, ELEMENTWISE_BLOCK};
+use super::kernels::{arg, launch, launch_smem, KernelModule, ELEMENTWISE_BLOCK};
 use crate::sparse::Sparse24;
 use crate::{Error, Result};
 
@@ -230,14 +230,14 @@ pub fn launch_gemm24_ref(
     let mut bp: sys::CUdeviceptr = bias_guard.as_ref().map_or(0, |(p, _)| *p);
     let (mut yp, _gy) = y.device_ptr_mut(stream);
     let mut params: [*mut c_void; 8] = [
-        (&mut xp) as *mut _ as *mut c_void,
-        (&mut vp) as *mut _ as *mut c_void,
-        (&mut mp) as *mut _ as *mut c_void,
-        (&mut bp) as *mut _ as *mut c_void,
-        (&mut yp) as *mut _ as *mut c_void,
-        (&mut mi) as *mut _ as *mut c_void,
-        (&mut ni) as *mut _ as *mut c_void,
-        (&mut ki) as *mut _ as *mut c_void,
+        arg!(xp),
+        arg!(vp),
+        arg!(mp),
+        arg!(bp),
+        arg!(yp),
+        arg!(mi),
+        arg!(ni),
+        arg!(ki),
     ];
     let grid = (m.div_ceil(8) as u32, (n / 16) as u32, 1);
     // SAFETY: the 8 parameters match the kernel's signature in order and size (five device
@@ -286,13 +286,13 @@ pub fn run_mma_sp_probe(
         let mut sel = selector as i32;
         let mut is_bf16: i32 = (dtype == Half::Bf16) as i32;
         let mut params: [*mut c_void; 7] = [
-            (&mut ap) as *mut _ as *mut c_void,
-            (&mut bp) as *mut _ as *mut c_void,
-            (&mut ep) as *mut _ as *mut c_void,
-            (&mut cp) as *mut _ as *mut c_void,
-            (&mut dp) as *mut _ as *mut c_void,
-            (&mut sel) as *mut _ as *mut c_void,
-            (&mut is_bf16) as *mut _ as *mut c_void,
+            arg!(ap),
+            arg!(bp),
+            arg!(ep),
+            arg!(cp),
+            arg!(dp),
+            arg!(sel),
+            arg!(is_bf16),
         ];
         // SAFETY: the 7 parameters match `mma_sp_probe`'s signature (five device pointers, two
         // i32); a, b, c, d hold 128 elements and e 32, exactly what one warp of 32 lanes reads
@@ -541,16 +541,16 @@ pub fn launch_gemm24(
     let grid = (n.div_ceil(g.bm) as u32, tiles_m as u32, plan.splits as u32);
     {
         let mut params: [*mut c_void; 10] = [
-            (&mut xp) as *mut _ as *mut c_void,
-            (&mut vp) as *mut _ as *mut c_void,
-            (&mut mp) as *mut _ as *mut c_void,
-            (&mut bp) as *mut _ as *mut c_void,
-            (&mut yp) as *mut _ as *mut c_void,
-            (&mut wsp) as *mut _ as *mut c_void,
-            (&mut mi) as *mut _ as *mut c_void,
-            (&mut ni) as *mut _ as *mut c_void,
-            (&mut ki) as *mut _ as *mut c_void,
-            (&mut gelu_i) as *mut _ as *mut c_void,
+            arg!(xp),
+            arg!(vp),
+            arg!(mp),
+            arg!(bp),
+            arg!(yp),
+            arg!(wsp),
+            arg!(mi),
+            arg!(ni),
+            arg!(ki),
+            arg!(gelu_i),
         ];
         // SAFETY: the 10 parameters match the kernel's signature in order and size (six device
         // pointers — bias and ws possibly 0 = nullptr — and four i32). Buffer lengths were
@@ -575,13 +575,13 @@ pub fn launch_gemm24(
     if plan.splits > 1 {
         let mut sp = plan.splits as i32;
         let mut params: [*mut c_void; 7] = [
-            (&mut wsp) as *mut _ as *mut c_void,
-            (&mut sp) as *mut _ as *mut c_void,
-            (&mut bp) as *mut _ as *mut c_void,
-            (&mut yp) as *mut _ as *mut c_void,
-            (&mut mi) as *mut _ as *mut c_void,
-            (&mut ni) as *mut _ as *mut c_void,
-            (&mut gelu_i) as *mut _ as *mut c_void,
+            arg!(wsp),
+            arg!(sp),
+            arg!(bp),
+            arg!(yp),
+            arg!(mi),
+            arg!(ni),
+            arg!(gelu_i),
         ];
         let blocks = (m * n / 4)
             .div_ceil(ELEMENTWISE_BLOCK as usize)
@@ -632,11 +632,7 @@ pub fn run_ldmatrix_probe(
         let (mut s_p, _gs) = sd.device_ptr(stream);
         let (mut o_p, _go) = od.device_ptr(stream);
         let (mut d_p, _gd) = out.device_ptr_mut(stream);
-        let mut params: [*mut c_void; 3] = [
-            (&mut s_p) as *mut _ as *mut c_void,
-            (&mut o_p) as *mut _ as *mut c_void,
-            (&mut d_p) as *mut _ as *mut c_void,
-        ];
+        let mut params: [*mut c_void; 3] = [arg!(s_p), arg!(o_p), arg!(d_p)];
         // SAFETY: matches ldmatrix_probe(const u16* src, const u32* row_off, u32* out): src
         // holds 256 u16, row_off 32 u32, out 128 u32, exactly what one warp uses.
         unsafe {
@@ -675,6 +671,25 @@ pub fn run_ldmatrix_probe(
 // 4. 128-byte swizzled descriptors (the no-swizzle layout used now conflicts on the cp.async
 //    writes), and a persistent tile scheduler with a cluster multicast of X.
 // ---------------------------------------------------------------------------------------------
+
+/// The sm_90a kernels run only on compute capability 9.0 (elsewhere their bodies are empty):
+/// an error naming `what` on any other device.
+fn require_sm90a(module: &KernelModule, what: &str) -> Result<()> {
+    let ctx = module.context();
+    let cc = |a| {
+        ctx.attribute(a)
+            .map_err(|e| drv("query compute capability", e))
+    };
+    let major = cc(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = cc(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    if (major, minor) != (9, 0) {
+        return Err(Error::Config(format!(
+            "{what}: wgmma.sp needs an sm_90a device (compute capability 9.0), this one is \
+             {major}.{minor}"
+        )));
+    }
+    Ok(())
+}
 
 /// Constants of the Hopper kernel (kernels/gemm24.cuh `ASA_G24H_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -751,19 +766,7 @@ pub fn launch_gemm24_wgmma(
     m: usize,
 ) -> Result<()> {
     let (n, k) = (w.n, w.k);
-    let ctx = module.context();
-    let major = ctx
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-        .map_err(|e| drv("query compute capability", e))?;
-    let minor = ctx
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
-        .map_err(|e| drv("query compute capability", e))?;
-    if (major, minor) != (9, 0) {
-        return Err(Error::Config(format!(
-            "gemm24 wgmma (M {m}, N {n}, K {k}): wgmma.sp needs an sm_90a device (compute \
-             capability 9.0), this one is {major}.{minor}"
-        )));
-    }
+    require_sm90a(module, &format!("gemm24 wgmma (M {m}, N {n}, K {k})"))?;
     let g = hopper_geometry();
     let (mut mi, mut ni, mut ki) =
         check_gemm24_args("gemm24 wgmma", m, w, x, y, bias, g.bm, g.bn, 1)?;
@@ -779,15 +782,15 @@ pub fn launch_gemm24_wgmma(
     let mut bp: sys::CUdeviceptr = bias_guard.as_ref().map_or(0, |(p, _)| *p);
     let (mut yp, _gy) = y.device_ptr_mut(stream);
     let mut params: [*mut c_void; 9] = [
-        (&mut xp) as *mut _ as *mut c_void,
-        (&mut vp) as *mut _ as *mut c_void,
-        (&mut mp) as *mut _ as *mut c_void,
-        (&mut bp) as *mut _ as *mut c_void,
-        (&mut yp) as *mut _ as *mut c_void,
-        (&mut mi) as *mut _ as *mut c_void,
-        (&mut ni) as *mut _ as *mut c_void,
-        (&mut ki) as *mut _ as *mut c_void,
-        (&mut gelu_i) as *mut _ as *mut c_void,
+        arg!(xp),
+        arg!(vp),
+        arg!(mp),
+        arg!(bp),
+        arg!(yp),
+        arg!(mi),
+        arg!(ni),
+        arg!(ki),
+        arg!(gelu_i),
     ];
     // SAFETY: the 9 parameters match gemm24_bf16_wgmma's signature (five device pointers, bias
     // possibly 0 = nullptr, four i32). Lengths were checked against (M, N, K); N % 64 == 0, so
@@ -823,18 +826,7 @@ pub fn run_wgmma_sp_probe(
     e: &[u32; 128],
     selector: u32,
 ) -> Result<Vec<Vec<f32>>> {
-    let ctx = module.context();
-    let cc = |a| {
-        ctx.attribute(a)
-            .map_err(|e| drv("query compute capability", e))
-    };
-    let major = cc(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-    let minor = cc(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-    if (major, minor) != (9, 0) {
-        return Err(Error::Config(format!(
-            "wgmma.sp probe: needs compute capability 9.0, this device is {major}.{minor}"
-        )));
-    }
+    require_sm90a(module, "wgmma.sp probe")?;
     if img.is_empty() || !img.len().is_multiple_of(16) || img.len() > 48 * 1024 || selector > 1 {
         return Err(Error::Config(format!(
             "wgmma.sp probe: image of {} bytes (a positive multiple of 16, at most 48 KiB), \
@@ -862,15 +854,15 @@ pub fn run_wgmma_sp_probe(
         let (mut ao, mut asb, mut bo, mut bsb) = (a_off, a_sbo, b_off, b_sbo);
         let mut sel = selector as i32;
         let mut params: [*mut c_void; 9] = [
-            (&mut ip) as *mut _ as *mut c_void,
-            (&mut bytes) as *mut _ as *mut c_void,
-            (&mut ao) as *mut _ as *mut c_void,
-            (&mut asb) as *mut _ as *mut c_void,
-            (&mut bo) as *mut _ as *mut c_void,
-            (&mut bsb) as *mut _ as *mut c_void,
-            (&mut ep) as *mut _ as *mut c_void,
-            (&mut sel) as *mut _ as *mut c_void,
-            (&mut dp) as *mut _ as *mut c_void,
+            arg!(ip),
+            arg!(bytes),
+            arg!(ao),
+            arg!(asb),
+            arg!(bo),
+            arg!(bsb),
+            arg!(ep),
+            arg!(sel),
+            arg!(dp),
         ];
         // SAFETY: matches wgmma_sp_probe(const uint4* img, int bytes, u32 a_off, u32 a_sbo,
         // u32 b_off, u32 b_sbo, const u32* e, int selector, float* d): img holds `bytes`

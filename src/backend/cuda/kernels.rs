@@ -98,16 +98,17 @@ pub unsafe fn launch(
     block: (u32, u32, u32),
     params: &mut [*mut c_void],
 ) -> Result<()> {
-    let func = module.function(name)?;
-    module
-        .context()
-        .bind_to_thread()
-        .map_err(|e| drv("bind context", e))?;
-    // SAFETY: forwarded to the caller (see the contract above); `func` belongs to `module`,
-    // which outlives the enqueueing (the driver copies the parameter values).
-    unsafe { result::launch_kernel(func, grid, block, 0, stream.cu_stream(), params) }
-        .map_err(|e| drv(&format!("launch {name}"), e))
+    // SAFETY: forwarded to the caller (see the contract above); no dynamic shared memory.
+    unsafe { launch_smem(module, stream, name, grid, block, 0, params) }
 }
+
+/// A kernel parameter for [`launch`]: a pointer to the local that holds the argument's value.
+macro_rules! arg {
+    ($x:expr) => {
+        (&mut $x) as *mut _ as *mut std::ffi::c_void
+    };
+}
+pub(crate) use arg;
 
 /// The dynamic shared memory a kernel may use without opting in (48 KiB on every arch).
 pub const DEFAULT_SMEM_LIMIT: u32 = 48 * 1024;
