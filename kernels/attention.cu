@@ -9,9 +9,10 @@ Computes: the attention contract of DESIGN.md §3 "Attention mask" and backend::
   (per head) or 1 (shared); effective mask = mask ∧ causal (j ≤ i). Scores scaled by 1/√D.
   A fully masked row gives out = 0, lse = +∞ and zero gradients, never NaN. The backward
   ACCUMULATES (+=) into dq, dk, dv.
-  Operands: the kernels read the f32 activations and round them to bf16 while staging tiles in
-  shared memory (no cast kernel, no bf16 copies in global memory); products use
-  mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, softmax and accumulators are f32.
+  Operands: q, k, v (and dout) arrive as bf16 copies (the launcher rounds the f32 activations
+  with cast_bf16_f32, RNE); tiles stream into shared memory with 16-byte cp.async (rows past
+  T zero-filled), fragments come out with ldmatrix (x4 for A, x2 / x2.trans for B), products
+  use mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, softmax and accumulators are f32.
   Head dim D ∈ {64, 128}; any T ≥ 1 (tails zero-filled and masked).
 
 Tiles: 64 queries × 64 keys (ASA_ATTN_TILE, = the CPU twin's TILE), classified Empty / Full /
@@ -37,20 +38,29 @@ Variants (one line each, why):
                         recomputes P and dP, accumulates dQ in registers, one += per element.
   attn_mma_probe      — one warp, one dense mma on host-given registers: the layout probe.
 
+Pipelines: the operand tiles a kernel streams (fwd and dq: K/V per list entry; dkdv: Q/dO)
+  are double-buffered — entry n + 1 is in flight while entry n is used, one commit group per
+  iteration, a barrier at the end of each iteration before its stage is refilled — where two
+  blocks still fit an A100's 164 KiB of shared memory (asa_attn_stages: fwd always, the
+  backward kernels at D = 64); otherwise single-buffered (asynchronous, not overlapped).
+
 Launch shapes (src/backend/cuda/attention.rs computes them; nt = ⌈T/64⌉, G = B·Hm):
   classify grid (G, nt), lists grid ⌈G·nt/128⌉, fwd / dq / dkdv grid (nt, H, B), di grid
   ⌈B·H·T/4⌉; block 128 threads everywhere; dynamic shared memory asa_attn_smem_bytes(kind, D)
-  (fwd 18/34 KiB, dq 36/68 KiB, dkdv 46/78 KiB for D = 64/128; > 48 KiB needs the opt-in
+  (fwd 36/68 KiB, dq 54/68 KiB, dkdv 64/78 KiB for D = 64/128; > 48 KiB needs the opt-in
   attribute, which the launcher sets).
 
 Tests: tests/attention_fused.rs — host: the fragment helpers on the PTX-ISA warp emulator vs a
-  plain matmul (incl. the accumulator → A-operand reuse), the tile classes and lists of the host
-  build of the same helpers vs src/mask/tiles.rs; GPU (skipped without one): forward and both
-  backward modes vs a dense f64 reference, device tile lists vs TileMap, deterministic mode
-  bit-identical across runs, the layout probe vs the emulator. SASS check: HMMA in every
-  attention kernel, no spills (scripts/check-kernels.sh).
+  plain matmul (incl. the accumulator → A-operand reuse), the ldmatrix addresses on the
+  ldmatrix emulator vs those scalar helpers, the cp.async chunk map (each element once), the
+  tile classes and lists of the host build of the same helpers vs src/mask/tiles.rs; GPU
+  (skipped without one): forward and both backward modes vs a dense f64 reference, device tile
+  lists vs TileMap, deterministic mode bit-identical across runs, the layout probes (mma and
+  every ldmatrix form, tests/gemm24_tuned.rs) vs the emulators. SASS check: HMMA, LDSM and
+  LDGSTS in every attention kernel, no spills (scripts/check-kernels.sh).
   Status: compiles, layout-emulated, NOT run on a GPU yet.
 */
+#include "async_copy.cuh"
 #include "attention.cuh"
 
 namespace asa_attn {
@@ -79,29 +89,58 @@ __device__ __forceinline__ float ex2(float x) {
 
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 
-// Stage a 64 × D tile of f32 rows (row r at src + r·stride) into shared memory as bf16, row-major
-// with leading dimension D + PAD; rows ≥ `rows` (past T) are zero. src and stride keep every row
-// 16-byte aligned (D % 4 == 0, C % 4 == 0, cudarc allocations are 256-byte aligned).
+// Fragment loaders of the kernels: ldmatrix at the attention.cuh addresses, giving exactly the
+// registers of the scalar asa_attn_frag_* loaders (held to the PTX-ISA emulator by the tests).
+__device__ __forceinline__ void frag_a(const uint16_t* s, uint32_t ld, uint32_t lane,
+                                       uint32_t (&a)[4]) {
+    asa_async::ldsm_x4(a, asa_async::smem_addr(s + asa_attn_ldsm_a_off(lane, ld)));
+}
+__device__ __forceinline__ void frag_b_nk(const uint16_t* s, uint32_t ld, uint32_t lane,
+                                          uint32_t (&b)[2]) {
+    asa_async::ldsm_x2(b, asa_async::smem_addr(s + asa_attn_ldsm_b_nk_off(lane, ld)));
+}
+__device__ __forceinline__ void frag_b_kn(const uint16_t* s, uint32_t ld, uint32_t lane,
+                                          uint32_t (&b)[2]) {
+    asa_async::ldsm_x2_trans(b, asa_async::smem_addr(s + asa_attn_ldsm_b_kn_off(lane, ld)));
+}
+
+// Issue the cp.async copies of a 64 × D bf16 tile (row r at src + r·stride) into shared memory,
+// row-major with leading dimension D + PAD; rows ≥ `rows` (past T) are zero-filled from a valid
+// address. The caller commits and waits. Every source chunk is 16-byte aligned: row starts are
+// multiples of 8 elements (C = H·D, head offset h·D, D % 64 == 0) of a 256-byte aligned buffer.
 template <int D>
-__device__ __forceinline__ void load_tile(uint16_t* __restrict__ dst, const float* __restrict__ src,
-                                          size_t stride, int rows, int tid) {
+__device__ __forceinline__ void copy_tile(uint16_t* __restrict__ dst,
+                                          const uint16_t* __restrict__ src, size_t stride,
+                                          int rows, int tid) {
     constexpr int LD = D + ASA_ATTN_PAD;
-    constexpr int V4 = D / 4;
-    constexpr int ITERS = TILE * V4 / THREADS;
-    static_assert(TILE * V4 % THREADS == 0, "tile load must divide evenly");
-#pragma unroll 4
-    for (int it = 0; it < ITERS; ++it) {
-        const int idx = tid + it * THREADS;
-        const int r = idx / V4;
-        const int c = (idx % V4) * 4;
-        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (r < rows) {
-            x = __ldg(reinterpret_cast<const float4*>(src + static_cast<size_t>(r) * stride + c));
-        }
-        uint2 w;
-        w.x = asa_bf16x2_rn(x.x, x.y);
-        w.y = asa_bf16x2_rn(x.z, x.w);
-        *reinterpret_cast<uint2*>(dst + r * LD + c) = w;
+    constexpr int CHUNKS = TILE * D / 8;
+    static_assert(CHUNKS % THREADS == 0, "tile copy must divide evenly");
+    // Unrolled by 2, not fully: a full unroll keeps every chunk's address live (fwd D = 128
+    // went from 175 to 243 registers), no unroll makes ptxas spill in bwd_dq at D = 128.
+#pragma unroll 2
+    for (int it = 0; it < CHUNKS / THREADS; ++it) {
+        const int c = tid + it * THREADS;
+        uint32_t r, col;
+        asa_attn_chunk(D, static_cast<uint32_t>(c), &r, &col);
+        const bool in = static_cast<int>(r) < rows;
+        const uint16_t* from = in ? src + static_cast<size_t>(r) * stride + col : src;
+        asa_async::cp_async16(asa_async::smem_addr(dst + r * LD + col), from, in ? 16u : 0u);
+    }
+}
+
+// Entry n of a (forward or backward) tile list: the other tile's index and whether the block
+// is Partial. Without lists (plain causal): the n-th tile from `first`, Partial on the diagonal
+// (and everywhere when a mask is given without lists, which the launchers never do).
+__device__ __forceinline__ void list_entry(const uint32_t* __restrict__ lists, size_t slot, int n,
+                                           int first, int diag, bool masked, int* tile,
+                                           bool* partial) {
+    if (lists != nullptr) {
+        const uint32_t e = lists[slot + n];
+        *tile = static_cast<int>(e >> 1);
+        *partial = (e & 1u) != 0;
+    } else {
+        *tile = first + n;
+        *partial = *tile == diag || masked;
     }
 }
 
@@ -117,8 +156,9 @@ __device__ __forceinline__ const uint32_t* mask_row(const uint32_t* mask, int b,
 // ---------------------------------------------------------------------------------------------
 // Forward.
 template <int D>
-__device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __restrict__ k,
-                                    const float* __restrict__ v, float* __restrict__ out,
+__device__ __forceinline__ void fwd(const uint16_t* __restrict__ q,
+                                    const uint16_t* __restrict__ k,
+                                    const uint16_t* __restrict__ v, float* __restrict__ out,
                                     float* __restrict__ lse, const uint32_t* __restrict__ mask,
                                     const uint32_t* __restrict__ list_count,
                                     const uint32_t* __restrict__ lists, int T, int H, int Hm,
@@ -127,9 +167,11 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
     constexpr int LD = D + ASA_ATTN_PAD;
     constexpr int KS = D / 16;  // k-steps of S = Q·Kᵀ
     constexpr int ND = D / 8;   // n-tiles of O
+    constexpr int TS = TILE * LD;  // elements of one shared tile
+    static_assert(asa_attn_stages(ASA_ATTN_KIND_FWD, D) == 2, "the forward is double-buffered");
     extern __shared__ __align__(16) uint8_t asa_attn_smem[];
-    uint16_t* Ks = reinterpret_cast<uint16_t*>(asa_attn_smem);
-    uint16_t* Vs = Ks + TILE * LD;
+    // Stage s (0, 1): K at 2s·TS, V at (2s + 1)·TS. Q is staged in stage 1's K slot first.
+    uint16_t* const sm = reinterpret_cast<uint16_t*>(asa_attn_smem);
 
     const int nt = (T + TILE - 1) / TILE;
     const int qt = nt - 1 - static_cast<int>(blockIdx.x);  // longest rows first
@@ -141,21 +183,39 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
     const int q0 = qt * TILE;
     const int hm = Hm == 1 ? 0 : h;
     const uint32_t words = (T + 31) / 32;
+    const size_t grp = (static_cast<size_t>(b) * Hm + hm) * nt + qt;
+    const int count = lists != nullptr ? static_cast<int>(list_count[grp]) : qt + 1;
+    // K and V of list entry n into stage `st` (one commit group per call site).
+    auto issue_kv = [&](int n, int st) {
+        int kt;
+        bool partial;
+        list_entry(lists, grp * nt, n, 0, qt, mask != nullptr, &kt, &partial);
+        const int k0 = kt * TILE;
+        copy_tile<D>(sm + 2 * st * TS, k + head + static_cast<size_t>(k0) * C, C,
+                     imin(TILE, T - k0), tid);
+        copy_tile<D>(sm + (2 * st + 1) * TS, v + head + static_cast<size_t>(k0) * C, C,
+                     imin(TILE, T - k0), tid);
+    };
 
-    // Q fragments stay in registers; Q is staged through K's buffer.
-    load_tile<D>(Ks, q + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
-    __syncthreads();
+    // Prologue: Q (group 0), then the first K/V tile (group 1); Q fragments into registers.
+    copy_tile<D>(sm + 2 * TS, q + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
+    asa_async::cp_async_commit();
+    if (count > 0) {
+        issue_kv(0, 0);
+    }
+    asa_async::cp_async_commit();
+    asa_async::cp_async_wait<1>();  // Q has landed (this thread's chunks) ...
+    __syncthreads();                // ... and everyone's
     uint32_t qf[KS][4];
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
-        asa_attn_frag_a(Ks + warp * 16 * LD + ks * 16, LD, lane, qf[ks]);
+        frag_a(sm + 2 * TS + warp * 16 * LD + ks * 16, LD, lane, qf[ks]);
     }
+    __syncthreads();  // every warp holds its Q fragments before stage 1 is refilled
 
     const int i0 = q0 + warp * 16 + static_cast<int>(g), i1 = i0 + 8;
     const uint32_t* mrow0 = mask_row(mask, b, Hm, hm, T, words, i0);
     const uint32_t* mrow1 = mask_row(mask, b, Hm, hm, T, words, i1);
-    const size_t grp = (static_cast<size_t>(b) * Hm + hm) * nt + qt;
-    const int count = lists != nullptr ? static_cast<int>(list_count[grp]) : qt + 1;
 
     float o[ND][4];
 #pragma unroll
@@ -168,20 +228,19 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
     for (int n = 0; n < count; ++n) {
         int kt;
         bool partial;
-        if (lists != nullptr) {
-            const uint32_t e = lists[grp * nt + n];
-            kt = static_cast<int>(e >> 1);
-            partial = (e & 1u) != 0;
-        } else {
-            kt = n;
-            partial = kt == qt || mask != nullptr;
-        }
+        list_entry(lists, grp * nt, n, 0, qt, mask != nullptr, &kt, &partial);
         const int k0 = kt * TILE;
         const bool test = asa_attn_needs_test(partial, kt, T);
-        __syncthreads();  // every warp is done with the previous K/V (and the Q staging)
-        load_tile<D>(Ks, k + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
-        load_tile<D>(Vs, v + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
+        // Double buffering: the next K/V tile streams in while this one is used. Stage
+        // (n + 1) & 1 was last read in iteration n − 1, which ended with a barrier.
+        if (n + 1 < count) {
+            issue_kv(n + 1, (n + 1) & 1);
+        }
+        asa_async::cp_async_commit();  // possibly empty: keeps one group per iteration
+        asa_async::cp_async_wait<1>();  // everything but the newest group: tile n is here
         __syncthreads();
+        const uint16_t* Ks = sm + 2 * (n & 1) * TS;
+        const uint16_t* Vs = Ks + TS;
 
         // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
         float s[8][4];
@@ -194,7 +253,7 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
 #pragma unroll
             for (int nb = 0; nb < 8; ++nb) {
                 uint32_t bf[2];
-                asa_attn_frag_b_nk(Ks + nb * 8 * LD + ks * 16, LD, lane, bf);
+                frag_b_nk(Ks + nb * 8 * LD + ks * 16, LD, lane, bf);
                 mma16816(s[nb], qf[ks], bf);
             }
         }
@@ -261,11 +320,13 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
 #pragma unroll
             for (int nd = 0; nd < ND; ++nd) {
                 uint32_t bf[2];
-                asa_attn_frag_b_kn(Vs + kk * 16 * LD + nd * 8, LD, lane, bf);
+                frag_b_kn(Vs + kk * 16 * LD + nd * 8, LD, lane, bf);
                 mma16816(o[nd], pa, bf);
             }
         }
+        __syncthreads();  // every warp is done with stage n & 1 before it is refilled
     }
+    asa_async::cp_async_wait<0>();  // nothing in flight at exit (the last group is empty)
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -302,8 +363,10 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
 // ---------------------------------------------------------------------------------------------
 // Backward, deterministic dQ pass (q-tile-major over the forward lists).
 template <int D>
-__device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float* __restrict__ k,
-                                       const float* __restrict__ v, const float* __restrict__ dout,
+__device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q,
+                                       const uint16_t* __restrict__ k,
+                                       const uint16_t* __restrict__ v,
+                                       const uint16_t* __restrict__ dout,
                                        const float* __restrict__ lse, const float* __restrict__ di,
                                        float* __restrict__ dq, const uint32_t* __restrict__ mask,
                                        const uint32_t* __restrict__ list_count,
@@ -313,11 +376,13 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
     constexpr int LD = D + ASA_ATTN_PAD;
     constexpr int KS = D / 16;
     constexpr int ND = D / 8;
+    constexpr int TS = TILE * LD;
+    constexpr int STAGES = static_cast<int>(asa_attn_stages(ASA_ATTN_KIND_BWD_DQ, D));
     extern __shared__ __align__(16) uint8_t asa_attn_smem[];
-    uint16_t* Qs = reinterpret_cast<uint16_t*>(asa_attn_smem);
-    uint16_t* Os = Qs + TILE * LD;  // dO
-    uint16_t* Ks = Os + TILE * LD;
-    uint16_t* Vs = Ks + TILE * LD;
+    uint16_t* const sm = reinterpret_cast<uint16_t*>(asa_attn_smem);
+    const uint16_t* Qs = sm;
+    const uint16_t* Os = sm + TS;  // dO
+    // Stage s: K at (2 + 2s)·TS, V at (3 + 2s)·TS.
 
     const int nt = (T + TILE - 1) / TILE;
     const int qt = nt - 1 - static_cast<int>(blockIdx.x);
@@ -329,9 +394,26 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
     const int q0 = qt * TILE;
     const int hm = Hm == 1 ? 0 : h;
     const uint32_t words = (T + 31) / 32;
+    const size_t grp = (static_cast<size_t>(b) * Hm + hm) * nt + qt;
+    const int count = lists != nullptr ? static_cast<int>(list_count[grp]) : qt + 1;
+    auto issue_kv = [&](int n, int st) {
+        int kt;
+        bool partial;
+        list_entry(lists, grp * nt, n, 0, qt, mask != nullptr, &kt, &partial);
+        const int k0 = kt * TILE;
+        copy_tile<D>(sm + (2 + 2 * st) * TS, k + head + static_cast<size_t>(k0) * C, C,
+                     imin(TILE, T - k0), tid);
+        copy_tile<D>(sm + (3 + 2 * st) * TS, v + head + static_cast<size_t>(k0) * C, C,
+                     imin(TILE, T - k0), tid);
+    };
 
-    load_tile<D>(Qs, q + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
-    load_tile<D>(Os, dout + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
+    copy_tile<D>(sm, q + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
+    copy_tile<D>(sm + TS, dout + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
+    asa_async::cp_async_commit();
+    if (STAGES == 2 && count > 0) {
+        issue_kv(0, 0);
+        asa_async::cp_async_commit();
+    }
 
     const int i0 = q0 + warp * 16 + static_cast<int>(g), i1 = i0 + 8;
     const uint32_t* mrow0 = mask_row(mask, b, Hm, hm, T, words, i0);
@@ -341,8 +423,6 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
     const float lse2[2] = {i0 < T ? lse[lrow + i0] * LOG2E : INFINITY,
                            i1 < T ? lse[lrow + i1] * LOG2E : INFINITY};
     const float dii[2] = {i0 < T ? di[lrow + i0] : 0.f, i1 < T ? di[lrow + i1] : 0.f};
-    const size_t grp = (static_cast<size_t>(b) * Hm + hm) * nt + qt;
-    const int count = lists != nullptr ? static_cast<int>(list_count[grp]) : qt + 1;
 
     float acc[ND][4];
 #pragma unroll
@@ -353,20 +433,25 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
     for (int n = 0; n < count; ++n) {
         int kt;
         bool partial;
-        if (lists != nullptr) {
-            const uint32_t e = lists[grp * nt + n];
-            kt = static_cast<int>(e >> 1);
-            partial = (e & 1u) != 0;
-        } else {
-            kt = n;
-            partial = kt == qt || mask != nullptr;
-        }
+        list_entry(lists, grp * nt, n, 0, qt, mask != nullptr, &kt, &partial);
         const int k0 = kt * TILE;
         const bool test = asa_attn_needs_test(partial, kt, T);
+        int stage = 0;
+        if (STAGES == 2) {  // prefetch tile n + 1 into the stage iteration n − 1 finished with
+            stage = n & 1;
+            if (n + 1 < count) {
+                issue_kv(n + 1, (n + 1) & 1);
+            }
+            asa_async::cp_async_commit();
+            asa_async::cp_async_wait<1>();
+        } else {  // one stage: the previous iteration's closing barrier freed it
+            issue_kv(n, 0);
+            asa_async::cp_async_commit();
+            asa_async::cp_async_wait<0>();
+        }
         __syncthreads();
-        load_tile<D>(Ks, k + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
-        load_tile<D>(Vs, v + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
-        __syncthreads();
+        const uint16_t* Ks = sm + (2 + 2 * stage) * TS;
+        const uint16_t* Vs = Ks + TS;
 
         float s[8][4], dp[8][4];
 #pragma unroll
@@ -380,13 +465,13 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) {
             uint32_t qa[4], oa[4];
-            asa_attn_frag_a(Qs + warp * 16 * LD + ks * 16, LD, lane, qa);
-            asa_attn_frag_a(Os + warp * 16 * LD + ks * 16, LD, lane, oa);
+            frag_a(Qs + warp * 16 * LD + ks * 16, LD, lane, qa);
+            frag_a(Os + warp * 16 * LD + ks * 16, LD, lane, oa);
 #pragma unroll
             for (int nb = 0; nb < 8; ++nb) {
                 uint32_t kb[2], vb[2];
-                asa_attn_frag_b_nk(Ks + nb * 8 * LD + ks * 16, LD, lane, kb);
-                asa_attn_frag_b_nk(Vs + nb * 8 * LD + ks * 16, LD, lane, vb);
+                frag_b_nk(Ks + nb * 8 * LD + ks * 16, LD, lane, kb);
+                frag_b_nk(Vs + nb * 8 * LD + ks * 16, LD, lane, vb);
                 mma16816(s[nb], qa, kb);   // S = Q·Kᵀ
                 mma16816(dp[nb], oa, vb);  // dP = dO·Vᵀ
             }
@@ -413,11 +498,13 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
 #pragma unroll
             for (int nd = 0; nd < ND; ++nd) {
                 uint32_t kb[2];
-                asa_attn_frag_b_kn(Ks + kk * 16 * LD + nd * 8, LD, lane, kb);
+                frag_b_kn(Ks + kk * 16 * LD + nd * 8, LD, lane, kb);
                 mma16816(acc[nd], sa, kb);
             }
         }
+        __syncthreads();  // every warp is done with this stage before it is refilled
     }
+    asa_async::cp_async_wait<0>();  // Q/dO too when the list was empty
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -440,9 +527,10 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
 // ---------------------------------------------------------------------------------------------
 // Backward, K-tile-major over the backward lists: dK, dV (and dQ by atomics when dq_atomic).
 template <int D>
-__device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const float* __restrict__ k,
-                                         const float* __restrict__ v,
-                                         const float* __restrict__ dout,
+__device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q,
+                                         const uint16_t* __restrict__ k,
+                                         const uint16_t* __restrict__ v,
+                                         const uint16_t* __restrict__ dout,
                                          const float* __restrict__ lse,
                                          const float* __restrict__ di, float* __restrict__ dq,
                                          float* __restrict__ dk, float* __restrict__ dv,
@@ -457,12 +545,15 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
     constexpr int ND = D / 8;
     constexpr int QS = D == 128 ? 32 : 64;  // queries per register sub-block (register budget)
     constexpr int QN = QS / 8;
+    constexpr int TS = TILE * LD;
+    constexpr int STAGES = static_cast<int>(asa_attn_stages(ASA_ATTN_KIND_BWD_DKDV, D));
+    static_assert(STAGES == 1 || STAGES == 2, "one or two stages");
     extern __shared__ __align__(16) uint8_t asa_attn_smem[];
-    uint16_t* Ks = reinterpret_cast<uint16_t*>(asa_attn_smem);
-    uint16_t* Vs = Ks + TILE * LD;
-    uint16_t* Qs = Vs + TILE * LD;
-    uint16_t* Os = Qs + TILE * LD;  // dO
-    uint16_t* Ss = Os + TILE * LD;  // dS, [query][key]
+    uint16_t* const sm = reinterpret_cast<uint16_t*>(asa_attn_smem);
+    const uint16_t* Ks = sm;
+    const uint16_t* Vs = sm + TS;
+    // Stage s: Q at (2 + 2s)·TS, dO at (3 + 2s)·TS.
+    uint16_t* Ss = sm + (2 + 2 * STAGES) * TS;                     // dS, [query][key]
     uint32_t* Ms = reinterpret_cast<uint32_t*>(Ss + TILE * LDS);  // mask words [query][2]
     float* Ls = reinterpret_cast<float*>(Ms + 2 * TILE);          // lse·log2(e)
     float* Dis = Ls + TILE;                                       // Di
@@ -478,13 +569,28 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
     const int hm = Hm == 1 ? 0 : h;
     const uint32_t words = (T + 31) / 32;
     const size_t lrow = (static_cast<size_t>(b) * H + h) * T;
-
-    load_tile<D>(Ks, k + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
-    load_tile<D>(Vs, v + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
-
-    const int j0 = k0 + warp * 16 + static_cast<int>(g);  // this lane's key rows j0, j0 + 8
     const size_t grp = (static_cast<size_t>(b) * Hm + hm) * nt + kt;
     const int count = lists != nullptr ? static_cast<int>(list_count[grp]) : nt - kt;
+    auto issue_qo = [&](int n, int st) {
+        int qt;
+        bool partial;
+        list_entry(lists, grp * nt, n, kt, kt, mask != nullptr, &qt, &partial);
+        const int q0 = qt * TILE;
+        copy_tile<D>(sm + (2 + 2 * st) * TS, q + head + static_cast<size_t>(q0) * C, C,
+                     imin(TILE, T - q0), tid);
+        copy_tile<D>(sm + (3 + 2 * st) * TS, dout + head + static_cast<size_t>(q0) * C, C,
+                     imin(TILE, T - q0), tid);
+    };
+
+    copy_tile<D>(sm, k + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
+    copy_tile<D>(sm + TS, v + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
+    asa_async::cp_async_commit();
+    if (STAGES == 2 && count > 0) {
+        issue_qo(0, 0);
+        asa_async::cp_async_commit();
+    }
+
+    const int j0 = k0 + warp * 16 + static_cast<int>(g);  // this lane's key rows j0, j0 + 8
 
     float dka[ND][4], dva[ND][4];
 #pragma unroll
@@ -499,20 +605,23 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
     for (int n = 0; n < count; ++n) {
         int qt;
         bool partial;
-        if (lists != nullptr) {
-            const uint32_t e = lists[grp * nt + n];
-            qt = static_cast<int>(e >> 1);
-            partial = (e & 1u) != 0;
-        } else {
-            qt = kt + n;
-            partial = qt == kt || mask != nullptr;
-        }
+        list_entry(lists, grp * nt, n, kt, kt, mask != nullptr, &qt, &partial);
         const int q0 = qt * TILE;
         const bool test = asa_attn_needs_test(partial, kt, T);
         const bool use_mask = test && mask != nullptr;
-        __syncthreads();  // previous q-tile's Qs/Os/Ss/Ms/Ls/Dis reads are done
-        load_tile<D>(Qs, q + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
-        load_tile<D>(Os, dout + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
+        int stage = 0;
+        if (STAGES == 2) {  // prefetch q-tile n + 1 into the stage iteration n − 1 finished with
+            stage = n & 1;
+            if (n + 1 < count) {
+                issue_qo(n + 1, (n + 1) & 1);
+            }
+            asa_async::cp_async_commit();
+        } else {  // one stage: the previous iteration's closing barrier freed it
+            issue_qo(n, 0);
+            asa_async::cp_async_commit();
+        }
+        // The q-tile's lse, Di and mask words: plain loads into buffers the previous
+        // iteration's closing barrier freed.
         if (tid < TILE) {
             const int i = q0 + tid;
             Ls[tid] = i < T ? lse[lrow + i] * LOG2E : INFINITY;  // rows past T: P = 0
@@ -527,7 +636,14 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
                           ? mask[((static_cast<size_t>(b) * Hm + hm) * T + i) * words + wi]
                           : 0u;
         }
+        if (STAGES == 2) {
+            asa_async::cp_async_wait<1>();
+        } else {
+            asa_async::cp_async_wait<0>();
+        }
         __syncthreads();
+        const uint16_t* Qs = sm + (2 + 2 * stage) * TS;
+        const uint16_t* Os = Qs + TS;  // dO
 
 #pragma unroll 1
         for (int sub = 0; sub < TILE / QS; ++sub) {
@@ -546,13 +662,13 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
 #pragma unroll 2
             for (int ks = 0; ks < KS; ++ks) {
                 uint32_t ka[4], va[4];
-                asa_attn_frag_a(Ks + warp * 16 * LD + ks * 16, LD, lane, ka);
-                asa_attn_frag_a(Vs + warp * 16 * LD + ks * 16, LD, lane, va);
+                frag_a(Ks + warp * 16 * LD + ks * 16, LD, lane, ka);
+                frag_a(Vs + warp * 16 * LD + ks * 16, LD, lane, va);
 #pragma unroll
                 for (int nb = 0; nb < QN; ++nb) {
                     uint32_t qb[2], ob[2];
-                    asa_attn_frag_b_nk(Qs + (qs0 + nb * 8) * LD + ks * 16, LD, lane, qb);
-                    asa_attn_frag_b_nk(Os + (qs0 + nb * 8) * LD + ks * 16, LD, lane, ob);
+                    frag_b_nk(Qs + (qs0 + nb * 8) * LD + ks * 16, LD, lane, qb);
+                    frag_b_nk(Os + (qs0 + nb * 8) * LD + ks * 16, LD, lane, ob);
                     mma16816(st[nb], ka, qb);   // Sᵀ = K·Qᵀ
                     mma16816(dpt[nb], va, ob);  // dPᵀ = V·dOᵀ
                 }
@@ -587,8 +703,8 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
 #pragma unroll
                 for (int nd = 0; nd < ND; ++nd) {
                     uint32_t ob[2], qb[2];
-                    asa_attn_frag_b_kn(Os + (qs0 + kk * 16) * LD + nd * 8, LD, lane, ob);
-                    asa_attn_frag_b_kn(Qs + (qs0 + kk * 16) * LD + nd * 8, LD, lane, qb);
+                    frag_b_kn(Os + (qs0 + kk * 16) * LD + nd * 8, LD, lane, ob);
+                    frag_b_kn(Qs + (qs0 + kk * 16) * LD + nd * 8, LD, lane, qb);
                     mma16816(dva[nd], pa, ob);
                     mma16816(dka[nd], sa, qb);
                 }
@@ -608,11 +724,11 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
 #pragma unroll
                 for (int kk = 0; kk < 4; ++kk) {
                     uint32_t sa[4];
-                    asa_attn_frag_a(Ss + warp * 16 * LDS + kk * 16, LDS, lane, sa);
+                    frag_a(Ss + warp * 16 * LDS + kk * 16, LDS, lane, sa);
 #pragma unroll
                     for (int nd = 0; nd < 8; ++nd) {
                         uint32_t kb[2];
-                        asa_attn_frag_b_kn(Ks + kk * 16 * LD + dc * 64 + nd * 8, LD, lane, kb);
+                        frag_b_kn(Ks + kk * 16 * LD + dc * 64 + nd * 8, LD, lane, kb);
                         mma16816(qa[nd], sa, kb);
                     }
                 }
@@ -630,7 +746,9 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
                 }
             }
         }
+        __syncthreads();  // Qs/Os of this stage, Ss, Ms, Ls, Dis are free for the next q-tile
     }
+    asa_async::cp_async_wait<0>();  // K/V too when the list was empty
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -727,9 +845,11 @@ attn_tile_lists(const uint8_t* __restrict__ classes, uint32_t* __restrict__ fwd_
 
 // asa-lth: hot attn_fwd_d64
 // asa-lth: sass-expect attn_fwd_d64 HMMA.16816.F32.BF16
+// asa-lth: sass-expect attn_fwd_d64 LDSM
+// asa-lth: sass-expect attn_fwd_d64 LDGSTS
 extern "C" __global__ void __launch_bounds__(ASA_ATTN_THREADS)
-attn_fwd_d64(const float* __restrict__ q, const float* __restrict__ k,
-             const float* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
+attn_fwd_d64(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+             const uint16_t* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
              const uint32_t* __restrict__ mask, const uint32_t* __restrict__ list_count,
              const uint32_t* __restrict__ lists, int T, int H, int Hm, float scale_log2) {
     asa_attn::fwd<64>(q, k, v, out, lse, mask, list_count, lists, T, H, Hm, scale_log2);
@@ -737,9 +857,11 @@ attn_fwd_d64(const float* __restrict__ q, const float* __restrict__ k,
 
 // asa-lth: hot attn_fwd_d128
 // asa-lth: sass-expect attn_fwd_d128 HMMA.16816.F32.BF16
+// asa-lth: sass-expect attn_fwd_d128 LDSM
+// asa-lth: sass-expect attn_fwd_d128 LDGSTS
 extern "C" __global__ void __launch_bounds__(ASA_ATTN_THREADS)
-attn_fwd_d128(const float* __restrict__ q, const float* __restrict__ k,
-              const float* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
+attn_fwd_d128(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+              const uint16_t* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
               const uint32_t* __restrict__ mask, const uint32_t* __restrict__ list_count,
               const uint32_t* __restrict__ lists, int T, int H, int Hm, float scale_log2) {
     asa_attn::fwd<128>(q, k, v, out, lse, mask, list_count, lists, T, H, Hm, scale_log2);
@@ -777,9 +899,11 @@ attn_bwd_di(const float* __restrict__ dout, const float* __restrict__ out, float
 
 // asa-lth: hot attn_bwd_dkdv_d64
 // asa-lth: sass-expect attn_bwd_dkdv_d64 HMMA.16816.F32.BF16
+// asa-lth: sass-expect attn_bwd_dkdv_d64 LDSM
+// asa-lth: sass-expect attn_bwd_dkdv_d64 LDGSTS
 extern "C" __global__ void __launch_bounds__(ASA_ATTN_THREADS)
-attn_bwd_dkdv_d64(const float* __restrict__ q, const float* __restrict__ k,
-                  const float* __restrict__ v, const float* __restrict__ dout,
+attn_bwd_dkdv_d64(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                  const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
                   const float* __restrict__ lse, const float* __restrict__ di,
                   float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
                   const uint32_t* __restrict__ mask, const uint32_t* __restrict__ list_count,
@@ -791,9 +915,11 @@ attn_bwd_dkdv_d64(const float* __restrict__ q, const float* __restrict__ k,
 
 // asa-lth: hot attn_bwd_dkdv_d128
 // asa-lth: sass-expect attn_bwd_dkdv_d128 HMMA.16816.F32.BF16
+// asa-lth: sass-expect attn_bwd_dkdv_d128 LDSM
+// asa-lth: sass-expect attn_bwd_dkdv_d128 LDGSTS
 extern "C" __global__ void __launch_bounds__(ASA_ATTN_THREADS)
-attn_bwd_dkdv_d128(const float* __restrict__ q, const float* __restrict__ k,
-                   const float* __restrict__ v, const float* __restrict__ dout,
+attn_bwd_dkdv_d128(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                   const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
                    const float* __restrict__ lse, const float* __restrict__ di,
                    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
                    const uint32_t* __restrict__ mask, const uint32_t* __restrict__ list_count,
@@ -805,9 +931,11 @@ attn_bwd_dkdv_d128(const float* __restrict__ q, const float* __restrict__ k,
 
 // asa-lth: hot attn_bwd_dq_d64
 // asa-lth: sass-expect attn_bwd_dq_d64 HMMA.16816.F32.BF16
+// asa-lth: sass-expect attn_bwd_dq_d64 LDSM
+// asa-lth: sass-expect attn_bwd_dq_d64 LDGSTS
 extern "C" __global__ void __launch_bounds__(ASA_ATTN_THREADS)
-attn_bwd_dq_d64(const float* __restrict__ q, const float* __restrict__ k,
-                const float* __restrict__ v, const float* __restrict__ dout,
+attn_bwd_dq_d64(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
                 const float* __restrict__ lse, const float* __restrict__ di,
                 float* __restrict__ dq, const uint32_t* __restrict__ mask,
                 const uint32_t* __restrict__ list_count, const uint32_t* __restrict__ lists, int T,
@@ -818,9 +946,11 @@ attn_bwd_dq_d64(const float* __restrict__ q, const float* __restrict__ k,
 
 // asa-lth: hot attn_bwd_dq_d128
 // asa-lth: sass-expect attn_bwd_dq_d128 HMMA.16816.F32.BF16
+// asa-lth: sass-expect attn_bwd_dq_d128 LDSM
+// asa-lth: sass-expect attn_bwd_dq_d128 LDGSTS
 extern "C" __global__ void __launch_bounds__(ASA_ATTN_THREADS)
-attn_bwd_dq_d128(const float* __restrict__ q, const float* __restrict__ k,
-                 const float* __restrict__ v, const float* __restrict__ dout,
+attn_bwd_dq_d128(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
+                 const uint16_t* __restrict__ v, const uint16_t* __restrict__ dout,
                  const float* __restrict__ lse, const float* __restrict__ di,
                  float* __restrict__ dq, const uint32_t* __restrict__ mask,
                  const uint32_t* __restrict__ list_count, const uint32_t* __restrict__ lists,

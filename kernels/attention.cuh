@@ -174,6 +174,51 @@ ASA_ATTN_UNROLL
     }
 }
 
+// ---- device operand loads: ldmatrix addressing and cp.async tile chunks ----
+// The kernels load the fragments above with ldmatrix (kernels/async_copy.cuh) instead of the
+// scalar loaders; each helper below gives the element offset, from the tile pointer the scalar
+// loader takes, of the row address lane `lane` passes, so that ldmatrix returns exactly the
+// registers of the scalar loader (tests/attention_fused.rs emulates ldmatrix on these addresses
+// and compares). Matrix m = lane / 8, row r = lane % 8 of it. Every offset is a multiple of 8
+// elements (16 bytes) when ld is, as ldmatrix requires.
+
+// asa_attn_frag_a via ldmatrix.x4: matrix m covers rows 8·(m & 1).., columns 8·(m >> 1)..
+// (register j of the A fragment is matrix j).
+ASA_HD_INLINE uint32_t asa_attn_ldsm_a_off(uint32_t lane, uint32_t ld) {
+    const uint32_t m = (lane >> 3) & 3u, r = lane & 7u;
+    return (r + 8u * (m & 1u)) * ld + 8u * (m >> 1);
+}
+
+// asa_attn_frag_b_nk via ldmatrix.x2: matrix m is the 8 n-rows × k columns 8m..8m+7 (lane l
+// receives n = l/4, k = 8m + 2(l%4) + {0, 1}: register m of the B fragment).
+ASA_HD_INLINE uint32_t asa_attn_ldsm_b_nk_off(uint32_t lane, uint32_t ld) {
+    const uint32_t m = (lane >> 3) & 1u, r = lane & 7u;
+    return r * ld + 8u * m;
+}
+
+// asa_attn_frag_b_kn via ldmatrix.x2.trans: matrix m is k-rows 8m..8m+7 × the 8 n columns;
+// transposed, lane l receives column n = l/4, rows k = 8m + 2(l%4) + {0, 1}.
+ASA_HD_INLINE uint32_t asa_attn_ldsm_b_kn_off(uint32_t lane, uint32_t ld) {
+    const uint32_t m = (lane >> 3) & 1u, r = lane & 7u;
+    return (r + 8u * m) * ld;
+}
+
+// 16-byte chunk c (8 bf16) of a 64 × D tile copied by cp.async: tile row *row, columns
+// *col..*col+7. Thread tid copies chunks tid, tid + THREADS, ... (D/16 of them); in shared memory
+// the chunk goes to row·(D + PAD) + col (rows are 16-byte aligned: (D + PAD)·2 = 144 or 272).
+ASA_HD_INLINE void asa_attn_chunk(uint32_t D, uint32_t c, uint32_t* row, uint32_t* col) {
+    const uint32_t per_row = D / 8u;
+    *row = c / per_row;
+    *col = 8u * (c % per_row);
+}
+
+// Pipeline stages of the operand tiles a kernel kind streams (K/V for fwd and bwd_dq, Q/dO for
+// bwd_dkdv): double-buffered where shared memory allows two blocks per SM on an A100 (164 KiB);
+// single-buffered (copies still asynchronous, not overlapped with compute) otherwise.
+ASA_HD_INLINE constexpr uint32_t asa_attn_stages(uint32_t kind, uint32_t D) {
+    return (kind == ASA_ATTN_KIND_FWD || D == 64u) ? 2u : 1u;
+}
+
 // ---- mask bits and tile classification (DESIGN.md §3; src/mask/tiles.rs) ----
 
 // The 64 mask bits of one query row for k-tile kt (bit x = key 64·kt + x). `row` points at the
@@ -276,18 +321,20 @@ ASA_HD_INLINE bool asa_attn_needs_test(bool partial, uint32_t kt, uint32_t T) {
 // ---- launch geometry ----
 
 // Dynamic shared memory (bytes) of an attention kernel kind for head dim D (64 or 128):
-// 64-row bf16 tiles with ASA_ATTN_PAD padding — fwd: K, V (Q is staged in K's buffer);
-// bwd_dq: Q, dO, K, V; bwd_dkdv: K, V, Q, dO, a 64×(64+pad) dS tile, the q-tile's mask words
-// (64 × 2 u32) and its lse·log2(e) and Di (64 f32 each).
+// 64-row bf16 tiles with ASA_ATTN_PAD padding, S = asa_attn_stages(kind, D) — fwd: S × (K, V)
+// (Q is staged in stage 1 before the loop); bwd_dq: Q, dO, S × (K, V); bwd_dkdv: K, V,
+// S × (Q, dO), a 64×(64+pad) dS tile, the q-tile's mask words (64 × 2 u32) and its
+// lse·log2(e) and Di (64 f32 each).
 ASA_HD_INLINE uint32_t asa_attn_smem_bytes(uint32_t kind, uint32_t D) {
     const uint32_t tile = ASA_ATTN_TILE * (D + ASA_ATTN_PAD) * 2u;
+    const uint32_t stages = asa_attn_stages(kind, D);
     switch (kind) {
         case ASA_ATTN_KIND_FWD:
-            return 2u * tile;
+            return 2u * stages * tile;
         case ASA_ATTN_KIND_BWD_DQ:
-            return 4u * tile;
+            return (2u + 2u * stages) * tile;
         case ASA_ATTN_KIND_BWD_DKDV:
-            return 4u * tile + ASA_ATTN_TILE * (ASA_ATTN_TILE + ASA_ATTN_PAD) * 2u +
+            return (2u + 2u * stages) * tile + ASA_ATTN_TILE * (ASA_ATTN_TILE + ASA_ATTN_PAD) * 2u +
                    ASA_ATTN_TILE * 2u * 4u + 2u * ASA_ATTN_TILE * 4u;
         default:
             return 0u;
@@ -370,6 +417,20 @@ uint32_t asa_host_attn_needs_test(uint32_t partial, uint32_t kt, uint32_t T) {
 uint32_t asa_host_attn_smem_bytes(uint32_t kind, uint32_t D) {
     return asa_attn_smem_bytes(kind, D);
 }
+uint32_t asa_host_attn_ldsm_off(uint32_t which, uint32_t lane, uint32_t ld) {
+    switch (which) {
+        case 0:
+            return asa_attn_ldsm_a_off(lane, ld);
+        case 1:
+            return asa_attn_ldsm_b_nk_off(lane, ld);
+        default:
+            return asa_attn_ldsm_b_kn_off(lane, ld);
+    }
+}
+void asa_host_attn_chunk(uint32_t D, uint32_t c, uint32_t* row, uint32_t* col) {
+    asa_attn_chunk(D, c, row, col);
+}
+uint32_t asa_host_attn_stages(uint32_t kind, uint32_t D) { return asa_attn_stages(kind, D); }
 
 }  // extern "C"
 #endif

@@ -21,6 +21,7 @@ Tests: tests/gemm24.rs — the layout helpers (host-compiled) drive the PTX-ISA 
   and match a plain matmul; GPU vs CPU twin (skipped without a GPU). SASS check: HMMA.SP must
   appear (scripts/check-kernels.sh). Status: compiles, layout-emulated, NOT run on a GPU yet.
 */
+#include "async_copy.cuh"
 #include "gemm24.cuh"
 
 namespace asa_gemm24 {
@@ -117,28 +118,12 @@ __device__ __forceinline__ void gemm24_ref(const uint16_t* __restrict__ x,
 // kernel then adds the splits in order (deterministic) and applies the epilogue.
 // ---------------------------------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte asynchronous copy; bytes past src_bytes (0 or 16) are zero-filled.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
+// cp.async and ldmatrix wrappers: kernels/async_copy.cuh.
+using asa_async::cp_async16;
+using asa_async::cp_async_commit;
+using asa_async::cp_async_wait;
+using asa_async::ldsm_x4;
+using asa_async::smem_addr;
 
 
 template <int BM_, int BN_, int WARPS_M, int WARPS_N, int STAGES>
@@ -381,22 +366,43 @@ gemm24_splitk_reduce(const float* __restrict__ ws, int splits, const float* __re
     }
 }
 
-// The ldmatrix layout probe: one warp loads 4 8×8 b16 matrices from a 512-byte shared image of
-// `src` (u16 × 256) with ldmatrix.x4, lane l giving the address of byte offset row_off[l]
-// (16-byte aligned, < 512); out: 32 lanes × 4 u32 destination registers. Compared with the
-// PTX-ISA ldmatrix emulator (src/sparse/mma_emu.rs) by tests/gemm24.rs.
+// The ldmatrix layout probe: one warp loads 8×8 b16 matrices from a 512-byte shared image of
+// `src` (u16 × 256), lane l giving the address of byte offset row_off[l] (16-byte aligned,
+// < 512), with mode 0 = .x4, 1 = .x2, 2 = .x2.trans, 3 = .x4.trans (the forms the gemm24 and
+// attention kernels use); out: 32 lanes × 4 u32 destination registers (registers an .x2 does
+// not write are 0). Compared with the PTX-ISA ldmatrix emulator (src/sparse/mma_emu.rs) by
+// tests/gemm24_tuned.rs.
 // asa-lth: sass-expect ldmatrix_probe LDSM
 extern "C" __global__ void __launch_bounds__(32)
 ldmatrix_probe(const uint16_t* __restrict__ src, const uint32_t* __restrict__ row_off,
-               uint32_t* __restrict__ out) {
+               uint32_t* __restrict__ out, int mode) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     __shared__ __align__(16) uint16_t img[256];
     const uint32_t lane = threadIdx.x & 31;
     for (uint32_t i = lane; i < 256; i += 32) img[i] = src[i];
     __syncwarp();
-    uint32_t r[4];
-    asa_gemm24::ldsm_x4(r, asa_gemm24::smem_addr(reinterpret_cast<unsigned char*>(img) +
-                                                 (row_off[lane] & 0x1F0u)));
+    uint32_t r[4] = {0u, 0u, 0u, 0u};
+    uint32_t x[2];
+    const uint32_t addr =
+        asa_async::smem_addr(reinterpret_cast<unsigned char*>(img) + (row_off[lane] & 0x1F0u));
+    switch (mode) {
+        case 1:
+            asa_async::ldsm_x2(x, addr);
+            r[0] = x[0];
+            r[1] = x[1];
+            break;
+        case 2:
+            asa_async::ldsm_x2_trans(x, addr);
+            r[0] = x[0];
+            r[1] = x[1];
+            break;
+        case 3:
+            asa_async::ldsm_x4_trans(r, addr);
+            break;
+        default:
+            asa_async::ldsm_x4(r, addr);
+            break;
+    }
 #pragma unroll
     for (int j = 0; j < 4; ++j) out[lane * 4 + j] = r[j];
 #endif

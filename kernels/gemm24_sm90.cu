@@ -22,19 +22,15 @@ Tests: tests/gemm24_tuned.rs (descriptor layout and D fragment against the wgmma
   on sm_90a. Status: compiles, layout-emulated, NOT run on a GPU.
 */
 // asa-lth: arch=sm_90a
+#include "async_copy.cuh"
 #include "gemm24.cuh"
 
 namespace asa_gemm24_sm90 {
 
 #if ASA_SM90A
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp16(uint32_t dst, const void* src, uint32_t src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
-}
+// cp.async wrappers: kernels/async_copy.cuh.
+using asa_async::cp_async16;
+using asa_async::smem_addr;
 
 // Keep the compiler from moving accumulator reads or writes across the asynchronous wgmma:
 // the registers are only "+f" operands of the wgmma asm, not of the wait.
@@ -80,7 +76,7 @@ __device__ __forceinline__ void load_stage(unsigned char* st, const uint16_t* __
                                            int K, int m0, int n0, int kt, int pairs) {
 #if ASA_SM90A
     const int tid = threadIdx.x;
-    const uint32_t w_s = smem_u32(st);
+    const uint32_t w_s = smem_addr(st);
     const uint32_t x_s = w_s + ASA_G24H_W_BYTES;
     const uint32_t e_s = x_s + ASA_G24H_X_BYTES;
     const unsigned char* wb = reinterpret_cast<const unsigned char*>(wv);
@@ -88,17 +84,17 @@ __device__ __forceinline__ void load_stage(unsigned char* st, const uint16_t* __
     // shared-memory placement differs (core matrices).
     for (int i = tid; i < ASA_G24H_BM * 4; i += ASA_G24H_THREADS) {
         const int64_t src = asa_g24_w_src(n0, i, kt, N, K);
-        cp16(w_s + asa_g24h_smem(i >> 2, i & 3, ASA_G24H_W_SBO), src >= 0 ? wb + src : wb,
-             src >= 0 ? 16u : 0u);
+        cp_async16(w_s + asa_g24h_smem(i >> 2, i & 3, ASA_G24H_W_SBO),
+                   src >= 0 ? wb + src : wb, src >= 0 ? 16u : 0u);
     }
     for (int i = tid; i < ASA_G24H_BN * 8; i += ASA_G24H_THREADS) {
         const int64_t src = asa_g24_x_src(m0, i, kt, M, K);
-        cp16(x_s + asa_g24h_smem(i >> 3, i & 7, ASA_G24H_X_SBO), src >= 0 ? x + src : x,
-             src >= 0 ? 16u : 0u);
+        cp_async16(x_s + asa_g24h_smem(i >> 3, i & 7, ASA_G24H_X_SBO),
+                   src >= 0 ? x + src : x, src >= 0 ? 16u : 0u);
     }
     for (int i = tid; i < (ASA_G24H_BM / 16) * 8; i += ASA_G24H_THREADS) {
         const int64_t src = asa_g24_meta_src(n0, i, kt, N, pairs);  // N % 64 == 0: never -1
-        cp16(e_s + 16 * i, src >= 0 ? meta + src : meta, src >= 0 ? 16u : 0u);
+        cp_async16(e_s + 16 * i, src >= 0 ? meta + src : meta, src >= 0 ? 16u : 0u);
     }
 #endif
 }
@@ -123,19 +119,19 @@ gemm24_bf16_wgmma(const uint16_t* __restrict__ x, const uint32_t* __restrict__ w
 #pragma unroll
     for (int s = 0; s < ASA_G24H_STAGES - 1; ++s) {
         if (s < pairs) load_stage(smem + s * ASA_G24H_STAGE_BYTES, x, wv, meta, M, N, K, m0, n0, s, pairs);
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
+        asa_async::cp_async_commit();
     }
     for (int kt = 0; kt < pairs; ++kt) {
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(ASA_G24H_STAGES - 2) : "memory");
+        asa_async::cp_async_wait<ASA_G24H_STAGES - 2>();
         // Make the cp.async writes of every thread visible to the async proxy (wgmma reads
         // shared memory through it), then to each other.
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
         const int nx = kt + ASA_G24H_STAGES - 1;
         if (nx < pairs) load_stage(smem + (nx % ASA_G24H_STAGES) * ASA_G24H_STAGE_BYTES, x, wv, meta, M, N, K, m0, n0, nx, pairs);
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
+        asa_async::cp_async_commit();
         unsigned char* st = smem + (kt % ASA_G24H_STAGES) * ASA_G24H_STAGE_BYTES;
-        const uint32_t w_s = smem_u32(st), x_s = w_s + ASA_G24H_W_BYTES;
+        const uint32_t w_s = smem_addr(st), x_s = w_s + ASA_G24H_W_BYTES;
         const uint32_t e = reinterpret_cast<const uint32_t*>(st + ASA_G24H_W_BYTES + ASA_G24H_X_BYTES)[warp * 32 + lane];
         uint64_t da, db;
         fence_accumulators(d);
@@ -150,7 +146,7 @@ gemm24_bf16_wgmma(const uint16_t* __restrict__ x, const uint32_t* __restrict__ w
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
         fence_accumulators(d);
     }
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    asa_async::cp_async_wait<0>();
     __syncthreads();
     constexpr int STRIDE = ASA_G24H_BM + 4;
     float* ct = reinterpret_cast<float*>(smem);
@@ -198,7 +194,7 @@ wgmma_sp_probe(const uint4* __restrict__ img, int bytes, uint32_t a_off, uint32_
     for (int i = threadIdx.x; i < bytes / 16; i += ASA_G24H_THREADS) s4[i] = img[i];
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
-    const uint32_t base = smem_u32(smem);
+    const uint32_t base = smem_addr(smem);
     const uint64_t da = asa_g24h_desc(base + a_off, ASA_G24H_LBO, a_sbo);
     const uint64_t db = asa_g24h_desc(base + b_off, ASA_G24H_LBO, b_sbo);
     float acc[64];

@@ -180,7 +180,7 @@ w("## `asa-lth info --verbose`\n\n```\n" + info[:4000] + "\n```\n")
 w("## Layout probes\n")
 for name, log in (("mma.sp m16n8k32 (gemm24)", "probe.log"),
                   ("mma.sync m16n8k16 (attention_fused)", "probe-attention.log"),
-                  ("ldmatrix.x4 (gemm24_tuned)", "probe-ldmatrix.log"),
+                  ("ldmatrix x4, x2, x2.trans, x4.trans (gemm24_tuned)", "probe-ldmatrix.log"),
                   ("wgmma.sp m64n128k32, sm_90 only (gemm24_tuned)", "probe-wgmma-sp.log")):
     res = re.findall(r"^test result: .*$", read(log), re.M)
     w(f"- {name}: {res[-1] if res else 'no result (' + log + ')'}")
@@ -323,7 +323,8 @@ g24 = [l for l in read("bench-gemm24.log").splitlines()
 w("```\n" + ("\n".join(g24[:60]) if g24 else "no GPU gemm24 figures (see bench-gemm24.log)") + "\n```\n")
 w("## Attention: asa-lth bench attention vs PyTorch SDPA / FlexAttention\n")
 w("TFLOP/s counted on the allowed (mask ∧ causal) pairs, as src/bench/attention_cases.rs counts "
-  "them; fused = the default Ops path (mma.sync kernels, tile lists rebuilt per call), ref = the "
+  "them; fused = the default Ops path (mma.sync kernels; tile lists built once per mask and "
+  "cached, so the warm-up call pays for them), ref = the "
   "reference kernels; SDPA and Flex from benches/peers/torch_attention.py on the same masks "
   "(`peer-attention/`).\n")
 def load_figs(path):

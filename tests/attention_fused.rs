@@ -120,6 +120,105 @@ fn qk_fragments_on_the_emulator_match_a_matmul() {
     );
 }
 
+/// The kernels' fragment loads are ldmatrix at the `asa_attn_ldsm_*_off` addresses: on the
+/// ldmatrix emulator (src/sparse/mma_emu.rs), over a byte image of padded shared tiles, they
+/// must deliver exactly the registers of the scalar loaders — which the tests above hold to
+/// the mma emulator — at every tile offset the kernels use, for both head dims and the dS tile.
+#[test]
+fn ldmatrix_addresses_deliver_the_scalar_fragments() {
+    use asa_lth::sparse::mma_emu;
+    let mut rng = Rng::new(17);
+    for ld in [64 + 8, 128 + 8] {
+        let tile = rand_bf16(&mut rng, 64 * ld);
+        let img: Vec<u8> = tile.iter().flat_map(|x| x.to_le_bytes()).collect();
+        for r0 in (0..64).step_by(8) {
+            for c0 in (0..ld - 8).step_by(8) {
+                let base = r0 * ld + c0;
+                let addr = |f: at::LdsmFrag| -> [u32; 32] {
+                    std::array::from_fn(|l| {
+                        2 * (base as u32 + at::ldsm_offset(f, l as u32, ld as u32))
+                    })
+                };
+                // A (16 × 16 from (r0, c0)) needs 16 rows and 16 columns.
+                if r0 + 16 <= 64 && c0 + 16 <= ld - 8 {
+                    let got = mma_emu::ldmatrix(&img, &addr(at::LdsmFrag::A), 4, false).unwrap();
+                    for (lane, g) in got.iter().enumerate() {
+                        let want = at::frag_a(&tile[base..], ld, lane as u32).unwrap();
+                        assert_eq!(*g, want, "A ld={ld} ({r0}, {c0}) lane {lane}");
+                    }
+                    // B, k-major (V for P·V, K for dS·K): 16 k-rows × 8 n-columns.
+                    let got = mma_emu::ldmatrix(&img, &addr(at::LdsmFrag::BKn), 2, true).unwrap();
+                    for (lane, g) in got.iter().enumerate() {
+                        let want = at::frag_b_kn(&tile[base..], ld, lane as u32).unwrap();
+                        assert_eq!(g[..2], want, "B_kn ld={ld} ({r0}, {c0}) lane {lane}");
+                    }
+                }
+                // B, n-major (K for Q·Kᵀ): 8 n-rows × 16 k-columns.
+                if c0 + 16 <= ld - 8 {
+                    let got = mma_emu::ldmatrix(&img, &addr(at::LdsmFrag::BNk), 2, false).unwrap();
+                    for (lane, g) in got.iter().enumerate() {
+                        let want = at::frag_b_nk(&tile[base..], ld, lane as u32).unwrap();
+                        assert_eq!(g[..2], want, "B_nk ld={ld} ({r0}, {c0}) lane {lane}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of an ldmatrix phase (8 lanes) fall in 8 distinct 16-byte bank groups with the padded
+/// leading dimensions, so the fragment loads are free of bank conflicts.
+#[test]
+fn ldmatrix_phases_are_conflict_free() {
+    for ld in [64u32 + 8, 128 + 8] {
+        for f in [at::LdsmFrag::A, at::LdsmFrag::BNk, at::LdsmFrag::BKn] {
+            let phases = if f == at::LdsmFrag::A { 4 } else { 2 };
+            for p in 0..phases {
+                let mut groups: Vec<u32> = (8 * p..8 * p + 8)
+                    .map(|l| (2 * at::ldsm_offset(f, l, ld) / 16) % 8)
+                    .collect();
+                groups.sort_unstable();
+                groups.dedup();
+                assert_eq!(groups.len(), 8, "{f:?} ld={ld} phase {p}");
+            }
+        }
+    }
+}
+
+/// The cp.async chunk map covers every element of a 64 × D tile exactly once, in 16-byte
+/// aligned pieces inside the padded rows, with the same work for every thread.
+#[test]
+fn tile_copy_chunks_cover_the_tile_once() {
+    for d in [64usize, 128] {
+        let ld = d + 8;
+        let chunks = 64 * d / 8;
+        assert_eq!(chunks % at::THREADS as usize, 0);
+        let mut seen = vec![0u8; 64 * ld];
+        for c in 0..chunks as u32 {
+            let (row, col) = at::chunk(d, c);
+            assert!(
+                row < 64 && (col as usize) + 8 <= d,
+                "chunk {c}: ({row}, {col})"
+            );
+            let at = row as usize * ld + col as usize;
+            assert_eq!((2 * at) % 16, 0, "chunk {c} misaligned");
+            for x in &mut seen[at..at + 8] {
+                *x += 1;
+            }
+        }
+        for r in 0..64 {
+            assert!(
+                seen[r * ld..r * ld + d].iter().all(|&x| x == 1),
+                "D={d} row {r}"
+            );
+            assert!(
+                seen[r * ld + d..(r + 1) * ld].iter().all(|&x| x == 0),
+                "padding"
+            );
+        }
+    }
+}
+
 /// The accumulator → A-operand reuse (P·V) and the k-major B loader (V row-major), chained:
 /// S (16 × 16, two n-tiles) → bf16 P fragments → O = P·V (+ C), vs a matmul of bf16(S)·V.
 #[test]
@@ -312,17 +411,28 @@ fn plan_validates_shapes_and_sizes_launches() {
     assert_eq!(p.n_rows, 3 * 130 * 5);
     let p = at::plan(&s(1, 64, 1, 128)).unwrap();
     assert_eq!(p.fwd, "attn_fwd_d128");
-    // Shared memory: 64-row bf16 tiles with 8 elements of padding per row.
+    // Shared memory: 64-row bf16 tiles with 8 elements of padding per row; the streamed operand
+    // tiles double-buffered in the forward always and in the backward at D = 64.
     for d in [64usize, 128] {
         let tile = 64 * (d + 8) * 2;
-        assert_eq!(at::smem_bytes(KernelKind::Fwd, d) as usize, 2 * tile);
-        assert_eq!(at::smem_bytes(KernelKind::BwdDq, d) as usize, 4 * tile);
+        let st = |k| at::stages(k, d) as usize;
+        assert_eq!(st(KernelKind::Fwd), 2);
+        assert_eq!(st(KernelKind::BwdDq), if d == 64 { 2 } else { 1 });
+        assert_eq!(st(KernelKind::BwdDkdv), if d == 64 { 2 } else { 1 });
+        assert_eq!(at::smem_bytes(KernelKind::Fwd, d) as usize, 4 * tile);
+        assert_eq!(
+            at::smem_bytes(KernelKind::BwdDq, d) as usize,
+            (2 + 2 * st(KernelKind::BwdDq)) * tile
+        );
         assert_eq!(
             at::smem_bytes(KernelKind::BwdDkdv, d) as usize,
-            4 * tile + 64 * 72 * 2 + 64 * 2 * 4 + 2 * 64 * 4
+            (2 + 2 * st(KernelKind::BwdDkdv)) * tile + 64 * 72 * 2 + 64 * 2 * 4 + 2 * 64 * 4
         );
-        // Every kernel fits an A100's 163 KiB opt-in limit (H100: 227 KiB).
-        assert!(at::smem_bytes(KernelKind::BwdDkdv, d) <= 163 * 1024);
+        // Two blocks of every kernel fit an A100's 164 KiB per SM (1 KiB reserved per block).
+        for k in [KernelKind::Fwd, KernelKind::BwdDq, KernelKind::BwdDkdv] {
+            let b = at::smem_bytes(k, d) as usize;
+            assert!(2 * (b + 1024) <= 164 * 1024, "{k:?} D={d}: {b} B");
+        }
     }
     let p = at::plan(&s(0, 0, 1, 64)).unwrap();
     assert_eq!(p.n_rows, 0);

@@ -829,6 +829,64 @@ fn gpu_attention_matches_cpu() {
     assert_eq!(got, want);
 }
 
+/// The fused attention caches its tile lists by the mask's contents stamp: rewriting the mask
+/// in place (`write_idx`) must rebuild them (stale lists of an all-ones mask would skip the
+/// per-element test and attend to masked keys), and the same mask reused must give the same
+/// bits as the first call.
+#[test]
+fn gpu_attention_tile_lists_follow_mask_writes() {
+    let Some(g) = gpu_ops("gpu_attention_tile_lists_follow_mask_writes") else {
+        return;
+    };
+    let mut rng = Rng::new(81);
+    let s = AttnShape {
+        b: 2,
+        t: 200,
+        h: 2,
+        d: 64,
+    };
+    let (n_act, n_rows) = (s.b * s.t * s.c(), s.b * s.h * s.t);
+    let q = rand_vec_f32(&mut rng, n_act);
+    let k = rand_vec_f32(&mut rng, n_act);
+    let v = rand_vec_f32(&mut rng, n_act);
+    let (gq, gk, gv) = (
+        g.upload(&q).unwrap(),
+        g.upload(&k).unwrap(),
+        g.upload(&v).unwrap(),
+    );
+    let ones = mask_words(&mut rng, s.b, 1, s.t, 1.0, &[]);
+    let sparse = mask_words(&mut rng, s.b, 1, s.t, 0.1, &[]);
+    let mut gw = g.upload_idx(&ones).unwrap();
+    let mut first: Option<Vec<f32>> = None;
+    for (step, words) in [&ones, &sparse, &sparse, &ones].into_iter().enumerate() {
+        if step > 0 {
+            g.write_idx(&mut gw, words).unwrap();
+        }
+        let (mut co, mut cl) = (nan(n_act), nan(n_rows));
+        let cm = Some(MaskRef {
+            bits: words,
+            per_head: false,
+        });
+        Cpu.attention_fwd(&mut co, &mut cl, &q, &k, &v, cm, s)
+            .unwrap();
+        let mut go = g.upload(&nan(n_act)).unwrap();
+        let mut gl = g.upload(&nan(n_rows)).unwrap();
+        let gm = Some(MaskRef {
+            bits: &gw,
+            per_head: false,
+        });
+        g.attention_fwd(&mut go, &mut gl, &gq, &gk, &gv, gm, s)
+            .unwrap();
+        let out = g.download(&go).unwrap();
+        assert_close(&format!("step {step}"), &out, &co, F32_TOL);
+        match (&first, step) {
+            (None, 0) => first = Some(out),
+            (Some(f), 3) => assert_eq!(&out, f, "same mask again: same bits"),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn gpu_xent_matches_cpu() {
     let Some(g) = gpu_ops("gpu_xent_matches_cpu") else {

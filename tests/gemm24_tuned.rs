@@ -361,6 +361,46 @@ fn ldmatrix_emulator_rejects_bad_addresses() {
     assert!(mma_emu::ldmatrix_x4(&img, &addr).is_err());
 }
 
+/// The emulator's forms agree with each other the way the ISA says: .x2 is the first two
+/// matrices of .x4 (lanes 16..31 ignored), and .trans on a matrix equals the plain load of its
+/// transpose (lane l: column l/4, rows 2(l%4) and 2(l%4)+1).
+#[test]
+fn ldmatrix_emulator_forms_are_consistent() {
+    let mut rng = Rng::new(41);
+    // Four 8×8 matrices of distinct u16 values, row-major, 16 bytes per row, 512 bytes.
+    let vals: Vec<u16> = (0..256).map(|_| rng.below(65536) as u16).collect();
+    let mut img = vec![0u8; 512];
+    put16(&mut img, 0, &vals);
+    let mut timg = vec![0u8; 512];
+    let tvals: Vec<u16> = (0..256)
+        .map(|i| {
+            let (m, r, c) = (i / 64, (i / 8) % 8, i % 8);
+            vals[m * 64 + c * 8 + r]
+        })
+        .collect();
+    put16(&mut timg, 0, &tvals);
+    let addr: [u32; 32] = std::array::from_fn(|l| 16 * l as u32);
+    let x4 = mma_emu::ldmatrix(&img, &addr, 4, false).unwrap();
+    assert_eq!(x4, mma_emu::ldmatrix_x4(&img, &addr).unwrap());
+    let mut half_addr = addr;
+    for a in &mut half_addr[16..] {
+        *a = 7; // ignored by .x2: even a misaligned address
+    }
+    let x2 = mma_emu::ldmatrix(&img, &half_addr, 2, false).unwrap();
+    for lane in 0..32 {
+        assert_eq!(x2[lane][..2], x4[lane][..2]);
+        assert_eq!(x2[lane][2..], [0, 0]);
+    }
+    let x4t = mma_emu::ldmatrix(&img, &addr, 4, true).unwrap();
+    assert_eq!(x4t, mma_emu::ldmatrix(&timg, &addr, 4, false).unwrap());
+    // One element by hand: lane 9 (column 2, rows 2 and 3), matrix 1.
+    assert_eq!(
+        x4t[9][1],
+        vals[64 + 2 * 8 + 2] as u32 | (vals[64 + 3 * 8 + 2] as u32) << 16
+    );
+    assert!(mma_emu::ldmatrix(&img, &addr, 3, false).is_err());
+}
+
 #[test]
 fn split_k_ranges_cover_every_pair_once() {
     for pairs in [1u32, 2, 7, 64, 172] {
@@ -705,11 +745,15 @@ fn gpu_ldmatrix_probe_matches_the_emulator() {
         rows.swap(i, rng.below(i + 1));
     }
     let offsets: [u32; 32] = std::array::from_fn(|l| rows[l] * 16);
-    let got = g24::run_ldmatrix_probe(&gpu.module, &gpu.stream, &src, &offsets).unwrap();
     let mut img = vec![0u8; 512];
     put16(&mut img, 0, &src);
-    let want = mma_emu::ldmatrix_x4(&img, &offsets).unwrap();
-    assert_eq!(got, want);
+    // Every form the kernels use: gemm24 .x4; attention .x4, .x2 and .x2.trans; and .x4.trans.
+    for (num, trans) in [(4, false), (2, false), (2, true), (4, true)] {
+        let got =
+            g24::run_ldmatrix_probe(&gpu.module, &gpu.stream, &src, &offsets, num, trans).unwrap();
+        let want = mma_emu::ldmatrix(&img, &offsets, num, trans).unwrap();
+        assert_eq!(got, want, "ldmatrix .x{num} trans={trans}");
+    }
 }
 
 /// The experimental Hopper kernel against the f64 reference (sm_90 only; other GPUs print why

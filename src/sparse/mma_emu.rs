@@ -101,7 +101,24 @@ pub fn mma_sp_m16n8k32(
 /// Elements are little-endian 16-bit values. An unaligned or out-of-range address is an error
 /// naming the lane.
 pub fn ldmatrix_x4(smem: &[u8], addr: &[u32; 32]) -> Result<Regs<u32, 4>, String> {
-    for (lane, &a) in addr.iter().enumerate() {
+    ldmatrix(smem, addr, 4, false)
+}
+
+/// `ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16` (`num` ∈ {1, 2, 4}): as
+/// [`ldmatrix_x4`] for matrices `0..num` (only lanes `0 .. 8·num` give addresses; registers
+/// `num..4` of the result are 0). With `trans`, register `q` of lane `l` holds column `l / 4`,
+/// rows `2·(l % 4)` (low half) and `2·(l % 4) + 1` (high half) of matrix `q` [ISA: "the
+/// matrix is loaded in column-major format"].
+pub fn ldmatrix(
+    smem: &[u8],
+    addr: &[u32; 32],
+    num: usize,
+    trans: bool,
+) -> Result<Regs<u32, 4>, String> {
+    if !matches!(num, 1 | 2 | 4) {
+        return Err(format!("ldmatrix .x{num}: the ISA has x1, x2 and x4"));
+    }
+    for (lane, &a) in addr.iter().enumerate().take(8 * num) {
         if a % 16 != 0 || a as usize + 16 > smem.len() {
             return Err(format!(
                 "lane {lane}: row address {a} is not a 16-byte aligned row inside the {}-byte \
@@ -110,12 +127,19 @@ pub fn ldmatrix_x4(smem: &[u8], addr: &[u32; 32]) -> Result<Regs<u32, 4>, String
             ));
         }
     }
+    let half = |row_addr: u32, col: usize| {
+        let at = row_addr as usize + 2 * col;
+        u16::from_le_bytes([smem[at], smem[at + 1]]) as u32
+    };
     let mut regs = [[0u32; 4]; 32];
     for (lane, r) in regs.iter_mut().enumerate() {
-        for (q, reg) in r.iter_mut().enumerate() {
-            let row = addr[8 * q + lane / 4] as usize;
-            let at = row + 4 * (lane % 4);
-            *reg = u32::from_le_bytes([smem[at], smem[at + 1], smem[at + 2], smem[at + 3]]);
+        for (q, reg) in r.iter_mut().enumerate().take(num) {
+            let (g, t) = (lane / 4, lane % 4);
+            *reg = if trans {
+                half(addr[8 * q + 2 * t], g) | (half(addr[8 * q + 2 * t + 1], g) << 16)
+            } else {
+                half(addr[8 * q + g], 2 * t) | (half(addr[8 * q + g], 2 * t + 1) << 16)
+            };
         }
     }
     Ok(regs)

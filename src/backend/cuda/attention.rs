@@ -6,9 +6,11 @@
 //!
 //! Contract: `Ops::attention_fwd` / `Ops::attention_bwd` (src/backend/mod.rs, DESIGN.md §3):
 //! `q, k, v, out, dout, dq, dk, dv` are `(B, T, C)` f32 with `C = H·D`, `lse` is `(B, H, T)`, the
-//! optional mask is bit-packed `(B, Hm, T, ⌈T/32⌉)` u32. The kernels round q, k, v (and dout)
-//! to bf16 while staging tiles (f32 accumulation), so results match the f32 CPU twin to the
-//! bf16 tolerance of DESIGN.md §3 (relative L2 ≤ 1e-2). Head dims 64 and 128; any T ≥ 1.
+//! optional mask is bit-packed `(B, Hm, T, ⌈T/32⌉)` u32. The launchers round q, k, v (and
+//! dout) to bf16 copies first (one cast kernel each; f32 accumulation in the kernels), so
+//! results match the f32 CPU twin to the bf16 tolerance of DESIGN.md §3 (relative L2 ≤ 1e-2).
+//! The kernels stream those copies into shared memory with `cp.async` (K/V double-buffered in
+//! the forward) and read fragments with `ldmatrix`. Head dims 64 and 128; any T ≥ 1.
 //!
 //! How to call (one stream; every buffer a `CudaSlice` on that stream's context):
 //! ```ignore
@@ -58,6 +60,9 @@ mod ffi {
         pub fn asa_host_attn_allowed(bits: u64, k0: u32, i: u32, j: u32) -> u32;
         pub fn asa_host_attn_needs_test(partial: u32, kt: u32, t: u32) -> u32;
         pub fn asa_host_attn_smem_bytes(kind: u32, d: u32) -> u32;
+        pub fn asa_host_attn_ldsm_off(which: u32, lane: u32, ld: u32) -> u32;
+        pub fn asa_host_attn_chunk(d: u32, c: u32, row: *mut u32, col: *mut u32);
+        pub fn asa_host_attn_stages(kind: u32, d: u32) -> u32;
     }
 }
 
@@ -186,6 +191,38 @@ pub enum KernelKind {
 pub fn smem_bytes(kind: KernelKind, d: usize) -> u32 {
     // SAFETY: pure function of scalars.
     unsafe { ffi::asa_host_attn_smem_bytes(kind as u32, d as u32) }
+}
+
+/// Operand-tile pipeline stages of kernel `kind` for head dim `d` (2 = double-buffered).
+pub fn stages(kind: KernelKind, d: usize) -> u32 {
+    // SAFETY: pure function of scalars.
+    unsafe { ffi::asa_host_attn_stages(kind as u32, d as u32) }
+}
+
+/// Which fragment an ldmatrix address helper serves (the scalar loader it replaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LdsmFrag {
+    /// [`frag_a`] via `ldmatrix.x4`.
+    A = 0,
+    /// [`frag_b_nk`] via `ldmatrix.x2`.
+    BNk = 1,
+    /// [`frag_b_kn`] via `ldmatrix.x2.trans`.
+    BKn = 2,
+}
+
+/// Element offset (from the tile pointer) of the row address `lane` gives ldmatrix for `frag`
+/// in a tile with leading dimension `ld` (kernels/attention.cuh `asa_attn_ldsm_*_off`).
+pub fn ldsm_offset(frag: LdsmFrag, lane: u32, ld: u32) -> u32 {
+    // SAFETY: pure function of scalars.
+    unsafe { ffi::asa_host_attn_ldsm_off(frag as u32, lane, ld) }
+}
+
+/// Tile row and first column of 16-byte chunk `c` of a `64 × d` bf16 tile (the cp.async copy).
+pub fn chunk(d: usize, c: u32) -> (u32, u32) {
+    let (mut row, mut col) = (0, 0);
+    // SAFETY: writes one u32 through each out pointer.
+    unsafe { ffi::asa_host_attn_chunk(d as u32, c, &mut row, &mut col) };
+    (row, col)
 }
 
 fn class_from(c: u32) -> TileClass {
@@ -609,6 +646,49 @@ pub fn build_tiles(
     Ok(tiles)
 }
 
+/// `x` rounded to bf16 (to nearest even; `cast_bf16_f32` of kernels/cast.cu) in a new device
+/// buffer: the operand copies the kernels stream into shared memory with `cp.async` (16-byte
+/// chunks straight from global memory, so no conversion in the kernels' load path). `x` is not
+/// empty (the launchers return early on empty shapes).
+fn to_bf16(
+    module: &KernelModule,
+    stream: &Arc<CudaStream>,
+    x: &CudaSlice<f32>,
+    what: &str,
+) -> Result<CudaSlice<u16>> {
+    let n = x.len();
+    // SAFETY: uninitialised device memory; the cast below writes all n elements, on the same
+    // stream, before any kernel reads them.
+    let mut out = unsafe { stream.alloc::<u16>(n.max(1)) }.map_err(|e| {
+        drv(
+            &format!("allocate the bf16 copy of {what} ({n} elements)"),
+            e,
+        )
+    })?;
+    {
+        let (mut op, _g1) = out.device_ptr_mut(stream);
+        let (mut xp, _g2) = x.device_ptr(stream);
+        let mut mp: sys::CUdeviceptr = 0;
+        let mut nn = n;
+        let mut params = [arg!(op), arg!(xp), arg!(mp), arg!(nn)];
+        let grid = kernels::elementwise_grid(n, kernels::ELEMENTWISE_MAX_BLOCKS);
+        // SAFETY: matches cast_bf16_f32(uint16_t* out, const float* x, const float* mask,
+        // size_t n): out and x hold n elements (allocated / the slice's length), mask null
+        // (no scaling); the guards keep both alive and ordered on `stream`.
+        unsafe {
+            kernels::launch(
+                module,
+                stream,
+                "cast_bf16_f32",
+                (grid, 1, 1),
+                (kernels::ELEMENTWISE_BLOCK, 1, 1),
+                &mut params,
+            )
+        }?;
+    }
+    Ok(out)
+}
+
 /// Forward: `out` (`B×T×C`) and `lse` (`B×H×T`) per the Ops contract. `mask = None` is plain
 /// causal attention.
 #[allow(clippy::too_many_arguments)]
@@ -640,9 +720,14 @@ pub fn attention_fwd(
     if p.n_rows == 0 {
         return Ok(());
     }
-    let (mut qp, _g1) = q.device_ptr(stream);
-    let (mut kp, _g2) = k.device_ptr(stream);
-    let (mut vp, _g3) = v.device_ptr(stream);
+    let (qb, kb, vb) = (
+        to_bf16(module, stream, q, "q")?,
+        to_bf16(module, stream, k, "k")?,
+        to_bf16(module, stream, v, "v")?,
+    );
+    let (mut qp, _g1) = qb.device_ptr(stream);
+    let (mut kp, _g2) = kb.device_ptr(stream);
+    let (mut vp, _g3) = vb.device_ptr(stream);
     let (mut op, _g4) = out.device_ptr_mut(stream);
     let (mut lp, _g5) = lse.device_ptr_mut(stream);
     let mg = mask.map(|m| {
@@ -670,10 +755,10 @@ pub fn attention_fwd(
         arg!(hm_arg),
         arg!(sl2),
     ];
-    // SAFETY: matches attn_fwd_d{64,128}(const float* q, k, v, float* out, lse, const u32*
-    // mask, count, lists, int T, H, Hm, float). q/k/v/out hold B·T·H·D f32 and lse B·H·T
-    // (checked); block (qt, h, b) reads rows < T of head h and writes rows < T of out and lse.
-    // The mask (B·Hm·T·⌈T/32⌉ words) and its lists (built for the same B, Hm, T: checked) are
+    // SAFETY: matches attn_fwd_d{64,128}(const u16* q, k, v, float* out, lse, const u32*
+    // mask, count, lists, int T, H, Hm, float). The bf16 q/k/v copies hold B·T·H·D u16, out
+    // B·T·H·D f32 and lse B·H·T (checked); block (qt, h, b) reads rows < T of head h and
+    // writes rows < T of out and lse. The mask (B·Hm·T·⌈T/32⌉ words) and its lists (built for the same B, Hm, T: checked) are
     // read at group b·Hm + hm < B·Hm; null pointers mean plain causal. Guards keep every buffer
     // alive and ordered on `stream`.
     unsafe { launch_smem(module, stream, p.fwd, p.grid, p.smem_fwd, &mut params) }
@@ -770,10 +855,16 @@ pub fn attention_bwd(
         }?;
     }
 
-    let (mut qp, _g1) = q.device_ptr(stream);
-    let (mut kp, _g2) = k.device_ptr(stream);
-    let (mut vp, _g3) = v.device_ptr(stream);
-    let (mut gp, _g4) = dout.device_ptr(stream);
+    let (qb, kb, vb, gb) = (
+        to_bf16(module, stream, q, "q")?,
+        to_bf16(module, stream, k, "k")?,
+        to_bf16(module, stream, v, "v")?,
+        to_bf16(module, stream, dout, "dout")?,
+    );
+    let (mut qp, _g1) = qb.device_ptr(stream);
+    let (mut kp, _g2) = kb.device_ptr(stream);
+    let (mut vp, _g3) = vb.device_ptr(stream);
+    let (mut gp, _g4) = gb.device_ptr(stream);
     let (mut lp, _g5) = lse.device_ptr(stream);
     let (mut dip, _g6) = di.device_ptr(stream);
     let (mut dqp, _g7) = dq.device_ptr_mut(stream);
@@ -820,9 +911,9 @@ pub fn attention_bwd(
             arg!(dq_atomic),
         ];
         // SAFETY: matches attn_bwd_dkdv_d{64,128}(q, k, v, dout, lse, di, dq, dk, dv, mask,
-        // count, lists, int T, H, Hm, float, float, int). Activations and gradients hold
-        // B·T·H·D f32, lse and di B·H·T (checked/allocated); block (kt, h, b) reads rows < T of
-        // head h, writes dk/dv rows < T of its k-tile (one block per element) and, in atomic
+        // count, lists, int T, H, Hm, float, float, int). The bf16 q/k/v/dout copies hold
+        // B·T·H·D u16, the gradients B·T·H·D f32, lse and di B·H·T (checked/allocated);
+        // block (kt, h, b) reads rows < T of head h, writes dk/dv rows < T of its k-tile (one block per element) and, in atomic
         // mode, atomically adds into dq rows < T. Mask and backward lists as in the forward.
         unsafe { launch_smem(module, stream, p.dkdv, p.grid, p.smem_dkdv, &mut params) }?;
     }

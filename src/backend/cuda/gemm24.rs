@@ -604,16 +604,29 @@ pub fn launch_gemm24(
     Ok(())
 }
 
-/// Run the ldmatrix layout probe (`ldmatrix_probe`): one warp, one `ldmatrix.x4` from a
-/// 512-byte shared image of `src`, lane `l` giving byte offset `offsets[l]` (16-byte aligned,
-/// below 512); returns the 32 lanes' 4 destination registers. Compare with
-/// [`crate::sparse::mma_emu::ldmatrix_x4`].
+/// Run the ldmatrix layout probe (`ldmatrix_probe`): one warp, one `ldmatrix.x{num}` (`num`
+/// 2 or 4, `.trans` when `trans`) from a 512-byte shared image of `src`, lane `l` giving byte
+/// offset `offsets[l]` (16-byte aligned, below 512); returns the 32 lanes' 4 destination
+/// registers (0 where an .x2 writes none). Compare with [`crate::sparse::mma_emu::ldmatrix`].
 pub fn run_ldmatrix_probe(
     module: &KernelModule,
     stream: &Arc<CudaStream>,
     src: &[u16; 256],
     offsets: &[u32; 32],
+    num: usize,
+    trans: bool,
 ) -> Result<[[u32; 4]; 32]> {
+    let mut mode: i32 = match (num, trans) {
+        (4, false) => 0,
+        (2, false) => 1,
+        (2, true) => 2,
+        (4, true) => 3,
+        _ => {
+            return Err(Error::Config(format!(
+                "ldmatrix probe: .x{num} is not probed (x2 and x4 are)"
+            )))
+        }
+    };
     if let Some(o) = offsets.iter().find(|&&o| o % 16 != 0 || o >= 512) {
         return Err(Error::Config(format!(
             "ldmatrix probe: row offset {o} is not a 16-byte aligned offset below 512"
@@ -632,9 +645,9 @@ pub fn run_ldmatrix_probe(
         let (mut s_p, _gs) = sd.device_ptr(stream);
         let (mut o_p, _go) = od.device_ptr(stream);
         let (mut d_p, _gd) = out.device_ptr_mut(stream);
-        let mut params: [*mut c_void; 3] = [arg!(s_p), arg!(o_p), arg!(d_p)];
-        // SAFETY: matches ldmatrix_probe(const u16* src, const u32* row_off, u32* out): src
-        // holds 256 u16, row_off 32 u32, out 128 u32, exactly what one warp uses.
+        let mut params: [*mut c_void; 4] = [arg!(s_p), arg!(o_p), arg!(d_p), arg!(mode)];
+        // SAFETY: matches ldmatrix_probe(const u16* src, const u32* row_off, u32* out, int
+        // mode): src holds 256 u16, row_off 32 u32, out 128 u32, exactly what one warp uses.
         unsafe {
             launch(
                 module,

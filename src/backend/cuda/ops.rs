@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{result, sys, CudaContext, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -90,10 +90,34 @@ pub type CudaBuf = DeviceBuffer<f32>;
 #[derive(Debug)]
 pub struct CudaIdx {
     buf: DeviceBuffer<u32>,
+    /// A stamp unique to the current contents: every upload and every write takes a fresh one
+    /// (the buffer is never written otherwise), so data derived from a mask — the fused
+    /// attention's tile lists — can be cached by it.
+    version: u64,
     /// Largest value (None when empty).
     max: Option<u32>,
     /// Largest value other than [`IGNORE_INDEX`] (None when there is none).
     max_scored: Option<u32>,
+}
+
+/// Source of [`CudaIdx::version`] stamps (process-wide, so no two contents share one).
+static IDX_VERSION: AtomicU64 = AtomicU64::new(1);
+
+fn next_idx_version() -> u64 {
+    IDX_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The tile lists of the last mask the fused attention saw, with what identifies it: one
+/// training step builds them once and every layer's forward and backward reuses them.
+struct CachedTiles {
+    version: u64,
+    per_head: bool,
+    b: usize,
+    t: usize,
+    heads: usize,
+    tiles: Arc<attention::AttnTiles>,
+    /// The ledger's charge for the lists, held as long as they are cached.
+    _charge: Charge,
 }
 
 impl CudaIdx {
@@ -259,6 +283,8 @@ pub struct CudaOps {
     use_fused_attention: AtomicBool,
     /// Fused backward without atomics (bit-reproducible) rather than atomicAdd on dQ.
     deterministic_attention: AtomicBool,
+    /// Tile lists of the last attention mask (see [`CachedTiles`]).
+    attn_tiles: Mutex<Option<CachedTiles>>,
     funcs: Mutex<HashMap<&'static str, Func>>,
     module: KernelModule,
     stream: Arc<CudaStream>,
@@ -340,6 +366,7 @@ impl CudaOps {
             use_blas: AtomicBool::new(true),
             use_fused_attention: AtomicBool::new(true),
             deterministic_attention: AtomicBool::new(true),
+            attn_tiles: Mutex::new(None),
             funcs: Mutex::new(HashMap::new()),
             module,
             stream,
@@ -429,13 +456,28 @@ impl CudaOps {
     }
 
     /// Device tile lists of `mask` for the fused kernels, with the ledger charged for them.
+    /// The device tile lists of `mask` for shape `s`: cached by the mask's contents stamp, so
+    /// they are built once per mask however many layers and passes use it.
     fn fused_tiles(
         &self,
         mask: Option<MaskRef<'_, CudaIdx>>,
         s: AttnShape,
-    ) -> Result<Option<(attention::AttnTiles, Charge)>> {
+    ) -> Result<Option<Arc<attention::AttnTiles>>> {
         let Some(m) = mask else { return Ok(None) };
-        let tiles = attention::build_tiles(
+        let heads = if m.per_head { s.h } else { 1 };
+        let mut cache = self
+            .attn_tiles
+            .lock()
+            .map_err(|_| Error::Device("attention tile cache poisoned by a panic".into()))?;
+        if let Some(c) = cache.as_ref() {
+            if (c.version, c.per_head, c.b, c.t, c.heads)
+                == (m.bits.version, m.per_head, s.b, s.t, heads)
+            {
+                return Ok(Some(c.tiles.clone()));
+            }
+        }
+        *cache = None; // release the old lists before building new ones
+        let tiles = Arc::new(attention::build_tiles(
             &self.module,
             &self.stream,
             MaskRef {
@@ -443,11 +485,20 @@ impl CudaOps {
                 per_head: m.per_head,
             },
             s,
-        )?;
+        )?);
         // classes (u8) and both lists (u32) hold groups·nt² entries, the counts groups·nt.
         let slots = tiles.b * tiles.heads * tiles.nt * tiles.nt;
         let bytes = slots * (1 + 2 * 4) + 2 * 4 * tiles.b * tiles.heads * tiles.nt;
-        Ok(Some((tiles, Charge::new(&self.ledger, bytes))))
+        *cache = Some(CachedTiles {
+            version: m.bits.version,
+            per_head: m.per_head,
+            b: s.b,
+            t: s.t,
+            heads,
+            tiles: tiles.clone(),
+            _charge: Charge::new(&self.ledger, bytes),
+        });
+        Ok(Some(tiles))
     }
 
     /// Let matmuls use cuBLASLt (default) or force the fallback kernel (for tests and for
@@ -750,6 +801,7 @@ impl CudaOps {
         }
         let mut idx = CudaIdx {
             buf,
+            version: next_idx_version(),
             max: None,
             max_scored: None,
         };
@@ -857,6 +909,7 @@ impl Ops for CudaOps {
                 .memcpy_htod(host, dst.buf.slice_mut())
                 .map_err(|e| drv("copy u32 values to device", e))?;
         }
+        dst.version = next_idx_version();
         dst.set_stats(host);
         Ok(())
     }
@@ -1404,13 +1457,15 @@ impl Ops for CudaOps {
         if self.attention_backend(&s) == "fused" {
             let tiles = self.fused_tiles(mask, s)?;
             let am = tiles
-                .as_ref()
+                .as_deref()
                 .zip(mask)
-                .map(|((t, _), m)| attention::AttnMask {
+                .map(|(t, m)| attention::AttnMask {
                     bits: m.bits.buf.slice(),
                     per_head: m.per_head,
                     tiles: t,
                 });
+            // The launcher makes bf16 copies of q, k and v; charge them meanwhile.
+            let _bf16 = Charge::new(&self.ledger, 3 * 2 * n_act);
             return attention::attention_fwd(
                 &self.module,
                 st,
@@ -1486,15 +1541,16 @@ impl Ops for CudaOps {
         if self.attention_backend(&s) == "fused" {
             let tiles = self.fused_tiles(mask, s)?;
             let am = tiles
-                .as_ref()
+                .as_deref()
                 .zip(mask)
-                .map(|((t, _), m)| attention::AttnMask {
+                .map(|(t, m)| attention::AttnMask {
                     bits: m.bits.buf.slice(),
                     per_head: m.per_head,
                     tiles: t,
                 });
-            // The launcher allocates its B·H·T row-dot scratch itself; charge it meanwhile.
-            let _di = Charge::new(&self.ledger, 4 * n_rows);
+            // The launcher allocates its B·H·T row-dot scratch and bf16 copies of q, k, v and
+            // dout itself; charge them meanwhile.
+            let _scratch = Charge::new(&self.ledger, 4 * n_rows + 4 * 2 * n_act);
             let mode = if self.deterministic_attention.load(Ordering::Relaxed) {
                 attention::BwdMode::Deterministic
             } else {
