@@ -170,6 +170,20 @@ fn build_host_helpers(kdir: &Path) {
     // Evaluate the formulas as written (no fused multiply-add contraction) on every target.
     b.flag_if_supported("-ffp-contract=off");
     b.compile("asa_lth_host_helpers");
+
+    // The kernels' CUDA source run on the CPU by a SIMT emulation (kernels/simt_emu.h); the
+    // kernels' `#pragma unroll` hints mean nothing to a host compiler.
+    let mut e = cc::Build::new();
+    e.cpp(true)
+        .std("c++17")
+        .file(kdir.join("simt_emu.cpp"))
+        .include(kdir)
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true);
+    e.flag_if_supported("-ffp-contract=off");
+    e.flag_if_supported("-Wno-unknown-pragmas");
+    e.compile("asa_lth_simt_emu");
 }
 
 /// nvcc per the search order in the module docs. `Err` when `$NVCC` names a missing file.

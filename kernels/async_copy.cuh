@@ -67,4 +67,28 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
 }
 
 }  // namespace asa_async
+#elif defined(ASA_SIMT_EMU)
+// The same interface on the host SIMT emulation (kernels/simt_emu.h): shared addresses are
+// offsets into the emulated shared-memory arena.
+namespace asa_async {
+inline uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(static_cast<const uint8_t*>(p) - asa_emu::smem_base());
+}
+inline void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
+    asa_emu::cp_async(dst, src, src_bytes);
+}
+inline void cp_async_commit() { asa_emu::cp_commit(); }
+template <int N>
+inline void cp_async_wait() {
+    asa_emu::cp_wait(N);
+}
+inline void ldsm_x4(uint32_t (&r)[4], uint32_t addr) { asa_emu::ldmatrix(r, 4, false, addr); }
+inline void ldsm_x2(uint32_t (&r)[2], uint32_t addr) { asa_emu::ldmatrix(r, 2, false, addr); }
+inline void ldsm_x2_trans(uint32_t (&r)[2], uint32_t addr) {
+    asa_emu::ldmatrix(r, 2, true, addr);
+}
+inline void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+    asa_emu::ldmatrix(r, 4, true, addr);
+}
+}  // namespace asa_async
 #endif

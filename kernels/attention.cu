@@ -74,17 +74,25 @@ constexpr float LN2 = 0.6931471805599453f;
 // D = A·B + D, m16n8k16, bf16 operands, f32 accumulators.
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
                                          const uint32_t (&b)[2]) {
+#if defined(ASA_SIMT_EMU)
+    asa_emu::mma_m16n8k16_bf16(d, a, b);
+#else
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 // 2^x (approximate, ~2 ulp; 2^-∞ = 0).
 __device__ __forceinline__ float ex2(float x) {
+#if defined(ASA_SIMT_EMU)
+    return exp2f(x);
+#else
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
+#endif
 }
 
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
@@ -163,7 +171,7 @@ __device__ __forceinline__ void fwd(const uint16_t* __restrict__ q,
                                     const uint32_t* __restrict__ list_count,
                                     const uint32_t* __restrict__ lists, int T, int H, int Hm,
                                     float scale_log2) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     constexpr int LD = D + ASA_ATTN_PAD;
     constexpr int KS = D / 16;  // k-steps of S = Q·Kᵀ
     constexpr int ND = D / 8;   // n-tiles of O
@@ -372,7 +380,7 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q,
                                        const uint32_t* __restrict__ list_count,
                                        const uint32_t* __restrict__ lists, int T, int H, int Hm,
                                        float scale_log2, float scale) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     constexpr int LD = D + ASA_ATTN_PAD;
     constexpr int KS = D / 16;
     constexpr int ND = D / 8;
@@ -538,7 +546,7 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q,
                                          const uint32_t* __restrict__ list_count,
                                          const uint32_t* __restrict__ lists, int T, int H, int Hm,
                                          float scale_log2, float scale, int dq_atomic) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     constexpr int LD = D + ASA_ATTN_PAD;
     constexpr int LDS = TILE + ASA_ATTN_PAD;  // dS tile
     constexpr int KS = D / 16;
@@ -966,7 +974,7 @@ attn_bwd_dq_d128(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
 extern "C" __global__ void __launch_bounds__(32)
 attn_mma_probe(const uint32_t* __restrict__ a, const uint32_t* __restrict__ b,
                const float* __restrict__ c, float* __restrict__ d) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     const uint32_t lane = threadIdx.x & 31;
     uint32_t ra[4], rb[2];
     float acc[4];

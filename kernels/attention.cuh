@@ -342,7 +342,7 @@ ASA_HD_INLINE uint32_t asa_attn_smem_bytes(uint32_t kind, uint32_t D) {
 }
 
 // ---- host wrappers (only in the host build of kernels/host_helpers.cpp) ----
-#if !defined(__CUDACC__)
+#if !defined(__CUDACC__) && !defined(ASA_SIMT_EMU)
 extern "C" {
 
 // TILE, WARPS, THREADS, PAD, EMPTY, FULL, PARTIAL: writes 7 values.

@@ -35,6 +35,15 @@
 #define ASA_SM90A 0
 #endif
 
+// True where a kernel body written for sm_80+ (mma.sync, cp.async, ldmatrix) is compiled: device
+// code for sm_80 and later, and the host SIMT emulation (kernels/simt_emu.h), which runs the
+// same source on the CPU. Elsewhere (the host pass of nvcc, older arches) bodies are empty.
+#if defined(ASA_SIMT_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+#define ASA_SM80_CODE 1
+#else
+#define ASA_SM80_CODE 0
+#endif
+
 // Threads per block for the simple elementwise (grid-stride) kernels. The Rust launchers use the
 // same number (src/backend/cuda/kernels.rs, ELEMENTWISE_BLOCK).
 #define ASA_ELEMENTWISE_BLOCK 256

@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod memory;
 pub mod mma_dense_emu;
 pub mod ops;
+pub mod simt;
 pub mod timing;
 pub mod topk;
 

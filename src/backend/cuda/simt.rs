@@ -1,0 +1,496 @@
+//! The attention kernels' CUDA source executed on the CPU by the SIMT emulation of
+//! kernels/simt_emu.h: every thread of every block runs the kernel body as written (barriers,
+//! warp shuffles and votes, `cp.async` groups, `ldmatrix`, `mma.sync`), the PTX instructions
+//! emulated from the ISA. No GPU and no nvcc are needed (build.rs compiles the emulation with
+//! the host compiler), so the tests can hold whole kernels — not only their lane-layout
+//! helpers — to the f64 reference (DESIGN.md §6).
+//!
+//! What it cannot show: timing, real memory-model races beyond what a random interleaving of
+//! warps at their synchronisation points exposes, and anything the hardware does differently
+//! from the ISA text (the layout probes on a real GPU remain the check for that).
+//!
+//! The launchers here mirror [`super::attention`]'s: q, k, v (and dout) rounded to bf16 copies
+//! first (round to nearest even, as `cast_bf16_f32`), the tile lists built by the emulated
+//! `attn_tile_classify` and `attn_tile_lists`, then the same kernels with the same grids.
+
+use std::ffi::c_char;
+
+use super::attention::{bf16_rn, BwdMode, TileListsDev, TILE};
+use crate::backend::AttnShape;
+use crate::error::check_len;
+use crate::{Error, Result};
+
+mod ffi {
+    use std::ffi::c_char;
+    extern "C" {
+        pub fn asa_emu_configure(copy_mode: u32, seed: u64);
+        pub fn asa_emu_attn_fwd(
+            d: u32,
+            q: *const u16,
+            k: *const u16,
+            v: *const u16,
+            out: *mut f32,
+            lse: *mut f32,
+            mask: *const u32,
+            count: *const u32,
+            lists: *const u32,
+            b: u32,
+            t: u32,
+            h: u32,
+            hm: u32,
+            scale_log2: f32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        pub fn asa_emu_attn_bwd_di(
+            dout: *const f32,
+            out: *const f32,
+            di: *mut f32,
+            b: u32,
+            t: u32,
+            h: u32,
+            d: u32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        pub fn asa_emu_attn_bwd_dkdv(
+            d: u32,
+            q: *const u16,
+            k: *const u16,
+            v: *const u16,
+            dout: *const u16,
+            lse: *const f32,
+            di: *const f32,
+            dq: *mut f32,
+            dk: *mut f32,
+            dv: *mut f32,
+            mask: *const u32,
+            count: *const u32,
+            lists: *const u32,
+            b: u32,
+            t: u32,
+            h: u32,
+            hm: u32,
+            scale_log2: f32,
+            scale: f32,
+            dq_atomic: i32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        pub fn asa_emu_attn_bwd_dq(
+            d: u32,
+            q: *const u16,
+            k: *const u16,
+            v: *const u16,
+            dout: *const u16,
+            lse: *const f32,
+            di: *const f32,
+            dq: *mut f32,
+            mask: *const u32,
+            count: *const u32,
+            lists: *const u32,
+            b: u32,
+            t: u32,
+            h: u32,
+            hm: u32,
+            scale_log2: f32,
+            scale: f32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        pub fn asa_emu_attn_tile_classify(
+            mask: *const u32,
+            classes: *mut u8,
+            t: u32,
+            groups: u32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        pub fn asa_emu_attn_tile_lists(
+            classes: *const u8,
+            fwd_count: *mut u32,
+            fwd_list: *mut u32,
+            bwd_count: *mut u32,
+            bwd_list: *mut u32,
+            t: u32,
+            groups: u32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        pub fn asa_emu_selftest_divergent_barrier(err: *mut c_char, cap: usize) -> i32;
+        pub fn asa_emu_attn_mma_probe(
+            a: *const u32,
+            b: *const u32,
+            c: *const f32,
+            d: *mut f32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+    }
+}
+
+/// How the emulation runs the following launches (process-wide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmuConfig {
+    /// `cp.async` copies land at issue (`true`: exposes a copy into a buffer another warp still
+    /// reads) or when the issuing thread's `wait_group` retires them (`false`: exposes a read
+    /// without the right wait, which then sees poisoned shared memory).
+    pub eager_copies: bool,
+    /// Seed of the random choice of the next thread to run.
+    pub seed: u64,
+}
+
+/// Set how the following launches run (see [`EmuConfig`]).
+pub fn configure(cfg: EmuConfig) {
+    // SAFETY: scalars only; the emulation serialises launches and configuration with a lock.
+    unsafe { ffi::asa_emu_configure(cfg.eager_copies as u32, cfg.seed) }
+}
+
+/// Run one emulated launch; its error message (kernel, block, thread, what) becomes an
+/// [`Error::Device`].
+fn run(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
+    let mut buf = vec![0u8; 1024];
+    if f(buf.as_mut_ptr().cast(), buf.len()) == 0 {
+        return Ok(());
+    }
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    Err(Error::Device(format!(
+        "SIMT emulation: {}",
+        String::from_utf8_lossy(&buf[..end])
+    )))
+}
+
+/// bf16 values in 16-byte aligned storage (the kernels' cp.async sources must be aligned).
+struct Bf16Buf {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl Bf16Buf {
+    fn round(x: &[f32]) -> Self {
+        let mut words = vec![0u128; x.len().div_ceil(8).max(1)];
+        for (i, &v) in x.iter().enumerate() {
+            words[i / 8] |= (bf16_rn(v) as u128) << (16 * (i % 8));
+        }
+        Self {
+            words,
+            len: x.len(),
+        }
+    }
+    fn ptr(&self) -> *const u16 {
+        self.words.as_ptr().cast()
+    }
+}
+
+fn check_shape(op: &'static str, s: &AttnShape) -> Result<(usize, usize)> {
+    if s.d != 64 && s.d != 128 {
+        return Err(Error::Config(format!(
+            "{op}: head dim D = {} has no kernel (64 and 128)",
+            s.d
+        )));
+    }
+    let n_act = s.b * s.t * s.h * s.d;
+    let n_rows = s.b * s.h * s.t;
+    if s.t > u32::MAX as usize / 2 || n_act > u32::MAX as usize {
+        return Err(Error::Config(format!(
+            "{op}: shape {s:?} too large to emulate"
+        )));
+    }
+    Ok((n_act, n_rows))
+}
+
+/// A bit mask `(B, Hm, T, ⌈T/32⌉)` and whether it is per head (`Hm = H`) or shared (`Hm = 1`).
+#[derive(Clone, Copy, Debug)]
+pub struct EmuMask<'a> {
+    pub words: &'a [u32],
+    pub per_head: bool,
+}
+
+/// The tile classes and lists of `words` (`groups × T × ⌈T/32⌉`) computed by the emulated
+/// `attn_tile_classify` and `attn_tile_lists` kernels.
+pub fn tile_lists(words: &[u32], groups: usize, t: usize) -> Result<TileListsDev> {
+    let nt = t.div_ceil(TILE);
+    let wpr = t.div_ceil(32);
+    check_len(
+        "emulated tile lists",
+        "mask",
+        words.len(),
+        groups * t * wpr,
+        || format!("(groups, T, ⌈T/32⌉) with groups={groups} T={t}"),
+    )?;
+    let mut out = TileListsDev {
+        groups,
+        nt,
+        classes: vec![0xEE; (groups * nt * nt).max(1)],
+        fwd_count: vec![u32::MAX; (groups * nt).max(1)],
+        fwd_list: vec![u32::MAX; (groups * nt * nt).max(1)],
+        bwd_count: vec![u32::MAX; (groups * nt).max(1)],
+        bwd_list: vec![u32::MAX; (groups * nt * nt).max(1)],
+    };
+    if groups * nt == 0 {
+        return Ok(out);
+    }
+    // SAFETY: the kernel reads groups·T·⌈T/32⌉ words (checked) and writes classes
+    // [groups·nt·nt] (allocated).
+    run(|e, c| unsafe {
+        ffi::asa_emu_attn_tile_classify(
+            words.as_ptr(),
+            out.classes.as_mut_ptr(),
+            t as u32,
+            groups as u32,
+            e,
+            c,
+        )
+    })?;
+    // SAFETY: reads the classes, writes groups·nt counts and groups·nt·nt list entries per
+    // direction (allocated).
+    run(|e, c| unsafe {
+        ffi::asa_emu_attn_tile_lists(
+            out.classes.as_ptr(),
+            out.fwd_count.as_mut_ptr(),
+            out.fwd_list.as_mut_ptr(),
+            out.bwd_count.as_mut_ptr(),
+            out.bwd_list.as_mut_ptr(),
+            t as u32,
+            groups as u32,
+            e,
+            c,
+        )
+    })?;
+    Ok(out)
+}
+
+/// Mask pointer, its head count and its lists (emulated preprocessing), for a launch.
+fn mask_parts(
+    op: &'static str,
+    mask: Option<EmuMask<'_>>,
+    s: &AttnShape,
+) -> Result<(usize, Option<TileListsDev>)> {
+    let Some(m) = mask else { return Ok((1, None)) };
+    let heads = if m.per_head { s.h } else { 1 };
+    check_len(
+        op,
+        "mask",
+        m.words.len(),
+        s.b * heads * s.t * s.t.div_ceil(32),
+        || format!("(B, Hm, T, ⌈T/32⌉) with B={} Hm={heads} T={}", s.b, s.t),
+    )?;
+    Ok((heads, Some(tile_lists(m.words, s.b * heads, s.t)?)))
+}
+
+/// Forward through the emulated `attn_fwd_d{64,128}`: same contract as
+/// [`super::attention::attention_fwd`].
+pub fn attention_fwd(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<EmuMask<'_>>,
+    s: AttnShape,
+) -> Result<()> {
+    const OP: &str = "emulated attention_fwd";
+    let (n_act, n_rows) = check_shape(OP, &s)?;
+    for (name, len) in [
+        ("out", out.len()),
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+    ] {
+        check_len(OP, name, len, n_act, || format!("{s:?}"))?;
+    }
+    check_len(OP, "lse", lse.len(), n_rows, || format!("{s:?}"))?;
+    if n_rows == 0 {
+        return Ok(());
+    }
+    let (heads, lists) = mask_parts(OP, mask, &s)?;
+    let (qb, kb, vb) = (Bf16Buf::round(q), Bf16Buf::round(k), Bf16Buf::round(v));
+    debug_assert_eq!(qb.len, n_act);
+    let mp = mask.map_or(std::ptr::null(), |m| m.words.as_ptr());
+    let (cp, lp) = lists
+        .as_ref()
+        .map_or((std::ptr::null(), std::ptr::null()), |l| {
+            (l.fwd_count.as_ptr(), l.fwd_list.as_ptr())
+        });
+    let scale_log2 = std::f32::consts::LOG2_E / (s.d as f32).sqrt();
+    // SAFETY: q/k/v copies and out hold B·T·H·D values, lse B·H·T (checked); the mask and its
+    // lists match (B, Hm, T) (checked / built here) or are null for plain causal attention.
+    run(|e, c| unsafe {
+        ffi::asa_emu_attn_fwd(
+            s.d as u32,
+            qb.ptr(),
+            kb.ptr(),
+            vb.ptr(),
+            out.as_mut_ptr(),
+            lse.as_mut_ptr(),
+            mp,
+            cp,
+            lp,
+            s.b as u32,
+            s.t as u32,
+            s.h as u32,
+            heads as u32,
+            scale_log2,
+            e,
+            c,
+        )
+    })
+}
+
+/// Backward through the emulated `attn_bwd_di`, `attn_bwd_dkdv_d*` and (deterministic mode)
+/// `attn_bwd_dq_d*`: same contract as [`super::attention::attention_bwd`] (accumulates into
+/// `dq`, `dk`, `dv`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    mask: Option<EmuMask<'_>>,
+    s: AttnShape,
+    mode: BwdMode,
+) -> Result<()> {
+    const OP: &str = "emulated attention_bwd";
+    let (n_act, n_rows) = check_shape(OP, &s)?;
+    for (name, len) in [
+        ("dq", dq.len()),
+        ("dk", dk.len()),
+        ("dv", dv.len()),
+        ("dout", dout.len()),
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+        ("out", out.len()),
+    ] {
+        check_len(OP, name, len, n_act, || format!("{s:?}"))?;
+    }
+    check_len(OP, "lse", lse.len(), n_rows, || format!("{s:?}"))?;
+    if n_rows == 0 {
+        return Ok(());
+    }
+    let (heads, lists) = mask_parts(OP, mask, &s)?;
+    let mut di = vec![f32::NAN; n_rows];
+    // SAFETY: dout/out hold B·T·H·D f32, di B·H·T (allocated).
+    run(|e, c| unsafe {
+        ffi::asa_emu_attn_bwd_di(
+            dout.as_ptr(),
+            out.as_ptr(),
+            di.as_mut_ptr(),
+            s.b as u32,
+            s.t as u32,
+            s.h as u32,
+            s.d as u32,
+            e,
+            c,
+        )
+    })?;
+    let (qb, kb, vb, gb) = (
+        Bf16Buf::round(q),
+        Bf16Buf::round(k),
+        Bf16Buf::round(v),
+        Bf16Buf::round(dout),
+    );
+    let mp = mask.map_or(std::ptr::null(), |m| m.words.as_ptr());
+    let null = std::ptr::null();
+    let (fcp, flp, bcp, blp) = lists.as_ref().map_or((null, null, null, null), |l| {
+        (
+            l.fwd_count.as_ptr(),
+            l.fwd_list.as_ptr(),
+            l.bwd_count.as_ptr(),
+            l.bwd_list.as_ptr(),
+        )
+    });
+    let scale = 1.0 / (s.d as f32).sqrt();
+    let scale_log2 = std::f32::consts::LOG2_E * scale;
+    let atomic = (mode == BwdMode::Atomic) as i32;
+    // SAFETY: operands and gradients hold B·T·H·D values, lse and di B·H·T (checked /
+    // allocated); mask and lists as in the forward.
+    run(|e, c| unsafe {
+        ffi::asa_emu_attn_bwd_dkdv(
+            s.d as u32,
+            qb.ptr(),
+            kb.ptr(),
+            vb.ptr(),
+            gb.ptr(),
+            lse.as_ptr(),
+            di.as_ptr(),
+            dq.as_mut_ptr(),
+            dk.as_mut_ptr(),
+            dv.as_mut_ptr(),
+            mp,
+            bcp,
+            blp,
+            s.b as u32,
+            s.t as u32,
+            s.h as u32,
+            heads as u32,
+            scale_log2,
+            scale,
+            atomic,
+            e,
+            c,
+        )
+    })?;
+    if mode == BwdMode::Deterministic {
+        // SAFETY: as above; the dQ pass walks the forward lists.
+        run(|e, c| unsafe {
+            ffi::asa_emu_attn_bwd_dq(
+                s.d as u32,
+                qb.ptr(),
+                kb.ptr(),
+                vb.ptr(),
+                gb.ptr(),
+                lse.as_ptr(),
+                di.as_ptr(),
+                dq.as_mut_ptr(),
+                mp,
+                fcp,
+                flp,
+                s.b as u32,
+                s.t as u32,
+                s.h as u32,
+                heads as u32,
+                scale_log2,
+                scale,
+                e,
+                c,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The emulated `attn_mma_probe` (one warp, one m16n8k16 bf16 mma on per-lane registers):
+/// checks the C++ emulation's instruction against the Rust one
+/// ([`super::mma_dense_emu::mma_m16n8k16`]), two encodings of the ISA's tables.
+pub fn mma_probe(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    c: &[[f32; 4]; 32],
+) -> Result<[[f32; 4]; 32]> {
+    let mut d = [[f32::NAN; 4]; 32];
+    // SAFETY: the probe reads 32×4 u32 of a, 32×2 of b, 32×4 f32 of c and writes 32×4 of d.
+    run(|e, cap| unsafe {
+        ffi::asa_emu_attn_mma_probe(
+            a.as_ptr().cast(),
+            b.as_ptr().cast(),
+            c.as_ptr().cast(),
+            d.as_mut_ptr().cast(),
+            e,
+            cap,
+        )
+    })?;
+    Ok(d)
+}
+
+/// Run a kernel whose `__syncthreads` only half the block reaches: the emulation's error (a
+/// test of the emulation itself).
+pub fn selftest_divergent_barrier() -> Result<()> {
+    // SAFETY: no pointers but the error buffer.
+    run(|e, c| unsafe { ffi::asa_emu_selftest_divergent_barrier(e, c) })
+}
