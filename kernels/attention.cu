@@ -58,7 +58,10 @@ Tests: tests/attention_fused.rs — host: the fragment helpers on the PTX-ISA wa
   lists vs TileMap, deterministic mode bit-identical across runs, the layout probes (mma and
   every ldmatrix form, tests/gemm24_tuned.rs) vs the emulators. SASS check: HMMA, LDSM and
   LDGSTS in every attention kernel, no spills (scripts/check-kernels.sh).
-  Status: compiles, layout-emulated, NOT run on a GPU yet.
+  SIMT emulation (same file, emulated_* tests; kernels/simt_emu.h): this source itself runs on
+  the CPU — forward, both backward modes and the tile kernels vs the f64 reference, forward and
+  deterministic backward bit-identical across thread interleavings and cp.async timings.
+  Status: compiles, SIMT-emulated, NOT run on a GPU yet.
 */
 #include "async_copy.cuh"
 #include "attention.cuh"

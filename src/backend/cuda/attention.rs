@@ -2,7 +2,8 @@
 //! lane-layout and tile-classification helpers (kernels/attention.cuh, for the warp-emulator and
 //! tile-list tests), the launch geometry, and the launchers.
 //!
-//! Status: compiles, layout-emulated on the host, NOT run on a GPU yet.
+//! Status: compiles; the kernels' own source runs in the SIMT emulation ([`super::simt`])
+//! against the f64 reference in the tests; NOT run on a GPU yet.
 //!
 //! Contract: `Ops::attention_fwd` / `Ops::attention_bwd` (src/backend/mod.rs, DESIGN.md §3):
 //! `q, k, v, out, dout, dq, dk, dv` are `(B, T, C)` f32 with `C = H·D`, `lse` is `(B, H, T)`, the
