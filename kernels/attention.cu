@@ -180,7 +180,7 @@ __device__ __forceinline__ void fwd(const uint16_t* __restrict__ q,
     constexpr int ND = D / 8;   // n-tiles of O
     constexpr int TS = TILE * LD;  // elements of one shared tile
     static_assert(asa_attn_stages(ASA_ATTN_KIND_FWD, D) == 2, "the forward is double-buffered");
-    extern __shared__ __align__(16) uint8_t asa_attn_smem[];
+    ASA_DYNAMIC_SMEM(asa_attn_smem);
     // Stage s (0, 1): K at 2s·TS, V at (2s + 1)·TS. Q is staged in stage 1's K slot first.
     uint16_t* const sm = reinterpret_cast<uint16_t*>(asa_attn_smem);
 
@@ -389,7 +389,7 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q,
     constexpr int ND = D / 8;
     constexpr int TS = TILE * LD;
     constexpr int STAGES = static_cast<int>(asa_attn_stages(ASA_ATTN_KIND_BWD_DQ, D));
-    extern __shared__ __align__(16) uint8_t asa_attn_smem[];
+    ASA_DYNAMIC_SMEM(asa_attn_smem);
     uint16_t* const sm = reinterpret_cast<uint16_t*>(asa_attn_smem);
     const uint16_t* Qs = sm;
     const uint16_t* Os = sm + TS;  // dO
@@ -559,7 +559,7 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q,
     constexpr int TS = TILE * LD;
     constexpr int STAGES = static_cast<int>(asa_attn_stages(ASA_ATTN_KIND_BWD_DKDV, D));
     static_assert(STAGES == 1 || STAGES == 2, "one or two stages");
-    extern __shared__ __align__(16) uint8_t asa_attn_smem[];
+    ASA_DYNAMIC_SMEM(asa_attn_smem);
     uint16_t* const sm = reinterpret_cast<uint16_t*>(asa_attn_smem);
     const uint16_t* Ks = sm;
     const uint16_t* Vs = sm + TS;

@@ -44,6 +44,14 @@
 #define ASA_SM80_CODE 0
 #endif
 
+// A kernel's dynamic shared memory as a byte array `name` (declare it once per kernel body). In
+// the host SIMT emulation it is the emulated shared-memory arena.
+#if defined(ASA_SIMT_EMU)
+#define ASA_DYNAMIC_SMEM(name) uint8_t* const name = asa_emu::smem_base()
+#else
+#define ASA_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
+#endif
+
 // Threads per block for the simple elementwise (grid-stride) kernels. The Rust launchers use the
 // same number (src/backend/cuda/kernels.rs, ELEMENTWISE_BLOCK).
 #define ASA_ELEMENTWISE_BLOCK 256

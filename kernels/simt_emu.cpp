@@ -10,16 +10,16 @@
 #include <mutex>
 
 #include "attention.cu"
+#include "topk.cu"
 
 uint3 threadIdx;
 uint3 blockIdx;
 dim3 blockDim;
 dim3 gridDim;
 
-// The kernels' `extern __shared__` arrays (block-scope extern declarations name the enclosing
-// namespace's entity) are all this one arena.
-namespace asa_attn {
-alignas(128) uint8_t asa_attn_smem[asa_emu::SMEM_BYTES];
+// Every kernel's dynamic shared memory (ASA_DYNAMIC_SMEM in common.cuh) is this one arena.
+namespace {
+alignas(128) uint8_t g_smem[asa_emu::SMEM_BYTES];
 }
 
 namespace asa_emu {
@@ -187,7 +187,7 @@ bool run_block() {
 
 }  // namespace
 
-uint8_t* smem_base() { return asa_attn::asa_attn_smem; }
+uint8_t* smem_base() { return g_smem; }
 
 unsigned lane_id() { return me().lin % 32; }
 unsigned warp_id() { return me().lin / 32; }
@@ -400,6 +400,34 @@ int asa_emu_vote(int pred, bool all) {
     return all ? (count == n ? 1 : 0) : (count != 0 ? 1 : 0);
 }
 
+// Gather every lane's u32 into a sum or a ballot.
+namespace {
+template <class F>
+unsigned warp_fold(uint32_t mine, F f) {
+    using namespace asa_emu;
+    std::memcpy(my_slot(), &mine, sizeof mine);
+    warp_sync();
+    const unsigned n = S.warp_size[warp_id()];
+    unsigned acc = 0;
+    for (unsigned l = 0; l < n; ++l) {
+        uint32_t v;
+        std::memcpy(&v, lane_slot(l), sizeof v);
+        acc = f(acc, l, v);
+    }
+    warp_sync();
+    return acc;
+}
+}  // namespace
+
+unsigned asa_emu_reduce_add(unsigned v) {
+    return warp_fold(v, [](unsigned acc, unsigned, uint32_t x) { return acc + x; });
+}
+
+unsigned asa_emu_ballot(int pred) {
+    return warp_fold(pred != 0 ? 1u : 0u,
+                     [](unsigned acc, unsigned l, uint32_t x) { return acc | (x << l); });
+}
+
 // ---- extern "C" launchers (src/backend/cuda/simt.rs) ----
 namespace {
 
@@ -416,6 +444,18 @@ int finish(const std::string& err, char* buf, size_t cap) {
 }
 
 unsigned tiles(uint32_t T) { return (T + ASA_ATTN_TILE - 1) / ASA_ATTN_TILE; }
+
+// Kernel argument i of a driver-style parameter array (each entry points at the value).
+template <class T>
+T arg_at(void** p, int i) {
+    T v;
+    std::memcpy(&v, p[i], sizeof v);
+    return v;
+}
+template <class T>
+T* ptr_at(void** p, int i) {
+    return reinterpret_cast<T*>(static_cast<uintptr_t>(arg_at<uint64_t>(p, i)));
+}
 
 }  // namespace
 
@@ -540,6 +580,59 @@ int asa_emu_attn_mma_probe(const uint32_t* a, const uint32_t* b, const float* c,
     asa_emu::S.smem_limit = 0;
     const std::function<void()> kernel = [&] { attn_mma_probe(a, b, c, d); };
     return finish(asa_emu::launch("attn_mma_probe", dim3{1, 1, 1}, dim3{32, 1, 1}, kernel), err,
+                  cap);
+}
+
+// The top-k kernels, by name, with the driver's parameter array (src/backend/cuda/topk.rs
+// prune_driver: each entry points at the argument's value; pointers are u64 host addresses).
+int asa_emu_topk_launch(const char* name, uint32_t grid, void** p, char* err, size_t cap) {
+    std::lock_guard<std::mutex> lock(asa_emu::g_lock);
+    asa_emu::S.smem_limit = 0;
+    using u64 = unsigned long long;
+    const std::string n(name);
+    std::function<void()> k;
+    if (n == "topk_hist_f32") {
+        k = [p] {
+            topk_hist_f32(ptr_at<const u64>(p, 0), arg_at<unsigned>(p, 1), arg_at<u64>(p, 2),
+                          arg_at<unsigned>(p, 3), ptr_at<const unsigned>(p, 4),
+                          ptr_at<const unsigned>(p, 5), ptr_at<u64>(p, 6), ptr_at<u64>(p, 7),
+                          ptr_at<u64>(p, 8));
+        };
+    } else if (n == "topk_hist_16") {
+        k = [p] {
+            topk_hist_16(ptr_at<const u64>(p, 0), arg_at<unsigned>(p, 1), arg_at<u64>(p, 2),
+                         arg_at<unsigned>(p, 3), ptr_at<const unsigned>(p, 4),
+                         ptr_at<const unsigned>(p, 5), ptr_at<u64>(p, 6), ptr_at<u64>(p, 7),
+                         ptr_at<u64>(p, 8), arg_at<unsigned>(p, 9));
+        };
+    } else if (n == "topk_tie_count_f32" || n == "topk_tie_count_16") {
+        const bool f32 = n == "topk_tie_count_f32";
+        k = [p, f32] {
+            auto f = f32 ? topk_tie_count_f32 : topk_tie_count_16;
+            f(ptr_at<const u64>(p, 0), arg_at<unsigned>(p, 1), arg_at<u64>(p, 2),
+              ptr_at<const unsigned>(p, 3), ptr_at<const unsigned>(p, 4), ptr_at<unsigned>(p, 5));
+        };
+    } else if (n == "topk_mask_update_f32" || n == "topk_mask_update_16") {
+        const bool f32 = n == "topk_mask_update_f32";
+        k = [p, f32] {
+            auto f = f32 ? topk_mask_update_f32 : topk_mask_update_16;
+            f(ptr_at<const u64>(p, 0), arg_at<unsigned>(p, 1), arg_at<u64>(p, 2),
+              ptr_at<const unsigned>(p, 3), ptr_at<u64>(p, 4));
+        };
+    } else if (n == "two_four_f32") {
+        k = [p] {
+            two_four_f32(ptr_at<const uint4>(p, 0), ptr_at<float4>(p, 1), arg_at<u64>(p, 2),
+                         ptr_at<u64>(p, 3));
+        };
+    } else if (n == "two_four_16") {
+        k = [p] {
+            two_four_16(ptr_at<const uint2>(p, 0), ptr_at<float4>(p, 1), arg_at<u64>(p, 2),
+                        arg_at<unsigned>(p, 3), ptr_at<u64>(p, 4));
+        };
+    } else {
+        return finish("no emulated kernel named " + n, err, cap);
+    }
+    return finish(asa_emu::launch(name, dim3{grid, 1, 1}, dim3{ASA_TOPK_BLOCK, 1, 1}, k), err,
                   cap);
 }
 

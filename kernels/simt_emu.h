@@ -41,7 +41,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__
+// A block's threads are fibers run one block at a time, so a function-local static is exactly
+// one array shared by the block (not cleared between blocks, like shared memory on a GPU).
+#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
 struct alignas(8) float2 {
@@ -52,6 +54,13 @@ struct alignas(16) float4 {
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
 
 struct uint3 {
     unsigned x, y, z;
@@ -119,6 +128,18 @@ int asa_emu_vote(int pred, bool all);
 inline int __any_sync(unsigned, int pred) { return asa_emu_vote(pred, false); }
 inline int __all_sync(unsigned, int pred) { return asa_emu_vote(pred, true); }
 
+template <class T>
+inline T __ldg(const T* p) {
+    return *p;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+
+// Warp-wide sum, and the ballot of every lane's predicate (bit l = lane l).
+unsigned asa_emu_reduce_add(unsigned v);
+unsigned asa_emu_ballot(int pred);
+inline unsigned __reduce_add_sync(unsigned, unsigned v) { return asa_emu_reduce_add(v); }
+inline unsigned __ballot_sync(unsigned, int pred) { return asa_emu_ballot(pred); }
+
 // Fibers never run concurrently, so a plain read-modify-write is atomic.
 inline float atomicAdd(float* p, float v) {
     const float old = *p;
@@ -128,6 +149,16 @@ inline float atomicAdd(float* p, float v) {
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
     const unsigned old = *p;
     *p = old + v;
+    return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    const unsigned long long old = *p;
+    *p = old + v;
+    return old;
+}
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+    const unsigned long long old = *p;
+    *p = v < old ? v : old;
     return old;
 }
 

@@ -1209,6 +1209,134 @@ fn gpu_two_four_matches_cpu() {
     assert!(e.to_string().contains("multiple of 4"), "{e}");
 }
 
+// ------------------------------------------------------------- SIMT-emulated kernels ------
+// The kernels' own CUDA source run on the CPU (src/backend/cuda/simt.rs) under the same driver
+// as on a GPU (`prune_driver`): every block, barrier, ballot, warp reduction and atomic of
+// topk_hist_*, topk_tie_count_* and topk_mask_update_*, against the CPU path bit for bit.
+
+use asa_lth::backend::cuda::simt;
+
+fn run_emu<W: TopkWeight>(
+    names: &[String],
+    w: &[Vec<W>],
+    m: &[Vec<f32>],
+    f: f64,
+    scope: PruneScope,
+) -> asa_lth::Result<(Vec<Vec<f32>>, PruneReport)> {
+    let mut masks = m.to_vec();
+    let mut ts: Vec<PruneTensor<'_, W>> = names
+        .iter()
+        .zip(w)
+        .zip(masks.iter_mut())
+        .map(|((n, w), m)| PruneTensor::new(n, w, m))
+        .collect();
+    let r = simt::prune(&mut ts, f, scope)?;
+    drop(ts);
+    Ok((masks, r))
+}
+
+#[test]
+fn emulated_topk_kernels_match_cpu() {
+    let mut rng = Rng::new(71);
+    // Heavy ties, several tensors (empty ones, tile tails), existing masks, both scopes; sizes
+    // span several 4096-element tiles so blocks own tile ranges and tie cuts fall mid-tile.
+    for trial in 0..12 {
+        let nt = 1 + rng.below(5);
+        let sizes: Vec<usize> = (0..nt)
+            .map(|_| [0, 1, 4095, 4097, 9000, 300][rng.below(6)] + rng.below(200))
+            .collect();
+        let v = [
+            Values::Ties(2),
+            Values::Ties(5),
+            Values::Mixed,
+            Values::Normal,
+        ][trial % 4];
+        let md = model(&mut rng, &sizes, v);
+        let f = FRACTIONS[rng.below(FRACTIONS.len())];
+        for scope in [PruneScope::Global, PruneScope::PerTensor] {
+            let ctx = format!("emulated f32 trial {trial} {scope:?} f {f} {v:?} {sizes:?}");
+            let c = run_cpu(&md.names, &md.w, &md.m, f, scope).unwrap();
+            let e = run_emu(&md.names, &md.w, &md.m, f, scope).unwrap();
+            assert_same(&ctx, &c, &e);
+        }
+        // bf16 and f16: 15-bit keys, two passes.
+        let wb = to16(&md.w, bf16::from_f32);
+        let wh = to16(&md.w, f16::from_f32);
+        let ctx = format!("emulated 16-bit trial {trial} f {f} {v:?}");
+        let c = run_cpu(&md.names, &wb, &md.m, f, PruneScope::Global).unwrap();
+        let e = run_emu(&md.names, &wb, &md.m, f, PruneScope::Global).unwrap();
+        assert_same(&format!("{ctx} bf16"), &c, &e);
+        let c = run_cpu(&md.names, &wh, &md.m, f, PruneScope::PerTensor).unwrap();
+        let e = run_emu(&md.names, &wh, &md.m, f, PruneScope::PerTensor).unwrap();
+        assert_same(&format!("{ctx} f16"), &c, &e);
+    }
+    // Ten million weights over 40 tensors, heavy ties: many blocks, each over a tile range that
+    // crosses tensor (and group) boundaries.
+    let mut sizes: Vec<usize> = (0..39).map(|i| [0, 1, 77, 4096, 30_000][i % 5]).collect();
+    sizes.push(10_000_000 - sizes.iter().sum::<usize>());
+    let md = model(&mut rng, &sizes, Values::Ties(6));
+    for scope in [PruneScope::Global, PruneScope::PerTensor] {
+        let c = run_cpu(&md.names, &md.w, &md.m, 0.37, scope).unwrap();
+        let e = run_emu(&md.names, &md.w, &md.m, 0.37, scope).unwrap();
+        assert_same(&format!("emulated 1e7 {scope:?}"), &c, &e);
+    }
+}
+
+#[test]
+fn emulated_topk_errors_match_cpu() {
+    let names: Vec<String> = ["first", "empty", "second"].map(String::from).to_vec();
+    let mut w = vec![vec![1.0f32; 5000], vec![], vec![2.0f32; 9000]];
+    w[2][8000] = f32::NAN;
+    w[2][7000] = f32::INFINITY;
+    let mut m = vec![vec![1.0f32; 5000], vec![], vec![1.0f32; 9000]];
+    for scope in [PruneScope::Global, PruneScope::PerTensor] {
+        let c = run_cpu(&names, &w, &m, 0.5, scope).unwrap_err().to_string();
+        let e = run_emu(&names, &w, &m, 0.5, scope).unwrap_err().to_string();
+        assert_eq!(c, e);
+        assert!(e.contains("second") && e.contains("7000"), "{e}");
+    }
+    m[0][4321] = 0.5;
+    let c = run_cpu(&names, &w, &m, 0.5, PruneScope::Global)
+        .unwrap_err()
+        .to_string();
+    let e = run_emu(&names, &w, &m, 0.5, PruneScope::Global)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(c, e);
+    assert!(e.contains("first") && e.contains("4321"), "{e}");
+}
+
+#[test]
+fn emulated_two_four_kernels_match_cpu() {
+    let mut rng = Rng::new(73);
+    for (rows, k) in [(1, 4), (3, 8), (64, 128), (77, 516)] {
+        for v in [Values::Ties(3), Values::Mixed] {
+            let w: Vec<f32> = (0..rows * k).map(|_| value(&mut rng, v)).collect();
+            let cpu = two_four_mask_vec("w", &w, rows, k).unwrap();
+            let mut got = vec![f32::NAN; rows * k];
+            simt::two_four_mask("w", &w, rows, k, &mut got).unwrap();
+            assert!(got == cpu, "f32 {rows}x{k} {v:?}");
+            let wb: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
+            let cpu = two_four_mask_vec("w", &wb, rows, k).unwrap();
+            simt::two_four_mask("w", &wb, rows, k, &mut got).unwrap();
+            assert!(got == cpu, "bf16 {rows}x{k} {v:?}");
+            let wh: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();
+            let cpu = two_four_mask_vec("w", &wh, rows, k).unwrap();
+            simt::two_four_mask("w", &wh, rows, k, &mut got).unwrap();
+            assert!(got == cpu, "f16 {rows}x{k} {v:?}");
+        }
+    }
+    let mut w = vec![1.0f32; 64];
+    w[37] = f32::NAN;
+    w[50] = f32::INFINITY;
+    let mut m = vec![0.0f32; 64];
+    let e = simt::two_four_mask("bad", &w, 4, 16, &mut m).unwrap_err();
+    assert!(
+        matches!(&e, Error::NonFinite { index: 37, tensor, .. } if tensor == "bad"),
+        "{e}"
+    );
+}
+
 // ------------------------------------------------------------------------------- bench ------
 
 /// The `topk` bench cases timed once (the CLI wiring lives in src/main.rs):

@@ -13,11 +13,18 @@
 //! first (round to nearest even, as `cast_bf16_f32`), the tile lists built by the emulated
 //! `attn_tile_classify` and `attn_tile_lists`, then the same kernels with the same grids.
 
-use std::ffi::c_char;
+use std::cell::UnsafeCell;
+use std::ffi::{c_char, c_void, CString};
 
 use super::attention::{bf16_rn, BwdMode, TileListsDev, TILE};
+use super::topk::{prune_driver, Driven, TopkDevice, TopkElem, BLOCK as TOPK_BLOCK};
 use crate::backend::AttnShape;
 use crate::error::check_len;
+use crate::sparse::topk::{
+    bad_element_error, check_fraction, check_mask_len, PruneReport, PruneScope, PruneTensor,
+    TopkWeight,
+};
+use crate::sparse::two_four::check_shape as check_24_shape;
 use crate::{Error, Result};
 
 mod ffi {
@@ -118,6 +125,13 @@ mod ffi {
             cap: usize,
         ) -> i32;
         pub fn asa_emu_selftest_divergent_barrier(err: *mut c_char, cap: usize) -> i32;
+        pub fn asa_emu_topk_launch(
+            name: *const c_char,
+            grid: u32,
+            params: *mut *mut std::ffi::c_void,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
         pub fn asa_emu_attn_mma_probe(
             a: *const u32,
             b: *const u32,
@@ -493,4 +507,146 @@ pub fn mma_probe(
 pub fn selftest_divergent_barrier() -> Result<()> {
     // SAFETY: no pointers but the error buffer.
     run(|e, c| unsafe { ffi::asa_emu_selftest_divergent_barrier(e, c) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Top-k pruning and 2:4 selection: the kernels of kernels/topk.cu under the same driver as on a
+// GPU (src/backend/cuda/topk.rs `prune_driver`).
+
+/// A host array standing in for a device one; kernels write it through its address.
+pub struct EmuBuf<T>(Box<[UnsafeCell<T>]>);
+
+/// [`TopkDevice`] of the SIMT emulation: arrays in host memory, launches run the kernels'
+/// source (by name) on the CPU. It reports 4 SMs, so the driver's grids have several blocks.
+pub struct EmuTopk;
+
+impl TopkDevice for EmuTopk {
+    type Buf<T: TopkElem> = EmuBuf<T>;
+    fn sms(&self) -> Result<u64> {
+        Ok(4)
+    }
+    fn upload<T: TopkElem>(&self, v: &[T], _what: &str) -> Result<EmuBuf<T>> {
+        Ok(EmuBuf(v.iter().map(|&x| UnsafeCell::new(x)).collect()))
+    }
+    fn zeros<T: TopkElem>(&self, n: usize, _what: &str) -> Result<EmuBuf<T>> {
+        Ok(EmuBuf(
+            (0..n).map(|_| UnsafeCell::new(T::default())).collect(),
+        ))
+    }
+    fn download<T: TopkElem>(&self, b: &EmuBuf<T>, _what: &str) -> Result<Vec<T>> {
+        // SAFETY: launches are synchronous, so no kernel writes the cells meanwhile.
+        Ok(b.0.iter().map(|c| unsafe { *c.get() }).collect())
+    }
+    fn addr<T: TopkElem>(&self, b: &EmuBuf<T>) -> u64 {
+        UnsafeCell::raw_get(b.0.as_ptr()) as u64
+    }
+    unsafe fn launch(&self, name: &str, grid: u32, params: &mut [*mut c_void]) -> Result<()> {
+        let cname = CString::new(name)
+            .map_err(|_| Error::Config(format!("kernel name {name:?} contains NUL")))?;
+        // SAFETY: forwarded to the caller (params match the kernel, addresses valid).
+        run(|e, c| unsafe {
+            ffi::asa_emu_topk_launch(cname.as_ptr(), grid, params.as_mut_ptr(), e, c)
+        })
+    }
+}
+
+/// [`crate::sparse::prune`] with the GPU's algorithm: the same driver as
+/// [`super::topk::prune_gpu`] running the emulated kernels. Same contract, masks, reports and
+/// errors as the CPU path, which the tests hold it to.
+pub fn prune<W: TopkWeight>(
+    tensors: &mut [PruneTensor<'_, W>],
+    fraction: f64,
+    scope: PruneScope,
+) -> Result<PruneReport> {
+    check_fraction(fraction)?;
+    for t in tensors.iter() {
+        check_mask_len(t.name, t.weights.len(), t.mask.len())?;
+    }
+    let names: Vec<(String, usize)> = tensors
+        .iter()
+        .map(|t| (t.name.to_string(), t.weights.len()))
+        .collect();
+    let wptrs: Vec<u64> = tensors.iter().map(|t| t.weights.as_ptr() as u64).collect();
+    let mptrs: Vec<u64> = tensors
+        .iter_mut()
+        .map(|t| t.mask.as_mut_ptr() as u64)
+        .collect();
+    let suffix = if W::KEY_BITS == 31 { "f32" } else { "16" };
+    // The kernels read the weights and write the masks through these addresses; `tensors`
+    // is borrowed mutably for the whole call, so nothing else touches them meanwhile.
+    match prune_driver::<W, _>(&EmuTopk, &names, &wptrs, &mptrs, fraction, scope, suffix)? {
+        Driven::Report(r) => Ok(r),
+        Driven::Bad { tensor, index } => {
+            let t = &tensors[tensor];
+            Err(bad_element_error(
+                t.name,
+                index,
+                t.mask[index],
+                t.weights[index].to_f32(),
+            ))
+        }
+    }
+}
+
+/// [`crate::sparse::two_four_mask`] by the emulated `two_four_f32` / `two_four_16` kernels,
+/// launched as [`super::topk::two_four_mask_gpu`] launches them (grid-stride, 256 threads).
+pub fn two_four_mask<W: TopkWeight>(
+    name: &str,
+    weights: &[W],
+    rows: usize,
+    k: usize,
+    mask: &mut [f32],
+) -> Result<()> {
+    check_24_shape(name, weights.len(), mask.len(), rows, k)?;
+    let groups = (weights.len() / 4) as u64;
+    if groups == 0 {
+        return Ok(());
+    }
+    // 16-byte aligned copies (the kernels load a group of 4 with one vector load).
+    let wbytes = std::mem::size_of_val(weights);
+    let mut wbuf = vec![0u128; wbytes.div_ceil(16)];
+    // SAFETY: copies `wbytes` bytes of plain weight values into a buffer at least as long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            weights.as_ptr().cast::<u8>(),
+            wbuf.as_mut_ptr().cast::<u8>(),
+            wbytes,
+        )
+    };
+    let mut mbuf = vec![0u128; mask.len().div_ceil(4)];
+    let bad = [UnsafeCell::new(u64::MAX)];
+    let (kernel, mut nonfinite) = if W::KEY_BITS == 31 {
+        ("two_four_f32", 0u32)
+    } else {
+        ("two_four_16", W::NONFINITE_KEY)
+    };
+    let mut p_w = wbuf.as_ptr() as u64;
+    let mut p_m = mbuf.as_mut_ptr() as u64;
+    let mut p_bad = UnsafeCell::raw_get(bad.as_ptr()) as u64;
+    let mut groups_arg = groups;
+    let arg = |x: &mut u64| x as *mut u64 as *mut c_void;
+    let mut params: Vec<*mut c_void> = vec![arg(&mut p_w), arg(&mut p_m), arg(&mut groups_arg)];
+    if kernel == "two_four_16" {
+        params.push(&mut nonfinite as *mut u32 as *mut c_void);
+    }
+    params.push(arg(&mut p_bad));
+    let grid = groups.div_ceil(TOPK_BLOCK as u64).clamp(1, 65_535) as u32;
+    // SAFETY: matches two_four_f32(w, mask, u64 groups, bad) / two_four_16(w, mask, u64
+    // groups, u32 nonfinite, bad); w and mask hold 4·groups elements in 16-byte aligned
+    // buffers, bad one u64.
+    unsafe { EmuTopk.launch(kernel, grid, &mut params) }?;
+    // SAFETY: the launch has returned; nothing else writes `bad`.
+    let bad = unsafe { *bad[0].get() };
+    if bad != u64::MAX {
+        let i = bad as usize;
+        return Err(Error::NonFinite {
+            tensor: name.to_string(),
+            index: i,
+            value: weights[i].to_f32(),
+        });
+    }
+    // SAFETY: mbuf holds at least mask.len() f32 written by the kernel.
+    let m: &[f32] = unsafe { std::slice::from_raw_parts(mbuf.as_ptr().cast::<f32>(), mask.len()) };
+    mask.copy_from_slice(m);
+    Ok(())
 }

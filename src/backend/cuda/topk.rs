@@ -196,59 +196,13 @@ fn prune_typed<W: TopkWeight>(
     for t in tensors.iter() {
         check_mask_len(t.name, t.weights.len(), t.mask.len())?;
     }
-    let nt = tensors.len();
-    let nt_u32 = u32::try_from(nt)
-        .map_err(|_| Error::Config(format!("prune: {nt} tensors is more than u32::MAX")))?;
-    let (group_of, ng) = groups(scope, nt);
-    let npasses = passes(W::KEY_BITS);
     let names: Vec<(String, usize)> = tensors
         .iter()
         .map(|t| (t.name.to_string(), t.weights.len()))
         .collect();
-
-    // Global offsets and tiles, in tensor order.
-    let mut offsets = Vec::with_capacity(nt);
-    let mut tile_begin = Vec::with_capacity(nt + 1);
-    let (mut off, mut tiles) = (0u64, 0u64);
-    for t in tensors.iter() {
-        offsets.push(off);
-        tile_begin.push(tiles);
-        off += t.weights.len() as u64;
-        tiles += t.weights.len().div_ceil(TILE) as u64;
-    }
-    tile_begin.push(tiles);
-    if tiles >= ALL_TIES as u64 {
-        return Err(Error::Config(format!(
-            "prune: {off} weights make {tiles} tiles of {TILE}, more than the kernels index"
-        )));
-    }
-    let tile_count = tiles as usize;
-    let fin = |sel: &[RadixSelect], unpruned: &[u64], pruned: &[u64]| {
-        assemble_report::<W>(
-            scope,
-            fraction,
-            names.iter().map(|(n, l)| (n.as_str(), *l)),
-            sel,
-            unpruned,
-            pruned,
-        )
-    };
-    if tiles == 0 {
-        // Nothing to read: every tensor is empty (or there are none).
-        let sel = (0..ng)
-            .map(|_| RadixSelect::new(W::KEY_BITS, fraction, &[0u64; BINS]))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(fin(&sel, &vec![0; nt], &vec![0; nt]));
-    }
-
-    let ctx = module.context();
-    let sms = ctx
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-        .map_err(|e| drv("query multiprocessor count", e))?;
-    let grid = tile_grid(tiles, sms.max(1) as u64);
-
     // Device pointers of every tensor, held (with their stream-ordering guards) until the
-    // end: the table below embeds them.
+    // kernels are done: the tensor table embeds them.
+    let nt = tensors.len();
     let mut wptrs = Vec::with_capacity(nt);
     let mut mptrs = Vec::with_capacity(nt);
     let mut guards_w = Vec::with_capacity(nt);
@@ -261,46 +215,179 @@ fn prune_typed<W: TopkWeight>(
         guards_w.push(gw);
         guards_m.push(gm);
     }
+    let dev = CudaTopk { module, stream };
+    let out = prune_driver::<W, _>(&dev, &names, &wptrs, &mptrs, fraction, scope, suffix);
+    drop(guards_m);
+    drop(guards_w);
+    stream
+        .synchronize()
+        .map_err(|e| drv("synchronize after mask update", e))?;
+    match out? {
+        Driven::Report(r) => Ok(r),
+        Driven::Bad { tensor, index } => {
+            let t = &tensors[tensor];
+            let m = to_host(stream, &t.mask.slice(index..index + 1), "mask element")?[0];
+            let w = t.weights.element(stream, index)?;
+            Err(bad_element_error(t.name, index, m, w))
+        }
+    }
+}
+
+/// An element type of the driver's device arrays.
+pub trait TopkElem: DeviceRepr + ValidAsZeroBits + Copy + Default + 'static {}
+impl TopkElem for u32 {}
+impl TopkElem for u64 {}
+
+/// What the top-k driver needs from a device — arrays, copies and launches — so the same
+/// driver runs the kernels on a GPU ([`CudaTopk`]) and in the SIMT emulation of their source
+/// ([`super::simt::EmuTopk`]).
+pub trait TopkDevice {
+    /// A device array.
+    type Buf<T: TopkElem>;
+    /// Streaming multiprocessors (sizes the grid; any grid is correct).
+    fn sms(&self) -> Result<u64>;
+    /// A new array holding `v`.
+    fn upload<T: TopkElem>(&self, v: &[T], what: &str) -> Result<Self::Buf<T>>;
+    /// A new array of `n` zeros.
+    fn zeros<T: TopkElem>(&self, n: usize, what: &str) -> Result<Self::Buf<T>>;
+    /// The array's contents, after every launch so far has finished.
+    fn download<T: TopkElem>(&self, b: &Self::Buf<T>, what: &str) -> Result<Vec<T>>;
+    /// The address a kernel parameter passes for `b`.
+    fn addr<T: TopkElem>(&self, b: &Self::Buf<T>) -> u64;
+    /// Launch kernel `name` over `grid` blocks of [`BLOCK`] threads.
+    ///
+    /// # Safety
+    /// As [`launch`]: `params` match the kernel's parameter list, and every address among
+    /// them is valid for what the kernel does with it.
+    unsafe fn launch(&self, name: &str, grid: u32, params: &mut [*mut c_void]) -> Result<()>;
+}
+
+/// [`TopkDevice`] on a CUDA stream. Addresses are taken without holding cudarc's ordering
+/// guards past the call: every array lives on the one stream the launches use.
+pub struct CudaTopk<'a> {
+    pub module: &'a KernelModule,
+    pub stream: &'a Arc<CudaStream>,
+}
+
+impl TopkDevice for CudaTopk<'_> {
+    type Buf<T: TopkElem> = CudaSlice<T>;
+    fn sms(&self) -> Result<u64> {
+        let sms = self
+            .module
+            .context()
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| drv("query multiprocessor count", e))?;
+        Ok(sms.max(1) as u64)
+    }
+    fn upload<T: TopkElem>(&self, v: &[T], what: &str) -> Result<CudaSlice<T>> {
+        to_dev(self.stream, v, what)
+    }
+    fn zeros<T: TopkElem>(&self, n: usize, what: &str) -> Result<CudaSlice<T>> {
+        zeros(self.stream, n, what)
+    }
+    fn download<T: TopkElem>(&self, b: &CudaSlice<T>, what: &str) -> Result<Vec<T>> {
+        to_host(self.stream, b, what)
+    }
+    fn addr<T: TopkElem>(&self, b: &CudaSlice<T>) -> u64 {
+        b.device_ptr(self.stream).0
+    }
+    unsafe fn launch(&self, name: &str, grid: u32, params: &mut [*mut c_void]) -> Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe { launch(self.module, self.stream, name, grid, params) }
+    }
+}
+
+/// What the driver ends with: the report, or the first invalid element (global order) for
+/// the caller to describe once it can read the tensors again.
+pub enum Driven {
+    Report(PruneReport),
+    Bad { tensor: usize, index: usize },
+}
+
+/// The top-k driver over any [`TopkDevice`]: tensors given by name and length (`names`) and
+/// by the device addresses of their weights (`wptrs`, element type `W`) and 0/1 f32 masks
+/// (`mptrs`), which must stay valid and untouched until it returns. Checks of the fraction and
+/// mask lengths are the caller's.
+#[allow(clippy::too_many_arguments)]
+pub fn prune_driver<W: TopkWeight, D: TopkDevice>(
+    dev: &D,
+    names: &[(String, usize)],
+    wptrs: &[u64],
+    mptrs: &[u64],
+    fraction: f64,
+    scope: PruneScope,
+    suffix: &str,
+) -> Result<Driven> {
+    let nt = names.len();
+    let nt_u32 = u32::try_from(nt)
+        .map_err(|_| Error::Config(format!("prune: {nt} tensors is more than u32::MAX")))?;
+    let (group_of, ng) = groups(scope, nt);
+    let npasses = passes(W::KEY_BITS);
+
+    // Global offsets and tiles, in tensor order.
+    let mut offsets = Vec::with_capacity(nt);
+    let mut tile_begin = Vec::with_capacity(nt + 1);
+    let (mut off, mut tiles) = (0u64, 0u64);
+    for &(_, len) in names {
+        offsets.push(off);
+        tile_begin.push(tiles);
+        off += len as u64;
+        tiles += len.div_ceil(TILE) as u64;
+    }
+    tile_begin.push(tiles);
+    if tiles >= ALL_TIES as u64 {
+        return Err(Error::Config(format!(
+            "prune: {off} weights make {tiles} tiles of {TILE}, more than the kernels index"
+        )));
+    }
+    let tile_count = tiles as usize;
+    let fin = |sel: &[RadixSelect], unpruned: &[u64], pruned: &[u64]| {
+        Driven::Report(assemble_report::<W>(
+            scope,
+            fraction,
+            names.iter().map(|(n, l)| (n.as_str(), *l)),
+            sel,
+            unpruned,
+            pruned,
+        ))
+    };
+    if tiles == 0 {
+        // Nothing to read: every tensor is empty (or there are none).
+        let sel = (0..ng)
+            .map(|_| RadixSelect::new(W::KEY_BITS, fraction, &[0u64; BINS]))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(fin(&sel, &vec![0; nt], &vec![0; nt]));
+    }
+    let grid = tile_grid(tiles, dev.sms()?);
+
     let mut table: Vec<u64> = Vec::with_capacity(6 * nt + 1);
-    table.extend(&wptrs);
-    table.extend(&mptrs);
+    table.extend(wptrs);
+    table.extend(mptrs);
     table.extend(names.iter().map(|(_, l)| *l as u64));
     table.extend(&offsets);
     table.extend(group_of.iter().map(|&g| g as u64));
     table.extend(&tile_begin);
-    let d_table = to_dev(stream, &table, "tensor table")?;
+    let d_table = dev.upload(&table, "tensor table")?;
 
-    let mut d_hist = zeros::<u64>(stream, ng * BINS, "histograms")?;
-    let mut d_unpruned = zeros::<u64>(stream, nt, "unpruned counts")?;
-    let mut d_pruned = zeros::<u64>(stream, nt, "pruned counts")?;
-    let mut d_bad = to_dev(stream, &[u64::MAX], "first-bad index")?;
+    let d_unpruned = dev.zeros::<u64>(nt, "unpruned counts")?;
+    let d_pruned = dev.zeros::<u64>(nt, "pruned counts")?;
+    let d_bad = dev.upload(&[u64::MAX], "first-bad index")?;
     let hist_name = format!("topk_hist_{suffix}");
 
     // One histogram pass; returns the per-group histograms.
-    let run_hist = |d_hist: &mut CudaSlice<u64>,
-                    pass: u32,
-                    prefix: &[u32],
-                    active: &[u32],
-                    counts: Option<(&mut CudaSlice<u64>, &mut CudaSlice<u64>)>|
-     -> Result<Vec<u64>> {
-        stream
-            .memset_zeros(d_hist)
-            .map_err(|e| drv("clear histograms", e))?;
-        let d_prefix = to_dev(stream, prefix, "group prefixes")?;
-        let d_active = to_dev(stream, active, "group flags")?;
-        let (mut p_table, g0) = d_table.device_ptr(stream);
-        let (mut p_prefix, g1) = d_prefix.device_ptr(stream);
-        let (mut p_active, g2) = d_active.device_ptr(stream);
-        let (mut p_hist, g3) = d_hist.device_ptr_mut(stream);
-        let (mut p_unpruned, mut p_bad) = (0u64, 0u64);
-        let mut counts_guards = None;
-        if let Some((u, b)) = counts {
-            let (pu, gu) = u.device_ptr_mut(stream);
-            let (pb, gb) = b.device_ptr_mut(stream);
-            p_unpruned = pu;
-            p_bad = pb;
-            counts_guards = Some((gu, gb));
-        }
+    let run_hist = |pass: u32, prefix: &[u32], active: &[u32], counts: bool| -> Result<Vec<u64>> {
+        let d_hist = dev.zeros::<u64>(ng * BINS, "histograms")?;
+        let d_prefix = dev.upload(prefix, "group prefixes")?;
+        let d_active = dev.upload(active, "group flags")?;
+        let mut p_table = dev.addr(&d_table);
+        let mut p_prefix = dev.addr(&d_prefix);
+        let mut p_active = dev.addr(&d_active);
+        let mut p_hist = dev.addr(&d_hist);
+        let (mut p_unpruned, mut p_bad) = if counts {
+            (dev.addr(&d_unpruned), dev.addr(&d_bad))
+        } else {
+            (0u64, 0u64)
+        };
         let (mut nt_arg, mut tiles_arg, mut pass_arg, mut nonfinite) =
             (nt_u32, tiles, pass, W::NONFINITE_KEY);
         let mut params: Vec<*mut c_void> = vec![
@@ -320,38 +407,26 @@ fn prune_typed<W: TopkWeight>(
         // SAFETY: the parameters match `topk_hist_f32` (9) / `topk_hist_16` (10, the last the
         // non-finite key) in order and size: u64 table pointer, u32 nt, u64 tiles, u32 pass,
         // three u32/u64 device array pointers, two nullable u64 pointers. The table holds
-        // `nt` tensors whose weight and mask pointers cover `len` elements each (lengths
-        // checked above; guards held until the end of `prune_typed`); prefix/active have `ng`
-        // entries, hist `ng * BINS`, unpruned `nt`, bad 1, matching the groups in the table.
-        unsafe { launch(module, stream, &hist_name, grid, &mut params) }?;
-        drop(counts_guards);
-        drop((g0, g1, g2, g3));
-        to_host(stream, &*d_hist, "histograms")
+        // `nt` tensors whose weight and mask addresses cover `len` elements each (the
+        // caller's contract); prefix/active have `ng` entries, hist `ng * BINS`, unpruned
+        // `nt`, bad 1, matching the groups in the table.
+        unsafe { dev.launch(&hist_name, grid, &mut params) }?;
+        dev.download(&d_hist, "histograms")
     };
 
     // Pass 0: validate, count, histogram.
-    let h0 = run_hist(
-        &mut d_hist,
-        0,
-        &vec![0u32; ng],
-        &vec![1u32; ng],
-        Some((&mut d_unpruned, &mut d_bad)),
-    )?;
-    let bad = to_host(stream, &d_bad, "first-bad index")?[0];
+    let h0 = run_hist(0, &vec![0u32; ng], &vec![1u32; ng], true)?;
+    let bad = dev.download(&d_bad, "first-bad index")?[0];
     if bad != u64::MAX {
-        // The owning tensor: the last one whose offset is <= bad (skipping empty tensors).
         // The owning tensor: the last one whose offset is <= bad (an empty tensor there would
         // share its offset with the next, non-empty, one).
         let ti = offsets.partition_point(|&o| o <= bad).saturating_sub(1);
-        let i = (bad - offsets[ti]) as usize;
-        drop(guards_m);
-        drop(guards_w);
-        let t = &tensors[ti];
-        let m = to_host(stream, &t.mask.slice(i..i + 1), "mask element")?[0];
-        let w = t.weights.element(stream, i)?;
-        return Err(bad_element_error(t.name, i, m, w));
+        return Ok(Driven::Bad {
+            tensor: ti,
+            index: (bad - offsets[ti]) as usize,
+        });
     }
-    let unpruned = to_host(stream, &d_unpruned, "unpruned counts")?;
+    let unpruned = dev.download(&d_unpruned, "unpruned counts")?;
     let mut sel = (0..ng)
         .map(|g| RadixSelect::new(W::KEY_BITS, fraction, &h0[g * BINS..(g + 1) * BINS]))
         .collect::<Result<Vec<_>>>()?;
@@ -362,7 +437,7 @@ fn prune_typed<W: TopkWeight>(
         }
         let prefix: Vec<u32> = sel.iter().map(RadixSelect::prefix).collect();
         let active: Vec<u32> = sel.iter().map(|s| s.active() as u32).collect();
-        let h = run_hist(&mut d_hist, pass, &prefix, &active, None)?;
+        let h = run_hist(pass, &prefix, &active, false)?;
         for (g, s) in sel.iter_mut().enumerate() {
             s.feed(&h[g * BINS..(g + 1) * BINS])?;
         }
@@ -381,37 +456,27 @@ fn prune_typed<W: TopkWeight>(
     if needs_scan.iter().any(|&b| b) {
         let keys: Vec<u32> = sel.iter().map(|s| s.threshold_key().unwrap_or(0)).collect();
         let scan: Vec<u32> = needs_scan.iter().map(|&b| b as u32).collect();
-        let d_keys = to_dev(stream, &keys, "threshold keys")?;
-        let d_scan = to_dev(stream, &scan, "scan flags")?;
-        let mut d_counts = zeros::<u32>(stream, tile_count, "tile tie counts")?;
-        {
-            let (mut p_table, _g0) = d_table.device_ptr(stream);
-            let (mut p_keys, _g1) = d_keys.device_ptr(stream);
-            let (mut p_scan, _g2) = d_scan.device_ptr(stream);
-            let (mut p_counts, _g3) = d_counts.device_ptr_mut(stream);
-            let (mut nt_arg, mut tiles_arg) = (nt_u32, tiles);
-            let mut params = [
-                arg(&mut p_table),
-                arg(&mut nt_arg),
-                arg(&mut tiles_arg),
-                arg(&mut p_keys),
-                arg(&mut p_scan),
-                arg(&mut p_counts),
-            ];
-            // SAFETY: matches `topk_tie_count_*(table, u32 nt, u64 tiles, keys, scan,
-            // counts)`; keys/scan have `ng` entries, counts `tiles` (written once per tile);
-            // the table's tensor buffers are held alive by the guards.
-            unsafe {
-                launch(
-                    module,
-                    stream,
-                    &format!("topk_tie_count_{suffix}"),
-                    grid,
-                    &mut params,
-                )
-            }?;
-        }
-        let counts = to_host(stream, &d_counts, "tile tie counts")?;
+        let d_keys = dev.upload(&keys, "threshold keys")?;
+        let d_scan = dev.upload(&scan, "scan flags")?;
+        let d_counts = dev.zeros::<u32>(tile_count, "tile tie counts")?;
+        let mut p_table = dev.addr(&d_table);
+        let mut p_keys = dev.addr(&d_keys);
+        let mut p_scan = dev.addr(&d_scan);
+        let mut p_counts = dev.addr(&d_counts);
+        let (mut nt_arg, mut tiles_arg) = (nt_u32, tiles);
+        let mut params = [
+            arg(&mut p_table),
+            arg(&mut nt_arg),
+            arg(&mut tiles_arg),
+            arg(&mut p_keys),
+            arg(&mut p_scan),
+            arg(&mut p_counts),
+        ];
+        // SAFETY: matches `topk_tie_count_*(table, u32 nt, u64 tiles, keys, scan, counts)`;
+        // keys/scan have `ng` entries, counts `tiles` (written once per tile); the table's
+        // tensor addresses are valid (the caller's contract).
+        unsafe { dev.launch(&format!("topk_tie_count_{suffix}"), grid, &mut params) }?;
+        let counts = dev.download(&d_counts, "tile tie counts")?;
         for (g, s) in sel.iter().enumerate() {
             if !needs_scan[g] {
                 continue;
@@ -436,39 +501,24 @@ fn prune_typed<W: TopkWeight>(
         for (s, &(ct, cr)) in sel.iter().zip(&cut) {
             gp.extend([s.active() as u32, s.threshold_key().unwrap_or(0), ct, cr]);
         }
-        let d_gp = to_dev(stream, &gp, "group parameters")?;
-        {
-            let (mut p_table, _g0) = d_table.device_ptr(stream);
-            let (mut p_gp, _g1) = d_gp.device_ptr(stream);
-            let (mut p_pruned, _g2) = d_pruned.device_ptr_mut(stream);
-            let (mut nt_arg, mut tiles_arg) = (nt_u32, tiles);
-            let mut params = [
-                arg(&mut p_table),
-                arg(&mut nt_arg),
-                arg(&mut tiles_arg),
-                arg(&mut p_gp),
-                arg(&mut p_pruned),
-            ];
-            // SAFETY: matches `topk_mask_update_*(table, u32 nt, u64 tiles, group params,
-            // pruned)`; group params has 4 * ng u32, pruned `nt` u64; the kernel writes masks
-            // only at indices < len of each tensor, whose buffers the guards hold.
-            unsafe {
-                launch(
-                    module,
-                    stream,
-                    &format!("topk_mask_update_{suffix}"),
-                    grid,
-                    &mut params,
-                )
-            }?;
-        }
-        pruned = to_host(stream, &d_pruned, "pruned counts")?;
+        let d_gp = dev.upload(&gp, "group parameters")?;
+        let mut p_table = dev.addr(&d_table);
+        let mut p_gp = dev.addr(&d_gp);
+        let mut p_pruned = dev.addr(&d_pruned);
+        let (mut nt_arg, mut tiles_arg) = (nt_u32, tiles);
+        let mut params = [
+            arg(&mut p_table),
+            arg(&mut nt_arg),
+            arg(&mut tiles_arg),
+            arg(&mut p_gp),
+            arg(&mut p_pruned),
+        ];
+        // SAFETY: matches `topk_mask_update_*(table, u32 nt, u64 tiles, group params,
+        // pruned)`; group params has 4 * ng u32, pruned `nt` u64; the kernel writes masks only
+        // at indices < len of each tensor (valid by the caller's contract).
+        unsafe { dev.launch(&format!("topk_mask_update_{suffix}"), grid, &mut params) }?;
+        pruned = dev.download(&d_pruned, "pruned counts")?;
     }
-    drop(guards_m);
-    drop(guards_w);
-    stream
-        .synchronize()
-        .map_err(|e| drv("synchronize after mask update", e))?;
 
     // The kernels must have pruned exactly n per group.
     for (g, s) in sel.iter().enumerate() {
