@@ -45,8 +45,12 @@ Tests: tests/topk.rs — host_helpers_match_the_rust_twins and host_tile_math_co
   (CPU) and benches/peers/torch_topk.py (torch on a GPU). Resource check:
   scripts/check-kernels.sh (every kernel here is marked hot: no spills, no local memory).
 
-Status: compiled into the fatbin and statically checked; NOT yet run on a GPU (the gpu_* tests
-  above are the first thing to run when one is lent). Known performance risk, unmeasured: with
+SIMT emulation (tests/topk.rs emulated_*; kernels/simt_emu.h): this source runs on the CPU
+  under the same driver as on a GPU (src/backend/cuda/topk.rs prune_driver over the emulated
+  TopkDevice): masks and reports equal the CPU path bit for bit on heavy ties, existing masks,
+  both scopes, f32/bf16/f16, up to 10^7 weights over 40 tensors; errors likewise; 2:4 too.
+Status: compiled into the fatbin, statically checked and SIMT-emulated; NOT yet run on a GPU
+  (the gpu_* tests above are the first thing to run when one is lent). Known performance risk, unmeasured: with
   heavy ties the pass-0 shared-memory atomics pile onto few bins (warp-aggregated atomics via
   __match_any_sync would be the fix if it shows up).
 */

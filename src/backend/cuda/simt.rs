@@ -1,4 +1,4 @@
-//! The attention kernels' CUDA source executed on the CPU by the SIMT emulation of
+//! The attention and top-k kernels' CUDA source executed on the CPU by the SIMT emulation of
 //! kernels/simt_emu.h: every thread of every block runs the kernel body as written (barriers,
 //! warp shuffles and votes, `cp.async` groups, `ldmatrix`, `mma.sync`), the PTX instructions
 //! emulated from the ISA. No GPU and no nvcc are needed (build.rs compiles the emulation with
@@ -9,9 +9,11 @@
 //! warps at their synchronisation points exposes, and anything the hardware does differently
 //! from the ISA text (the layout probes on a real GPU remain the check for that).
 //!
-//! The launchers here mirror [`super::attention`]'s: q, k, v (and dout) rounded to bf16 copies
-//! first (round to nearest even, as `cast_bf16_f32`), the tile lists built by the emulated
-//! `attn_tile_classify` and `attn_tile_lists`, then the same kernels with the same grids.
+//! The attention launchers here mirror [`super::attention`]'s: q, k, v (and dout) rounded to
+//! bf16 copies first (round to nearest even, as `cast_bf16_f32`), the tile lists built by the
+//! emulated `attn_tile_classify` and `attn_tile_lists`, then the same kernels with the same
+//! grids. Top-k pruning runs the GPU's own driver ([`super::topk::prune_driver`]) on
+//! [`EmuTopk`], so only the kernels' execution differs from a GPU run.
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_void, CString};
