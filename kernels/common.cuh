@@ -49,7 +49,7 @@
 #if defined(ASA_SIMT_EMU)
 #define ASA_DYNAMIC_SMEM(name) uint8_t* const name = asa_emu::smem_base()
 #else
-#define ASA_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
+#define ASA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) uint8_t name[]
 #endif
 
 // Threads per block for the simple elementwise (grid-stride) kernels. The Rust launchers use the

@@ -30,6 +30,9 @@ namespace asa_gemm24 {
 template <bool BF16, int SEL>
 __device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4],
                                        const uint32_t (&b)[4], uint32_t e) {
+#if defined(ASA_SIMT_EMU)
+    asa_emu::mma_sp_m16n8k32(d, a, b, e, SEL, BF16);
+#else
     if constexpr (BF16) {
         asm volatile(
             "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
@@ -45,6 +48,7 @@ __device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4],
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]),
               "r"(b[3]), "r"(e), "n"(SEL));
     }
+#endif
 }
 
 // Fragments of k32 step `step` for this lane: A from the compressed values (one u32 per
@@ -75,7 +79,7 @@ __device__ __forceinline__ void gemm24_ref(const uint16_t* __restrict__ x,
                                            const uint32_t* __restrict__ meta,
                                            const float* __restrict__ bias, float* __restrict__ y,
                                            int M, int N, int K) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     const uint32_t lane = threadIdx.x & 31;
     const int m0 = blockIdx.x * 8;
     const int tile = blockIdx.y;
@@ -181,9 +185,9 @@ __device__ __forceinline__ void gemm24_tc(const uint16_t* __restrict__ x,
                                           const float* __restrict__ bias, float* __restrict__ y,
                                           float* __restrict__ ws, int M, int N, int K,
                                           int gelu) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     using C = Tc<BM, BN, WARPS_M, WARPS_N, STAGES>;
-    extern __shared__ __align__(128) unsigned char smem[];
+    ASA_DYNAMIC_SMEM(smem);
     const uint32_t lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int wm = warp % WARPS_M, wn = warp / WARPS_M;
@@ -376,7 +380,7 @@ gemm24_splitk_reduce(const float* __restrict__ ws, int splits, const float* __re
 extern "C" __global__ void __launch_bounds__(32)
 ldmatrix_probe(const uint16_t* __restrict__ src, const uint32_t* __restrict__ row_off,
                uint32_t* __restrict__ out, int mode) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     __shared__ __align__(16) uint16_t img[256];
     const uint32_t lane = threadIdx.x & 31;
     for (uint32_t i = lane; i < 256; i += 32) img[i] = src[i];
@@ -437,7 +441,7 @@ extern "C" __global__ void __launch_bounds__(32)
 mma_sp_probe(const uint32_t* __restrict__ a, const uint32_t* __restrict__ b,
              const uint32_t* __restrict__ e, const float* __restrict__ c, float* __restrict__ d,
              int selector, int bf16) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if ASA_SM80_CODE
     const uint32_t lane = threadIdx.x & 31;
     uint32_t ra[4], rb[4];
     float acc[4];

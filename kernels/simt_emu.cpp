@@ -11,6 +11,7 @@
 
 #include "attention.cu"
 #include "topk.cu"
+#include "gemm24.cu"
 
 uint3 threadIdx;
 uint3 blockIdx;
@@ -63,7 +64,16 @@ struct State {
     uint64_t rng = 0x9E3779B97F4A7C15ull;
     CopyMode mode = CopyMode::Lazy;
     uint32_t smem_limit = SMEM_BYTES;
+    // Per warp: the 32 × 4 results of the last mma.sp (computed once, read by every lane).
+    std::vector<float> mma_out;
 };
+
+// The Rust PTX-ISA emulator of one warp's mma.sp (registered by src/backend/cuda/simt.rs):
+// a, b, c 32 × 4 per-lane registers, e 32 metadata registers; writes d (32 × 4); non-zero
+// when a metadata nibble is invalid.
+using MmaSpFn = int (*)(const uint32_t* a, const uint32_t* b, const float* c, const uint32_t* e,
+                        uint32_t sel, uint32_t bf16, float* d);
+MmaSpFn g_mma_sp = nullptr;
 
 State S;
 std::mutex g_lock;  // one launch at a time (the tests run in parallel threads)
@@ -282,6 +292,7 @@ std::string launch(const char* name, dim3 grid, dim3 block, const std::function<
     S.warp_size.assign(warps, 32u);
     S.warp_size[warps - 1] = n - 32 * (warps - 1);
     S.slots.assign(static_cast<size_t>(n) * SLOT, 0);
+    S.mma_out.assign(static_cast<size_t>(warps) * 128, 0.0f);
     S.kernel = &kernel;
     S.error.clear();
     gridDim = grid;
@@ -343,6 +354,44 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
     warp_sync();
     for (unsigned i = 0; i < 4; ++i) {
         d[i] = out[i];
+    }
+}
+
+void mma_sp_m16n8k32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e,
+                     int sel, bool bf16) {
+    struct In {
+        uint32_t a[4], b[4], e;
+        float c[4];
+    };
+    static_assert(sizeof(In) <= SLOT, "slot size");
+    const In mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1], b[2], b[3]}, e, {d[0], d[1], d[2], d[3]}};
+    std::memcpy(my_slot(), &mine, sizeof mine);
+    warp_sync();
+    const unsigned w = warp_id(), l = lane_id();
+    if (l == 0) {
+        if (g_mma_sp == nullptr) {
+            fail("mma.sp: no emulator registered (src/backend/cuda/simt.rs registers it)");
+        }
+        uint32_t A[128], B[128], E[32];
+        float C[128];
+        for (unsigned x = 0; x < 32; ++x) {
+            In in;
+            std::memcpy(&in, lane_slot(x), sizeof in);
+            for (int j = 0; j < 4; ++j) {
+                A[4 * x + j] = in.a[j];
+                B[4 * x + j] = in.b[j];
+                C[4 * x + j] = in.c[j];
+            }
+            E[x] = in.e;
+        }
+        if (g_mma_sp(A, B, C, E, static_cast<uint32_t>(sel), bf16 ? 1u : 0u,
+                     S.mma_out.data() + 128 * w) != 0) {
+            fail("mma.sp: a metadata nibble is not an ordered pair of positions");
+        }
+    }
+    warp_sync();
+    for (int i = 0; i < 4; ++i) {
+        d[i] = S.mma_out[128 * w + 4 * l + i];
     }
 }
 
@@ -581,6 +630,52 @@ int asa_emu_attn_mma_probe(const uint32_t* a, const uint32_t* b, const float* c,
     const std::function<void()> kernel = [&] { attn_mma_probe(a, b, c, d); };
     return finish(asa_emu::launch("attn_mma_probe", dim3{1, 1, 1}, dim3{32, 1, 1}, kernel), err,
                   cap);
+}
+
+// Register the Rust mma.sp emulator (see MmaSpFn).
+void asa_emu_set_mma_sp(asa_emu::MmaSpFn f) {
+    std::lock_guard<std::mutex> lock(asa_emu::g_lock);
+    asa_emu::g_mma_sp = f;
+}
+
+// The 2:4 GEMM kernels by name with the launcher's parameter array (src/backend/cuda/gemm24.rs
+// launch_gemm24: pointers are u64 host addresses), grid (gx, gy, gz), `threads` per block and
+// `smem` bytes of dynamic shared memory.
+int asa_emu_gemm24_launch(const char* name, uint32_t gx, uint32_t gy, uint32_t gz,
+                          uint32_t threads, uint32_t smem, void** p, char* err, size_t cap) {
+    std::lock_guard<std::mutex> lock(asa_emu::g_lock);
+    asa_emu::S.smem_limit = smem;
+    const std::string n(name);
+    using Tc = void (*)(const uint16_t*, const uint32_t*, const uint32_t*, const float*, float*,
+                        float*, int, int, int, int);
+    Tc tc = nullptr;
+    if (n == "gemm24_bf16_large") {
+        tc = gemm24_bf16_large;
+    } else if (n == "gemm24_f16_large") {
+        tc = gemm24_f16_large;
+    } else if (n == "gemm24_bf16_small") {
+        tc = gemm24_bf16_small;
+    } else if (n == "gemm24_f16_small") {
+        tc = gemm24_f16_small;
+    }
+    std::function<void()> k;
+    if (tc != nullptr) {
+        k = [p, tc] {
+            tc(ptr_at<const uint16_t>(p, 0), ptr_at<const uint32_t>(p, 1),
+               ptr_at<const uint32_t>(p, 2), ptr_at<const float>(p, 3), ptr_at<float>(p, 4),
+               ptr_at<float>(p, 5), arg_at<int>(p, 6), arg_at<int>(p, 7), arg_at<int>(p, 8),
+               arg_at<int>(p, 9));
+        };
+    } else if (n == "gemm24_splitk_reduce") {
+        k = [p] {
+            gemm24_splitk_reduce(ptr_at<const float>(p, 0), arg_at<int>(p, 1),
+                                 ptr_at<const float>(p, 2), ptr_at<float>(p, 3), arg_at<int>(p, 4),
+                                 arg_at<int>(p, 5), arg_at<int>(p, 6));
+        };
+    } else {
+        return finish("no emulated kernel named " + n, err, cap);
+    }
+    return finish(asa_emu::launch(name, dim3{gx, gy, gz}, dim3{threads, 1, 1}, k), err, cap);
 }
 
 // The top-k kernels, by name, with the driver's parameter array (src/backend/cuda/topk.rs

@@ -168,6 +168,12 @@ namespace asa_emu {
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, d = a·b + d [ISA §9.7.14.5.8].
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 
+// mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{bf16,f16}, d = a·b + d with
+// metadata register e and selector sel: computed by the Rust PTX-ISA emulator
+// (src/sparse/mma_emu.rs, the one the layout tests use), which simt.rs registers.
+void mma_sp_m16n8k32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e,
+                     int sel, bool bf16);
+
 // ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 from shared address `addr` (this
 // lane's row) into r[0..num) [ISA §9.7.14.5.15].
 void ldmatrix(uint32_t* r, int num, bool trans, uint32_t addr);

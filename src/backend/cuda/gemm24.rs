@@ -369,7 +369,8 @@ impl TileConfig {
         }
     }
 
-    fn kernel(self, dtype: Half) -> &'static str {
+    /// The kernel compiled for this configuration and operand type.
+    pub fn kernel(self, dtype: Half) -> &'static str {
         match (self, dtype) {
             (TileConfig::Large, Half::Bf16) => "gemm24_bf16_large",
             (TileConfig::Large, Half::F16) => "gemm24_f16_large",

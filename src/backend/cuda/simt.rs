@@ -19,9 +19,11 @@ use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_void, CString};
 
 use super::attention::{bf16_rn, BwdMode, TileListsDev, TILE};
+use super::gemm24::{Gemm24Plan, Half};
 use super::topk::{prune_driver, Driven, TopkDevice, TopkElem, BLOCK as TOPK_BLOCK};
 use crate::backend::AttnShape;
 use crate::error::check_len;
+use crate::sparse::mma_emu::{self, Regs};
 use crate::sparse::topk::{
     bad_element_error, check_fraction, check_mask_len, PruneReport, PruneScope, PruneTensor,
     TopkWeight,
@@ -127,6 +129,19 @@ mod ffi {
             cap: usize,
         ) -> i32;
         pub fn asa_emu_selftest_divergent_barrier(err: *mut c_char, cap: usize) -> i32;
+        pub fn asa_emu_set_mma_sp(f: super::MmaSpFn);
+        #[allow(clippy::too_many_arguments)]
+        pub fn asa_emu_gemm24_launch(
+            name: *const c_char,
+            gx: u32,
+            gy: u32,
+            gz: u32,
+            threads: u32,
+            smem: u32,
+            params: *mut *mut std::ffi::c_void,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
         pub fn asa_emu_topk_launch(
             name: *const c_char,
             grid: u32,
@@ -650,5 +665,185 @@ pub fn two_four_mask<W: TopkWeight>(
     // SAFETY: mbuf holds at least mask.len() f32 written by the kernel.
     let m: &[f32] = unsafe { std::slice::from_raw_parts(mbuf.as_ptr().cast::<f32>(), mask.len()) };
     mask.copy_from_slice(m);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tuned 2:4 GEMM kernels (kernels/gemm24.cu). Their mma.sp is computed by the Rust PTX-ISA
+// emulator (src/sparse/mma_emu.rs), the same one the layout tests use.
+
+type MmaSpFn =
+    extern "C" fn(*const u32, *const u32, *const f32, *const u32, u32, u32, *mut f32) -> i32;
+
+/// One warp's mma.sp for the emulation: `a`, `b`, `c`, `d` are 32 × 4 per-lane registers, `e`
+/// the 32 metadata registers. Returns non-zero on an invalid metadata nibble (never unwinds).
+extern "C" fn mma_sp_callback(
+    a: *const u32,
+    b: *const u32,
+    c: *const f32,
+    e: *const u32,
+    sel: u32,
+    bf16: u32,
+    d: *mut f32,
+) -> i32 {
+    // SAFETY: the emulation passes arrays of exactly these shapes (kernels/simt_emu.cpp).
+    let (a, b, c, e, d) = unsafe {
+        (
+            &*(a as *const Regs<u32, 4>),
+            &*(b as *const Regs<u32, 4>),
+            &*(c as *const Regs<f32, 4>),
+            &*(e as *const [u32; 32]),
+            &mut *(d as *mut Regs<f32, 4>),
+        )
+    };
+    let bf = |x: u16| half::bf16::from_bits(x).to_f32();
+    let hf = |x: u16| half::f16::from_bits(x).to_f32();
+    let r = if bf16 != 0 {
+        mma_emu::mma_sp_m16n8k32(a, b, c, e, (sel & 1) as usize, bf)
+    } else {
+        mma_emu::mma_sp_m16n8k32(a, b, c, e, (sel & 1) as usize, hf)
+    };
+    match r {
+        Ok(out) => {
+            *d = out;
+            0
+        }
+        Err(_) => 1,
+    }
+}
+
+/// `v` copied into 16-byte aligned storage (the kernels' cp.async sources and vector stores
+/// need it); `.as_ptr()` of the result addresses the first element.
+fn aligned<T: Copy>(v: &[T]) -> Vec<u128> {
+    let bytes = std::mem::size_of_val(v);
+    let mut out = vec![0u128; bytes.div_ceil(16).max(1)];
+    // SAFETY: copies `bytes` bytes of plain values into a buffer at least that long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            v.as_ptr().cast::<u8>(),
+            out.as_mut_ptr().cast::<u8>(),
+            bytes,
+        )
+    };
+    out
+}
+
+/// `y (M × N) = x (M × K, 16-bit bits) · Wᵀ + bias`, GELU when `gelu`, by the emulated tuned
+/// kernels exactly as [`super::gemm24::launch_gemm24`] launches them for `plan` (tile
+/// configuration, grid, shared memory, split-K and its reduce kernel). `values` and `meta` are
+/// the device layout of the 2:4 weight (`DeviceSparse24::upload`'s words).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm24(
+    dtype: Half,
+    y: &mut [f32],
+    x: &[u16],
+    values: &[u32],
+    meta: &[u32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    m: usize,
+    plan: Gemm24Plan,
+) -> Result<()> {
+    const OP: &str = "emulated gemm24";
+    let shp = || format!("M={m} N={n} K={k}");
+    check_len(OP, "x", x.len(), m * k, shp)?;
+    check_len(OP, "y", y.len(), m * n, shp)?;
+    check_len(OP, "values", values.len(), n * k / 4, shp)?;
+    check_len(
+        OP,
+        "meta",
+        meta.len(),
+        n / 16 * (k / 32).div_ceil(2) * 32,
+        shp,
+    )?;
+    if let Some(b) = bias {
+        check_len(OP, "bias", b.len(), n, shp)?;
+    }
+    if !n.is_multiple_of(16) || !k.is_multiple_of(32) || k == 0 || plan.splits == 0 {
+        return Err(Error::Config(format!(
+            "{OP}: needs N % 16 == 0, K % 32 == 0, splits ≥ 1 ({})",
+            shp()
+        )));
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    // SAFETY: registers a function with the signature the emulation calls.
+    unsafe { ffi::asa_emu_set_mma_sp(mma_sp_callback) };
+    let g = plan.config.geometry();
+    let (xb, vb, mb) = (aligned(x), aligned(values), aligned(meta));
+    let bb = bias.map(aligned);
+    let mut yb = vec![0u128; (m * n).div_ceil(4)];
+    let mut wsb = vec![0u128; plan.workspace_len(m, n).div_ceil(4).max(1)];
+    let mut xp = xb.as_ptr() as u64;
+    let mut vp = vb.as_ptr() as u64;
+    let mut mp = mb.as_ptr() as u64;
+    let mut bp = bb.as_ref().map_or(0, |b| b.as_ptr() as u64);
+    let mut yp = yb.as_mut_ptr() as u64;
+    let mut wsp = if plan.splits > 1 {
+        wsb.as_mut_ptr() as u64
+    } else {
+        0
+    };
+    let (mut mi, mut ni, mut ki, mut gi) = (m as i32, n as i32, k as i32, gelu as i32);
+    let p = |x: &mut u64| x as *mut u64 as *mut c_void;
+    let q = |x: &mut i32| x as *mut i32 as *mut c_void;
+    let mut params = [
+        p(&mut xp),
+        p(&mut vp),
+        p(&mut mp),
+        p(&mut bp),
+        p(&mut yp),
+        p(&mut wsp),
+        q(&mut mi),
+        q(&mut ni),
+        q(&mut ki),
+        q(&mut gi),
+    ];
+    let name = CString::new(plan.config.kernel(dtype)).expect("kernel names have no NUL");
+    let grid = (
+        n.div_ceil(g.bm) as u32,
+        m.div_ceil(g.bn) as u32,
+        plan.splits as u32,
+    );
+    // SAFETY: the 10 parameters match the tuned kernels' signature; every buffer holds what
+    // (M, N, K) and the plan need (checked / allocated), 16-byte aligned.
+    run(|e, c| unsafe {
+        ffi::asa_emu_gemm24_launch(
+            name.as_ptr(),
+            grid.0,
+            grid.1,
+            grid.2,
+            g.threads as u32,
+            g.smem as u32,
+            params.as_mut_ptr(),
+            e,
+            c,
+        )
+    })?;
+    if plan.splits > 1 {
+        let mut sp = plan.splits as i32;
+        let mut rp = [
+            p(&mut wsp),
+            q(&mut sp),
+            p(&mut bp),
+            p(&mut yp),
+            q(&mut mi),
+            q(&mut ni),
+            q(&mut gi),
+        ];
+        let blocks = (m * n / 4).div_ceil(256).clamp(1, 65_535) as u32;
+        let name = CString::new("gemm24_splitk_reduce").expect("no NUL");
+        // SAFETY: matches gemm24_splitk_reduce(ws, splits, bias, y, M, N, gelu); ws holds
+        // splits·M·N f32, y M·N.
+        run(|e, c| unsafe {
+            ffi::asa_emu_gemm24_launch(name.as_ptr(), blocks, 1, 1, 256, 0, rp.as_mut_ptr(), e, c)
+        })?;
+    }
+    // SAFETY: yb holds at least M·N f32 written by the kernels.
+    let out: &[f32] = unsafe { std::slice::from_raw_parts(yb.as_ptr().cast::<f32>(), m * n) };
+    y.copy_from_slice(out);
     Ok(())
 }
