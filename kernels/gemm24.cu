@@ -19,7 +19,9 @@ Launch shape: grid (⌈M/8⌉, N/16), block 32 (one warp).
 
 Tests: tests/gemm24.rs — the layout helpers (host-compiled) drive the PTX-ISA warp emulator
   and match a plain matmul; GPU vs CPU twin (skipped without a GPU). SASS check: HMMA.SP must
-  appear (scripts/check-kernels.sh). Status: compiles, layout-emulated, NOT run on a GPU yet.
+  appear (scripts/check-kernels.sh). Status: compiles, layout-emulated;
+  the tuned kernels' own source also runs in the SIMT emulation (tests/gemm24_tuned.rs
+  emulated_tuned_kernels_match_the_reference, kernels/simt_emu.h); NOT run on a GPU yet.
 */
 #include "async_copy.cuh"
 #include "gemm24.cuh"
