@@ -139,6 +139,18 @@ __device__ __forceinline__ void copy_tile(uint16_t* __restrict__ dst,
     }
 }
 
+// Issue the copies of the 64-row tiles that start at row r0 of head `head` of tensors a and b
+// (e.g. K and V) into dst_a and dst_b; rows past T zero-filled.
+template <int D>
+__device__ __forceinline__ void copy_tile_pair(uint16_t* dst_a, uint16_t* dst_b,
+                                               const uint16_t* __restrict__ a,
+                                               const uint16_t* __restrict__ b, size_t head,
+                                               size_t C, int r0, int T, int tid) {
+    const size_t off = head + static_cast<size_t>(r0) * C;
+    copy_tile<D>(dst_a, a + off, C, imin(TILE, T - r0), tid);
+    copy_tile<D>(dst_b, b + off, C, imin(TILE, T - r0), tid);
+}
+
 // Entry n of a (forward or backward) tile list: the other tile's index and whether the block
 // is Partial. Without lists (plain causal): the n-th tile from `first`, Partial on the diagonal
 // (and everywhere when a mask is given without lists, which the launchers never do).
@@ -201,11 +213,8 @@ __device__ __forceinline__ void fwd(const uint16_t* __restrict__ q,
         int kt;
         bool partial;
         list_entry(lists, grp * nt, n, 0, qt, mask != nullptr, &kt, &partial);
-        const int k0 = kt * TILE;
-        copy_tile<D>(sm + 2 * st * TS, k + head + static_cast<size_t>(k0) * C, C,
-                     imin(TILE, T - k0), tid);
-        copy_tile<D>(sm + (2 * st + 1) * TS, v + head + static_cast<size_t>(k0) * C, C,
-                     imin(TILE, T - k0), tid);
+        copy_tile_pair<D>(sm + 2 * st * TS, sm + (2 * st + 1) * TS, k, v, head, C, kt * TILE, T,
+                          tid);
     };
 
     // Prologue: Q (group 0), then the first K/V tile (group 1); Q fragments into registers.
@@ -411,15 +420,11 @@ __device__ __forceinline__ void bwd_dq(const uint16_t* __restrict__ q,
         int kt;
         bool partial;
         list_entry(lists, grp * nt, n, 0, qt, mask != nullptr, &kt, &partial);
-        const int k0 = kt * TILE;
-        copy_tile<D>(sm + (2 + 2 * st) * TS, k + head + static_cast<size_t>(k0) * C, C,
-                     imin(TILE, T - k0), tid);
-        copy_tile<D>(sm + (3 + 2 * st) * TS, v + head + static_cast<size_t>(k0) * C, C,
-                     imin(TILE, T - k0), tid);
+        copy_tile_pair<D>(sm + (2 + 2 * st) * TS, sm + (3 + 2 * st) * TS, k, v, head, C,
+                          kt * TILE, T, tid);
     };
 
-    copy_tile<D>(sm, q + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
-    copy_tile<D>(sm + TS, dout + head + static_cast<size_t>(q0) * C, C, imin(TILE, T - q0), tid);
+    copy_tile_pair<D>(sm, sm + TS, q, dout, head, C, q0, T, tid);
     asa_async::cp_async_commit();
     if (STAGES == 2 && count > 0) {
         issue_kv(0, 0);
@@ -586,15 +591,11 @@ __device__ __forceinline__ void bwd_dkdv(const uint16_t* __restrict__ q,
         int qt;
         bool partial;
         list_entry(lists, grp * nt, n, kt, kt, mask != nullptr, &qt, &partial);
-        const int q0 = qt * TILE;
-        copy_tile<D>(sm + (2 + 2 * st) * TS, q + head + static_cast<size_t>(q0) * C, C,
-                     imin(TILE, T - q0), tid);
-        copy_tile<D>(sm + (3 + 2 * st) * TS, dout + head + static_cast<size_t>(q0) * C, C,
-                     imin(TILE, T - q0), tid);
+        copy_tile_pair<D>(sm + (2 + 2 * st) * TS, sm + (3 + 2 * st) * TS, q, dout, head, C,
+                          qt * TILE, T, tid);
     };
 
-    copy_tile<D>(sm, k + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
-    copy_tile<D>(sm + TS, v + head + static_cast<size_t>(k0) * C, C, imin(TILE, T - k0), tid);
+    copy_tile_pair<D>(sm, sm + TS, k, v, head, C, k0, T, tid);
     asa_async::cp_async_commit();
     if (STAGES == 2 && count > 0) {
         issue_qo(0, 0);

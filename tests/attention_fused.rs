@@ -595,6 +595,50 @@ fn grad_err(got: &[f64], want: &[f64]) -> f64 {
     (num / den.max(0.01 * want.len() as f64)).sqrt()
 }
 
+/// Forward outputs against the f64 reference: finite, relative L2 ≤ 1e-2, lse within 2e-2,
+/// and fully masked rows exactly out 0 and lse +∞.
+fn check_forward(what: &str, out: &[f32], lse: &[f32], r_out: &[f64], r_lse: &[f64], s: AttnShape) {
+    assert!(out.iter().all(|x| x.is_finite()), "{what}: non-finite out");
+    let e = common::rel_l2(&f64s(out), r_out);
+    assert!(e <= 1e-2, "{what}: out rel L2 {e}");
+    for (i, (&x, &y)) in lse.iter().zip(r_lse).enumerate() {
+        if y.is_infinite() {
+            assert_eq!(x, f32::INFINITY, "{what}: lse[{i}] of a fully masked row");
+            let (bi, rem) = (i / (s.h * s.t), i % (s.h * s.t));
+            let (hi, ti) = (rem / s.t, rem % s.t);
+            let row = &out[(bi * s.t + ti) * s.c() + hi * s.d..][..s.d];
+            assert!(
+                row.iter().all(|&o| o == 0.0),
+                "{what}: out of masked row {i}"
+            );
+        } else {
+            assert!(
+                (x as f64 - y).abs() <= 2e-2 * (1.0 + y.abs()),
+                "{what}: lse[{i}] {x} vs {y}"
+            );
+        }
+    }
+}
+
+/// Accumulated gradients (`got` = `init` + gradient) against the f64 reference ([`grad_err`]
+/// ≤ 1e-2 for each of dq, dk, dv).
+fn check_grads(what: &str, got: [&[f32]; 3], want: [&[f64]; 3], init: &[f32]) {
+    let n = got[0].len();
+    for (name, ((g, w), base)) in ["dq", "dk", "dv"]
+        .iter()
+        .zip(got.iter().zip(want).zip(init.chunks_exact(n)))
+    {
+        assert!(g.iter().all(|x| x.is_finite()), "{what}: non-finite {name}");
+        let delta: Vec<f64> = g
+            .iter()
+            .zip(base)
+            .map(|(&a, &b)| a as f64 - b as f64)
+            .collect();
+        let e = grad_err(&delta, w);
+        assert!(e <= 1e-2, "{what}: {name} rel L2 {e}");
+    }
+}
+
 fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&y| y as f64).collect()
 }
@@ -633,29 +677,7 @@ fn gpu_case(g: &common::Gpu, rng: &mut Rng, s: AttnShape, kind: Option<Kind>, pe
     at::attention_fwd(&g.module, st, &mut out, &mut lse, &dq_, &dk_, &dv_, am, s).unwrap();
     let g_out = st.clone_dtoh(&out).unwrap();
     let g_lse = st.clone_dtoh(&lse).unwrap();
-    assert!(
-        g_out.iter().all(|x| x.is_finite()),
-        "{what}: non-finite out"
-    );
-    let e = common::rel_l2(&f64s(&g_out), &r_out);
-    assert!(e <= 1e-2, "{what}: out rel L2 {e}");
-    for (i, (&x, &y)) in g_lse.iter().zip(&r_lse).enumerate() {
-        if y.is_infinite() {
-            assert_eq!(x, f32::INFINITY, "{what}: lse[{i}] of a fully masked row");
-            let (bi, rem) = (i / (s.h * s.t), i % (s.h * s.t));
-            let (hi, ti) = (rem / s.t, rem % s.t);
-            let row = &g_out[(bi * s.t + ti) * s.c() + hi * s.d..][..s.d];
-            assert!(
-                row.iter().all(|&o| o == 0.0),
-                "{what}: out of masked row {i}"
-            );
-        } else {
-            assert!(
-                (x as f64 - y).abs() <= 2e-2 * (1.0 + y.abs()),
-                "{what}: lse[{i}] {x} vs {y}"
-            );
-        }
-    }
+    check_forward(&what, &g_out, &g_lse, &r_out, &r_lse, s);
 
     let init: Vec<f32> = common::rand_vec_f32(rng, 3 * n);
     let mut runs = Vec::new();
@@ -676,18 +698,12 @@ fn gpu_case(g: &common::Gpu, rng: &mut Rng, s: AttnShape, kind: Option<Kind>, pe
             .iter()
             .map(|x| st.clone_dtoh(*x).unwrap())
             .collect();
-        for (name, (got, (want, base))) in ["dq", "dk", "dv"].iter().zip(
-            res.iter()
-                .zip([&r_dq, &r_dk, &r_dv].into_iter().zip(init.chunks_exact(n))),
-        ) {
-            let delta: Vec<f64> = got
-                .iter()
-                .zip(base)
-                .map(|(&a, &b)| a as f64 - b as f64)
-                .collect();
-            let e = grad_err(&delta, want);
-            assert!(e <= 1e-2, "{what} {mode:?}: {name} rel L2 {e}");
-        }
+        check_grads(
+            &format!("{what} {mode:?}"),
+            [&res[0], &res[1], &res[2]],
+            [&r_dq, &r_dk, &r_dv],
+            &init,
+        );
         runs.push(res);
     }
     assert!(
@@ -787,26 +803,7 @@ fn emu_case(rng: &mut Rng, s: AttnShape, kind: Option<Kind>, per_head: bool) {
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
         "{what}: forward differs between two interleavings"
     );
-    assert!(out.iter().all(|x| x.is_finite()), "{what}: non-finite out");
-    let e = common::rel_l2(&f64s(&out), &r_out);
-    assert!(e <= 1e-2, "{what}: out rel L2 {e}");
-    for (i, (&x, &y)) in lse.iter().zip(&r_lse).enumerate() {
-        if y.is_infinite() {
-            assert_eq!(x, f32::INFINITY, "{what}: lse[{i}] of a fully masked row");
-            let (bi, rem) = (i / (s.h * s.t), i % (s.h * s.t));
-            let (hi, ti) = (rem / s.t, rem % s.t);
-            let row = &out[(bi * s.t + ti) * s.c() + hi * s.d..][..s.d];
-            assert!(
-                row.iter().all(|&o| o == 0.0),
-                "{what}: out of masked row {i}"
-            );
-        } else {
-            assert!(
-                (x as f64 - y).abs() <= 2e-2 * (1.0 + y.abs()),
-                "{what}: lse[{i}] {x} vs {y}"
-            );
-        }
-    }
+    check_forward(&what, &out, &lse, &r_out, &r_lse, s);
     let init: Vec<f32> = common::rand_vec_f32(rng, 3 * n);
     let mut runs = Vec::new();
     for (mode, eager) in [
@@ -827,23 +824,12 @@ fn emu_case(rng: &mut Rng, s: AttnShape, kind: Option<Kind>, per_head: bool) {
             &mut gq, &mut gk, &mut gv, &dout, &q, &k, &v, &out, &lse, em, s, mode,
         )
         .unwrap();
-        for (name, (got, (want, base))) in ["dq", "dk", "dv"].iter().zip(
-            [&gq, &gk, &gv]
-                .into_iter()
-                .zip([&r_dq, &r_dk, &r_dv].into_iter().zip(init.chunks_exact(n))),
-        ) {
-            assert!(
-                got.iter().all(|x| x.is_finite()),
-                "{what} {mode:?}: non-finite {name}"
-            );
-            let delta: Vec<f64> = got
-                .iter()
-                .zip(base)
-                .map(|(&a, &b)| a as f64 - b as f64)
-                .collect();
-            let e = grad_err(&delta, want);
-            assert!(e <= 1e-2, "{what} {mode:?}: {name} rel L2 {e}");
-        }
+        check_grads(
+            &format!("{what} {mode:?}"),
+            [&gq, &gk, &gv],
+            [&r_dq, &r_dk, &r_dv],
+            &init,
+        );
         runs.push([gq, gk, gv]);
     }
     assert!(

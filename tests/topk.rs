@@ -76,8 +76,13 @@ fn model(rng: &mut Rng, sizes: &[usize], v: Values) -> Model {
     Model { names, w, m }
 }
 
-/// Run the CPU path on copies of the masks.
-fn run_cpu<W: TopkWeight>(
+/// A prune entry point with the CPU path's signature (the CPU path, or the SIMT-emulated
+/// kernels under the GPU driver).
+type PruneFn<W> = fn(&mut [PruneTensor<'_, W>], f64, PruneScope) -> asa_lth::Result<PruneReport>;
+
+/// Run `prune` on copies of the masks.
+fn run_with<W: TopkWeight>(
+    prune: PruneFn<W>,
     names: &[String],
     w: &[Vec<W>],
     m: &[Vec<f32>],
@@ -91,8 +96,20 @@ fn run_cpu<W: TopkWeight>(
         .zip(masks.iter_mut())
         .map(|((n, w), m)| PruneTensor::new(n, w, m))
         .collect();
-    let r = topk::prune(&mut ts, f, scope)?;
+    let r = prune(&mut ts, f, scope)?;
+    drop(ts);
     Ok((masks, r))
+}
+
+/// Run the CPU path on copies of the masks.
+fn run_cpu<W: TopkWeight>(
+    names: &[String],
+    w: &[Vec<W>],
+    m: &[Vec<f32>],
+    f: f64,
+    scope: PruneScope,
+) -> asa_lth::Result<(Vec<Vec<f32>>, PruneReport)> {
+    run_with(topk::prune, names, w, m, f, scope)
 }
 
 /// What the oracle says about one group.
@@ -1223,16 +1240,7 @@ fn run_emu<W: TopkWeight>(
     f: f64,
     scope: PruneScope,
 ) -> asa_lth::Result<(Vec<Vec<f32>>, PruneReport)> {
-    let mut masks = m.to_vec();
-    let mut ts: Vec<PruneTensor<'_, W>> = names
-        .iter()
-        .zip(w)
-        .zip(masks.iter_mut())
-        .map(|((n, w), m)| PruneTensor::new(n, w, m))
-        .collect();
-    let r = simt::prune(&mut ts, f, scope)?;
-    drop(ts);
-    Ok((masks, r))
+    run_with(simt::prune, names, w, m, f, scope)
 }
 
 #[test]
