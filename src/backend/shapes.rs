@@ -31,6 +31,22 @@ impl AttnShape {
     }
 }
 
+/// The attention ops' buffer lengths: every activation-shaped buffer in `acts` (name, length;
+/// checked in the order given) holds `B·T·C`, `lse` holds `B·H·T`. Returns `(B·T·C, B·H·T)`.
+pub(crate) fn attention_lens(
+    op: &'static str,
+    s: &AttnShape,
+    acts: &[(&'static str, usize)],
+    lse: usize,
+) -> Result<(usize, usize)> {
+    let (n_act, n_rows) = s.sizes(op)?;
+    for &(name, len) in acts {
+        check_len(op, name, len, n_act, || format!("(B, T, H·D) with {s}"))?;
+    }
+    check_len(op, "lse", lse, n_rows, || format!("(B, H, T) with {s}"))?;
+    Ok((n_act, n_rows))
+}
+
 /// `layernorm_fwd`'s buffer lengths: out, inp `n·c`; mean, rstd `n`; weight, bias `c`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn layernorm_fwd(

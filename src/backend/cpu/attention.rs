@@ -31,8 +31,7 @@
 use rayon::prelude::*;
 
 use super::real::Real;
-use crate::backend::AttnShape;
-use crate::error::check_len;
+use crate::backend::{shapes, AttnShape};
 use crate::mask::{BitMask, TileClass, TileMap};
 use crate::{Error, Result};
 
@@ -620,15 +619,13 @@ pub fn attention_fwd<F: Real>(
     s: AttnShape,
 ) -> Result<()> {
     const OP: &str = "attention_fwd";
-    let (n_act, n_rows) = s.sizes(OP)?;
-    let shp = || format!("(B, T, H·D) with {}", s);
-    check_len(OP, "q", q.len(), n_act, shp)?;
-    check_len(OP, "k", k.len(), n_act, shp)?;
-    check_len(OP, "v", v.len(), n_act, shp)?;
-    check_len(OP, "out", out.len(), n_act, shp)?;
-    check_len(OP, "lse", lse.len(), n_rows, || {
-        format!("(B, H, T) with {}", s)
-    })?;
+    let acts = [
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+        ("out", out.len()),
+    ];
+    let (_, n_rows) = shapes::attention_lens(OP, &s, &acts, lse.len())?;
     let mask = mask_ctx(OP, mask, &s)?;
     if n_rows == 0 {
         return Ok(());
@@ -887,19 +884,17 @@ pub fn attention_bwd<F: Real>(
     s: AttnShape,
 ) -> Result<()> {
     const OP: &str = "attention_bwd";
-    let (n_act, n_rows) = s.sizes(OP)?;
-    let shp = || format!("(B, T, H·D) with {}", s);
-    check_len(OP, "dq", dq.len(), n_act, shp)?;
-    check_len(OP, "dk", dk.len(), n_act, shp)?;
-    check_len(OP, "dv", dv.len(), n_act, shp)?;
-    check_len(OP, "dout", dout.len(), n_act, shp)?;
-    check_len(OP, "q", q.len(), n_act, shp)?;
-    check_len(OP, "k", k.len(), n_act, shp)?;
-    check_len(OP, "v", v.len(), n_act, shp)?;
-    check_len(OP, "out", out.len(), n_act, shp)?;
-    check_len(OP, "lse", lse.len(), n_rows, || {
-        format!("(B, H, T) with {}", s)
-    })?;
+    let acts = [
+        ("dq", dq.len()),
+        ("dk", dk.len()),
+        ("dv", dv.len()),
+        ("dout", dout.len()),
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+        ("out", out.len()),
+    ];
+    let (_, n_rows) = shapes::attention_lens(OP, &s, &acts, lse.len())?;
     let mask = mask_ctx(OP, mask, &s)?;
     if n_rows == 0 {
         return Ok(());

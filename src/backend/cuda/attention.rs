@@ -33,7 +33,7 @@ use cudarc::driver::{result, sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut
 
 use super::drv;
 use super::kernels::{self, arg, KernelModule};
-use crate::backend::{AttnShape, MaskRef};
+use crate::backend::{shapes, AttnShape, MaskRef};
 use crate::error::check_len;
 use crate::mask::{TileClass, TileMap};
 use crate::{Error, Result};
@@ -706,14 +706,13 @@ pub fn attention_fwd(
 ) -> Result<()> {
     const OP: &str = "cuda attention_fwd";
     let p = plan(&s)?;
-    let shp = || format!("(B, T, H·D) with B={} T={} H={} D={}", s.b, s.t, s.h, s.d);
-    check_len(OP, "out", out.len(), p.n_act, shp)?;
-    check_len(OP, "q", q.len(), p.n_act, shp)?;
-    check_len(OP, "k", k.len(), p.n_act, shp)?;
-    check_len(OP, "v", v.len(), p.n_act, shp)?;
-    check_len(OP, "lse", lse.len(), p.n_rows, || {
-        format!("(B, H, T) with B={} T={} H={}", s.b, s.t, s.h)
-    })?;
+    let acts = [
+        ("out", out.len()),
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+    ];
+    shapes::attention_lens(OP, &s, &acts, lse.len())?;
     let heads = match &mask {
         Some(m) => check_mask(OP, m, &s)?,
         None => 1,
@@ -796,8 +795,7 @@ pub fn attention_bwd(
 ) -> Result<()> {
     const OP: &str = "cuda attention_bwd";
     let p = plan(&s)?;
-    let shp = || format!("(B, T, H·D) with B={} T={} H={} D={}", s.b, s.t, s.h, s.d);
-    for (name, len) in [
+    let acts = [
         ("dq", dq.len()),
         ("dk", dk.len()),
         ("dv", dv.len()),
@@ -806,12 +804,8 @@ pub fn attention_bwd(
         ("k", k.len()),
         ("v", v.len()),
         ("out", out.len()),
-    ] {
-        check_len(OP, name, len, p.n_act, shp)?;
-    }
-    check_len(OP, "lse", lse.len(), p.n_rows, || {
-        format!("(B, H, T) with B={} T={} H={}", s.b, s.t, s.h)
-    })?;
+    ];
+    shapes::attention_lens(OP, &s, &acts, lse.len())?;
     let heads = match &mask {
         Some(m) => check_mask(OP, m, &s)?,
         None => 1,

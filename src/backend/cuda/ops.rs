@@ -1440,15 +1440,13 @@ impl Ops for CudaOps {
         s: AttnShape,
     ) -> Result<()> {
         const OP: &str = "attention_fwd";
-        let (n_act, n_rows) = s.sizes(OP)?;
-        let shp = || format!("(B, T, H·D) with {}", s);
-        check_len(OP, "q", q.len(), n_act, shp)?;
-        check_len(OP, "k", k.len(), n_act, shp)?;
-        check_len(OP, "v", v.len(), n_act, shp)?;
-        check_len(OP, "out", out.len(), n_act, shp)?;
-        check_len(OP, "lse", lse.len(), n_rows, || {
-            format!("(B, H, T) with {}", s)
-        })?;
+        let acts = [
+            ("q", q.len()),
+            ("k", k.len()),
+            ("v", v.len()),
+            ("out", out.len()),
+        ];
+        let (n_act, n_rows) = shapes::attention_lens(OP, &s, &acts, lse.len())?;
         let st = &self.stream;
         let (pmask, per_head) = attn_mask(OP, mask, &s, st)?;
         if n_rows == 0 {
@@ -1516,9 +1514,7 @@ impl Ops for CudaOps {
         s: AttnShape,
     ) -> Result<()> {
         const OP: &str = "attention_bwd";
-        let (n_act, n_rows) = s.sizes(OP)?;
-        let shp = || format!("(B, T, H·D) with {}", s);
-        for (name, len) in [
+        let acts = [
             ("dq", dq.len()),
             ("dk", dk.len()),
             ("dv", dv.len()),
@@ -1527,12 +1523,8 @@ impl Ops for CudaOps {
             ("k", k.len()),
             ("v", v.len()),
             ("out", out.len()),
-        ] {
-            check_len(OP, name, len, n_act, shp)?;
-        }
-        check_len(OP, "lse", lse.len(), n_rows, || {
-            format!("(B, H, T) with {}", s)
-        })?;
+        ];
+        let (n_act, n_rows) = shapes::attention_lens(OP, &s, &acts, lse.len())?;
         let st = &self.stream;
         let (pmask, per_head) = attn_mask(OP, mask, &s, st)?;
         if n_rows == 0 {

@@ -21,7 +21,7 @@ use std::ffi::{c_char, c_void, CString};
 use super::attention::{bf16_rn, BwdMode, TileListsDev, TILE};
 use super::gemm24::{Gemm24Plan, Half};
 use super::topk::{prune_driver, Driven, TopkDevice, TopkElem, BLOCK as TOPK_BLOCK};
-use crate::backend::AttnShape;
+use crate::backend::{shapes, AttnShape};
 use crate::error::check_len;
 use crate::sparse::mma_emu::{self, Regs};
 use crate::sparse::topk::{
@@ -213,21 +213,20 @@ impl Bf16Buf {
     }
 }
 
-fn check_shape(op: &'static str, s: &AttnShape) -> Result<(usize, usize)> {
+/// The emulated kernels' limits: D 64 or 128, sizes inside the kernels' 32-bit indices.
+fn check_dims(op: &'static str, s: &AttnShape) -> Result<()> {
     if s.d != 64 && s.d != 128 {
         return Err(Error::Config(format!(
             "{op}: head dim D = {} has no kernel (64 and 128)",
             s.d
         )));
     }
-    let n_act = s.b * s.t * s.h * s.d;
-    let n_rows = s.b * s.h * s.t;
-    if s.t > u32::MAX as usize / 2 || n_act > u32::MAX as usize {
+    if s.t > u32::MAX as usize / 2 || s.b.saturating_mul(s.t * s.h * s.d) > u32::MAX as usize {
         return Err(Error::Config(format!(
             "{op}: shape {s:?} too large to emulate"
         )));
     }
-    Ok((n_act, n_rows))
+    Ok(())
 }
 
 /// A bit mask `(B, Hm, T, ⌈T/32⌉)` and whether it is per head (`Hm = H`) or shared (`Hm = 1`).
@@ -321,16 +320,14 @@ pub fn attention_fwd(
     s: AttnShape,
 ) -> Result<()> {
     const OP: &str = "emulated attention_fwd";
-    let (n_act, n_rows) = check_shape(OP, &s)?;
-    for (name, len) in [
+    check_dims(OP, &s)?;
+    let acts = [
         ("out", out.len()),
         ("q", q.len()),
         ("k", k.len()),
         ("v", v.len()),
-    ] {
-        check_len(OP, name, len, n_act, || format!("{s:?}"))?;
-    }
-    check_len(OP, "lse", lse.len(), n_rows, || format!("{s:?}"))?;
+    ];
+    let (n_act, n_rows) = shapes::attention_lens(OP, &s, &acts, lse.len())?;
     if n_rows == 0 {
         return Ok(());
     }
@@ -387,8 +384,8 @@ pub fn attention_bwd(
     mode: BwdMode,
 ) -> Result<()> {
     const OP: &str = "emulated attention_bwd";
-    let (n_act, n_rows) = check_shape(OP, &s)?;
-    for (name, len) in [
+    check_dims(OP, &s)?;
+    let acts = [
         ("dq", dq.len()),
         ("dk", dk.len()),
         ("dv", dv.len()),
@@ -397,10 +394,8 @@ pub fn attention_bwd(
         ("k", k.len()),
         ("v", v.len()),
         ("out", out.len()),
-    ] {
-        check_len(OP, name, len, n_act, || format!("{s:?}"))?;
-    }
-    check_len(OP, "lse", lse.len(), n_rows, || format!("{s:?}"))?;
+    ];
+    let (_, n_rows) = shapes::attention_lens(OP, &s, &acts, lse.len())?;
     if n_rows == 0 {
         return Ok(());
     }
