@@ -14,19 +14,10 @@ pub mod wikitext;
 pub use batch::{Batch, EvalWindows};
 pub use vocab::{TokenStream, Tokenizer, Vocab};
 
-use crate::ling::Upos;
+pub use crate::ling::Sentence;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-/// One sentence (or, for WikiText, one line): words, and where known their UPOS tags and
-/// 1-based dependency heads (0 = root).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sentence {
-    pub words: Vec<String>,
-    pub upos: Option<Vec<Upos>>,
-    pub heads: Option<Vec<u32>>,
-}
+use std::path::PathBuf;
 
 /// Train, validation and test sentences.
 #[derive(Clone, Debug)]
@@ -146,10 +137,4 @@ impl CorpusSource {
     }
 }
 
-/// Read a whole file, naming it on failure.
-pub(crate) fn read_file(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
+pub(crate) use crate::io::read_file;

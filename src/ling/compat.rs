@@ -18,7 +18,7 @@
 //! [`derive()`] builds a matrix from a treebank's head–dependent tag pairs.
 
 use super::Upos;
-use crate::data::Sentence;
+use crate::ling::Sentence;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -364,7 +364,7 @@ impl CompatSet {
 
     /// Load a single-matrix or per-head file written by [`save`](Self::save) (or by hand).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = crate::data::read_file(path)?;
+        let text = crate::io::read_file(path)?;
         Self::parse(&text, path)
     }
 

@@ -203,7 +203,7 @@ pub struct FileResource {
 impl FileResource {
     /// Read a resource file.
     pub fn load(path: &Path) -> Result<Self> {
-        Self::parse(&crate::data::read_file(path)?, path)
+        Self::parse(&crate::io::read_file(path)?, path)
     }
 
     /// Parse resource text (`path` names the source in errors).

@@ -2,8 +2,8 @@
 //! and the most frequent confusions.
 
 use super::{tag_words, tagged, Tagger};
-use crate::data::Sentence;
 use crate::ling::compat::NTAGS;
+use crate::ling::Sentence;
 use crate::ling::Upos;
 use crate::Result;
 use serde::Serialize;

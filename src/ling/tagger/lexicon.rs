@@ -5,8 +5,8 @@
 
 use super::features::{norm, suffix, word_class, WordClass};
 use super::{model_err, model_tag, tagged, Tagger, MODEL_FORMAT};
-use crate::data::Sentence;
 use crate::ling::compat::NTAGS;
+use crate::ling::Sentence;
 use crate::ling::Upos;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -35,7 +35,7 @@ pub use perceptron::{PerceptronTagger, TrainOptions};
 pub use rules::RuleTagger;
 
 use super::Upos;
-use crate::data::Sentence;
+use crate::ling::Sentence;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -96,7 +96,7 @@ pub(crate) fn tagged(sents: &[Sentence]) -> Result<Vec<(&[String], &[Upos])>> {
 
 /// Load a saved lexicon or perceptron model.
 pub fn load_model(path: &Path) -> Result<Box<dyn Tagger>> {
-    let text = crate::data::read_file(path)?;
+    let text = crate::io::read_file(path)?;
     #[derive(serde::Deserialize)]
     struct Head {
         format: Option<u32>,

@@ -14,8 +14,8 @@
 use super::features::{feature_hash, norm, prefix, short_shape, suffix, word_class};
 use super::lexicon::{check_header, LexiconTagger};
 use super::{model_err, model_tag, tagged, Tagger, MODEL_FORMAT};
-use crate::data::Sentence;
 use crate::ling::compat::NTAGS;
+use crate::ling::Sentence;
 use crate::ling::Upos;
 use crate::rng::Rng;
 use crate::Result;
