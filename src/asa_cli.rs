@@ -4,12 +4,13 @@
 //! writes its report to a `&mut dyn Write` so tests can read it.
 
 use crate::data::batch::{EvalWindows, NO_TAG};
-use crate::data::{conllu, Corpus, CorpusSource, Sentence, Vocab};
+use crate::data::tags::tag_line;
+use crate::data::{conllu, Corpus, CorpusSource, Sentence, TagsChoice, Tokenizer, Vocab};
 use crate::ling::compat::{self, CompatMatrix, CompatSet, PunctPolicy};
+use crate::ling::compat_choice::CompatChoice;
 use crate::ling::lexres::{FileResource, LexicalResource};
 use crate::ling::tagger::{
-    self, evaluate, retag, LexiconTagger, PerceptronTagger, RuleTagger, TagEval, Tagger,
-    TrainOptions,
+    self, evaluate, LexiconTagger, PerceptronTagger, RuleTagger, TagEval, Tagger, TrainOptions,
 };
 use crate::ling::Upos;
 use crate::mask::asa::{AsaMaskBuilder, RefineOptions, Refiner, UnknownTag};
@@ -117,20 +118,52 @@ pub struct TrainTaggerArgs {
 }
 
 /// `asa tag`.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct TagArgs {
-    /// A saved lexicon or perceptron model; without it the rule-based tagger is used.
+    /// Tagger: builtin (default), rules or model:PATH (gold has no meaning for raw text).
+    #[arg(long, default_value = "builtin", value_parser = parse_tags)]
+    pub tags: TagsChoice,
+    /// A saved lexicon or perceptron model (the same as --tags model:PATH).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Text file, one sentence per line, tokens separated by spaces (default: stdin).
+    /// Text file, one sentence per line, tokens separated by spaces (default: stdin). Lines
+    /// starting with `#` are skipped.
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Tokenizer: word, or gpt2 (one causal tag per BPE piece, from the partial word so far).
+    #[arg(long, default_value = "word", value_parser = parse_tokenizer)]
+    pub tokenizer: Tokenizer,
+    /// Output: slash (`word/TAG` per line; word tokenizer only) or tsv (one row per token:
+    /// sentence index, piece index, piece text, tag; a `#` header line).
+    #[arg(long, value_enum, default_value = "slash")]
+    pub format: TagFormat,
+}
+
+/// Output format of `asa tag`.
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum TagFormat {
+    /// `word/TAG word/TAG …`, one sentence per line.
+    #[default]
+    Slash,
+    /// Tab-separated, one row per token.
+    Tsv,
+}
+
+fn parse_tags(s: &str) -> std::result::Result<TagsChoice, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+fn parse_tokenizer(s: &str) -> std::result::Result<Tokenizer, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
 }
 
 /// Where the tags of a mask come from.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum TagSource {
-    /// Gold tags when the corpus has them, else the rule-based tagger.
+    /// The built-in causal tagger (what training uses by default: the embedded English
+    /// model, or for the synthetic corpus one trained on its grammar).
+    Builtin,
+    /// Gold tags when the corpus has them, else the built-in tagger.
     Auto,
     /// The corpus annotation (an oracle on real treebanks: annotators saw the whole
     /// sentence).
@@ -166,8 +199,8 @@ pub struct MaskArgs {
     /// Split to analyse.
     #[arg(long, value_enum, default_value = "valid")]
     pub split: SplitArg,
-    /// Where tags come from.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Where tags come from (gold: the annotation, an oracle for measurement).
+    #[arg(long, value_enum, default_value = "builtin")]
     pub tagger: TagSource,
     /// A saved lexicon/perceptron model for --tagger lexicon|perceptron (else one is trained
     /// on the corpus's train split).
@@ -447,12 +480,22 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// `asa tag`: tag whitespace-tokenised lines from `input` (or `--input`).
+/// `asa tag`: tag whitespace-tokenised lines from `input` (or `--input`), causally (word by
+/// word, or BPE piece by piece with `--tokenizer gpt2`).
 pub fn tag(a: &TagArgs, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<()> {
-    let tagger: Box<dyn Tagger> = match &a.model {
-        Some(p) => tagger::load_model(p)?,
-        None => Box::new(RuleTagger),
+    let choice = match &a.model {
+        Some(p) => TagsChoice::Model(p.clone()),
+        None => a.tags.clone(),
     };
+    if choice.is_gold() {
+        bail!("--tags gold: raw text has no gold tags (use builtin, rules or model:PATH)");
+    }
+    if a.format == TagFormat::Slash && a.tokenizer == Tokenizer::Gpt2 {
+        bail!("--tokenizer gpt2 tags BPE pieces: use --format tsv");
+    }
+    let tagger = choice
+        .tagger(false)?
+        .context("a causal tagger for raw text")?;
     let mut file_reader;
     let reader: &mut dyn BufRead = match &a.input {
         Some(p) => {
@@ -462,16 +505,62 @@ pub fn tag(a: &TagArgs, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<
         }
         None => input,
     };
+    let gpt2 = (a.tokenizer == Tokenizer::Gpt2).then(Vocab::gpt2);
+    if a.format == TagFormat::Tsv {
+        writeln!(
+            out,
+            "# sentence\tpiece\ttext\ttag (tokenizer {}, tags {})",
+            a.tokenizer, choice
+        )?;
+    }
+    let mut si = 0usize;
     for line in reader.lines() {
         let line = line?;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let tags = tagger::tag_sentence(&*tagger, &words);
-        let toks: Vec<String> = words
-            .iter()
-            .zip(&tags)
-            .map(|(w, t)| format!("{w}/{t}"))
-            .collect();
-        writeln!(out, "{}", toks.join(" "))?;
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let sent = Sentence {
+            words: line.split_whitespace().map(str::to_string).collect(),
+            upos: None,
+            heads: None,
+        };
+        match a.format {
+            TagFormat::Slash => {
+                let tags = tag_line(&*tagger, &sent.words);
+                let toks: Vec<String> = sent
+                    .words
+                    .iter()
+                    .zip(&tags)
+                    .map(|(w, t)| format!("{w}/{t}"))
+                    .collect();
+                writeln!(out, "{}", toks.join(" "))?;
+            }
+            TagFormat::Tsv => {
+                let sents = std::slice::from_ref(&sent);
+                let (texts, tags): (Vec<String>, Vec<Upos>) = match &gpt2 {
+                    Some(v) => {
+                        let st = v.encode_tagged(sents, Some(&*tagger));
+                        let n = st.ids.len() - 1; // the last is <|endoftext|>
+                        (
+                            st.ids[..n]
+                                .iter()
+                                .map(|&id| v.word(id).to_string())
+                                .collect(),
+                            st.upos[..n].iter().map(|t| t.unwrap_or(Upos::X)).collect(),
+                        )
+                    }
+                    None => (sent.words.clone(), tag_line(&*tagger, &sent.words)),
+                };
+                for (pi, (text, t)) in texts.iter().zip(&tags).enumerate() {
+                    let text = text
+                        .replace('\\', "\\\\")
+                        .replace('\t', "\\t")
+                        .replace('\n', "\\n");
+                    writeln!(out, "{si}\t{pi}\t{text}\t{t}")?;
+                }
+            }
+        }
+        si += 1;
     }
     Ok(())
 }
@@ -490,10 +579,11 @@ pub struct Prepared {
     pub accuracy: Option<f64>,
 }
 
-/// Resolve `--compat`.
+/// Resolve `--compat`: `default`/`builtin`, `all`, `diagonal`, `derived:TREEBANK[@COVERAGE]`
+/// or a compat file (as in training, [`CompatChoice`]).
 pub fn compat_from_arg(s: &str) -> Result<(CompatSet, String)> {
     Ok(match s {
-        "default" => (
+        "default" | "builtin" => (
             CompatSet::shared(CompatMatrix::default_asa()),
             "built-in default".into(),
         ),
@@ -502,10 +592,7 @@ pub fn compat_from_arg(s: &str) -> Result<(CompatSet, String)> {
             CompatSet::shared(CompatMatrix::diagonal()),
             "diagonal only".into(),
         ),
-        path => {
-            let c = CompatSet::load(Path::new(path))?;
-            (c, path.to_string())
-        }
+        other => other.parse::<CompatChoice>()?.load()?,
     })
 }
 
@@ -520,7 +607,7 @@ pub fn prepare(source: &CorpusSource, a: &MaskArgs) -> Result<Prepared> {
     let has_gold = split.iter().all(|s| s.upos.is_some()) && !split.is_empty();
     let kind = match a.tagger {
         TagSource::Auto if has_gold => TagSource::Gold,
-        TagSource::Auto => TagSource::Rules,
+        TagSource::Auto => TagSource::Builtin,
         k => k,
     };
     let trained = |what: &str| -> Result<()> {
@@ -532,7 +619,7 @@ pub fn prepare(source: &CorpusSource, a: &MaskArgs) -> Result<Prepared> {
         }
         Ok(())
     };
-    let tagger: Option<Box<dyn Tagger>> = match (kind, &a.tagger_model) {
+    let tagger: Option<std::sync::Arc<dyn Tagger>> = match (kind, &a.tagger_model) {
         (TagSource::Gold, _) => {
             if !has_gold {
                 bail!(
@@ -543,15 +630,18 @@ pub fn prepare(source: &CorpusSource, a: &MaskArgs) -> Result<Prepared> {
             }
             None
         }
-        (TagSource::Rules, _) => Some(Box::new(RuleTagger)),
-        (TagSource::Lexicon | TagSource::Perceptron, Some(p)) => Some(tagger::load_model(p)?),
+        (TagSource::Builtin, _) => TagsChoice::Builtin.tagger(source.is_synthetic())?,
+        (TagSource::Rules, _) => Some(std::sync::Arc::new(RuleTagger)),
+        (TagSource::Lexicon | TagSource::Perceptron, Some(p)) => {
+            Some(std::sync::Arc::from(tagger::load_model(p)?))
+        }
         (TagSource::Lexicon, None) => {
             trained("lexicon")?;
-            Some(Box::new(LexiconTagger::train(&corpus.train)?))
+            Some(std::sync::Arc::new(LexiconTagger::train(&corpus.train)?))
         }
         (TagSource::Perceptron, None) => {
             trained("perceptron")?;
-            Some(Box::new(PerceptronTagger::train(
+            Some(std::sync::Arc::new(PerceptronTagger::train(
                 &corpus.train,
                 &TrainOptions::default(),
             )?))
@@ -566,7 +656,15 @@ pub fn prepare(source: &CorpusSource, a: &MaskArgs) -> Result<Prepared> {
             } else {
                 None
             };
-            (retag(&**t, split), t.name(), acc)
+            let sents = split
+                .iter()
+                .map(|s| Sentence {
+                    words: s.words.clone(),
+                    upos: Some(tag_line(&**t, &s.words)),
+                    heads: s.heads.clone(),
+                })
+                .collect();
+            (sents, t.name(), acc)
         }
     };
     let (cs, compat_label) = compat_from_arg(&a.compat)?;

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use asa_lth::backend::cpu::Cpu;
 use asa_lth::backend::cuda::ops::CudaOps;
 use asa_lth::backend::Ops;
-use asa_lth::data::{CorpusSource, CorpusTagger, Tokenizer, Vocab};
+use asa_lth::data::{CorpusSource, TagsChoice, Tokenizer, Vocab};
+use asa_lth::ling::compat_choice::{CompatChoice, Refinement};
 use asa_lth::model::{Gpt, GptConfig};
 use asa_lth::train::{self, checkpoint::Checkpoint, RunOptions, TrainConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -75,9 +76,8 @@ struct ReproduceArgs {
     /// Directory of the corpus files (wikitext2, conllu).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// UPOS tags for WikiText-2: `rules` (the default there) or a saved tagger model.
-    #[arg(long, value_parser = parse_tagger)]
-    tagger: Option<CorpusTagger>,
+    #[command(flatten)]
+    tags: TagArgs,
     /// small: the embedded default (minutes on a CPU); paper: the published configuration
     /// (on WikiText-2: GPT-2 BPE).
     #[arg(long, default_value = "small")]
@@ -199,22 +199,70 @@ fn parse_tokenizer(s: &str) -> std::result::Result<Tokenizer, String> {
     s.parse().map_err(|e: asa_lth::Error| e.to_string())
 }
 
-/// `--tagger rules|PATH`.
-fn parse_tagger(s: &str) -> std::result::Result<CorpusTagger, String> {
+/// `--tags builtin|rules|gold|model:PATH`.
+fn parse_tags(s: &str) -> std::result::Result<TagsChoice, String> {
     s.parse().map_err(|e: asa_lth::Error| e.to_string())
+}
+
+/// `--compat builtin|derived:TREEBANK[@COVERAGE]|FILE`.
+fn parse_compat(s: &str) -> std::result::Result<CompatChoice, String> {
+    s.parse().map_err(|e: asa_lth::Error| e.to_string())
+}
+
+/// `--refine binding`.
+fn parse_refine(s: &str) -> std::result::Result<Refinement, String> {
+    s.parse().map_err(|e: asa_lth::Error| e.to_string())
+}
+
+/// Where a training run's tags and compatibility matrix come from (train, experiment,
+/// reproduce).
+#[derive(Args, Debug, Clone, Default)]
+struct TagArgs {
+    /// UPOS tags of the ASA mask, nulls and tag bias: builtin (the default; a causal tagger:
+    /// the embedded English model, or for the synthetic corpus one trained on its grammar),
+    /// rules, model:PATH (from `asa train-tagger`), or gold (refused for masked or
+    /// tag-biased training: gold tags leak the future).
+    #[arg(long, value_parser = parse_tags)]
+    tags: Option<TagsChoice>,
+    /// Allow --tags gold in training, for a study of the leak (the run is labelled leaky).
+    #[arg(long)]
+    allow_gold_train: bool,
+    /// Compatibility matrix: builtin (default), derived:TREEBANK[@COVERAGE] (a CoNLL-U file
+    /// or UD directory; COVERAGE in (0, 1] is the share of arcs the kept pairs cover), or a
+    /// compat file from `asa derive-compat` (one matrix or one per head).
+    #[arg(long, value_parser = parse_compat)]
+    compat: Option<CompatChoice>,
+    /// Word-level refinements of the ASA mask (comma-separated): binding.
+    #[arg(long, value_delimiter = ',', value_parser = parse_refine)]
+    refine: Vec<Refinement>,
+}
+
+impl TagArgs {
+    /// Whether any flag was given (a --config file must not be silently overridden).
+    fn any(&self) -> bool {
+        self.tags.is_some()
+            || self.allow_gold_train
+            || self.compat.is_some()
+            || !self.refine.is_empty()
+    }
+
+    /// Set the flags that were given on `cfg`.
+    fn apply(&self, cfg: &mut TrainConfig) {
+        if let Some(t) = &self.tags {
+            cfg.tags = t.clone();
+        }
+        cfg.allow_gold_train |= self.allow_gold_train;
+        if let Some(c) = &self.compat {
+            cfg.compat = c.clone();
+        }
+        if !self.refine.is_empty() {
+            cfg.refine = self.refine.clone();
+        }
+    }
 }
 
 impl CorpusArgs {
     fn source(&self) -> Result<CorpusSource> {
-        self.source_tagged(None)
-    }
-
-    /// The source, with `tagger` for WikiText-2 (an error for other corpora, whose tags are
-    /// gold).
-    fn source_tagged(&self, tagger: Option<CorpusTagger>) -> Result<CorpusSource> {
-        if tagger.is_some() && !matches!(self.corpus, CorpusKind::Wikitext2) {
-            bail!("--tagger applies to --corpus wikitext2 (the other corpora carry gold tags)");
-        }
         let dir = || {
             self.data.clone().with_context(|| {
                 format!("--corpus {:?} needs --data DIR", self.corpus).to_lowercase()
@@ -225,10 +273,7 @@ impl CorpusArgs {
                 sentences: self.sentences,
                 seed: self.corpus_seed,
             },
-            CorpusKind::Wikitext2 => CorpusSource::Wikitext2 {
-                dir: dir()?,
-                tagger,
-            },
+            CorpusKind::Wikitext2 => CorpusSource::Wikitext2 { dir: dir()? },
             CorpusKind::Conllu => CorpusSource::Conllu { dir: dir()? },
         })
     }
@@ -238,10 +283,8 @@ impl CorpusArgs {
 struct TrainArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
-    /// UPOS tags for WikiText-2 (needed by --attn-mask): `rules` or a model saved by
-    /// `asa train-tagger` (leak-free: a tag depends on its word and the words before it).
-    #[arg(long, value_parser = parse_tagger)]
-    tagger: Option<CorpusTagger>,
+    #[command(flatten)]
+    tags: TagArgs,
     /// Tokenizer: word (one token per word) or gpt2 (BPE; perplexity per BPE token).
     #[arg(long, default_value = "word", value_parser = parse_tokenizer)]
     tokenizer: Tokenizer,
@@ -447,8 +490,8 @@ fn select_device(d: DeviceArg) -> Result<Device> {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
-    let cfg = TrainConfig {
-        corpus: a.corpus.source_tagged(a.tagger.clone())?,
+    let mut cfg = TrainConfig {
+        corpus: a.corpus.source()?,
         tokenizer: a.tokenizer,
         min_count: a.min_count,
         n_layer: a.layers,
@@ -472,6 +515,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         attn_mask: a.attn_mask.into(),
         ..TrainConfig::default()
     };
+    a.tags.apply(&mut cfg);
     let device = select_device(a.device)?;
     let opts = RunOptions {
         out_dir: a.out.clone(),
@@ -516,13 +560,13 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         Split::Valid => &corpus.valid,
         Split::Test => &corpus.test,
     };
-    let stream = vocab.encode(sents);
+    let stream = cfg.encode(&vocab, sents)?;
     let mut model = Gpt::new(Cpu, mcfg, 0)?;
     ck.restore(&mut model)?;
     if a.ffn24 {
         model.enable_ffn24()?;
     }
-    let plan = train::MaskPlan::new(cfg.attn_mask, cfg.seed);
+    let plan = train::MaskPlan::new(&cfg, &vocab)?;
     let s = train::evaluate(&mut model, &plan, &stream, cfg.batch, cfg.seq_len, None)?;
     println!(
         "{:?}{}: loss {:.4}, perplexity {:.2} over {} tokens",
@@ -825,16 +869,24 @@ fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
                 .with_context(|| format!("{}: not a reproduce config", p.display()))?
         }
         None => {
-            let source = corpus.source_tagged(a.tagger.clone())?;
-            ReproduceConfig::preset(
+            let source = corpus.source()?;
+            let mut cfg = ReproduceConfig::preset(
                 scale,
                 match a.corpus {
                     CorpusKind::Synthetic => None,
                     _ => Some(source),
                 },
-            )
+            );
+            a.tags.apply(&mut cfg.train);
+            cfg
         }
     };
+    if a.config.is_some() && a.tags.any() {
+        bail!(
+            "--tags, --compat, --refine and --allow-gold-train set the preset; with --config \
+             edit the config file's \"train\" section instead"
+        );
+    }
     cfg.validate()?;
     if let Some(p) = &a.write_config {
         let json = serde_json::to_string_pretty(&cfg)?;

@@ -141,10 +141,7 @@ fn gold_tags_are_refused_for_untagged_text() {
         )
         .unwrap();
     }
-    let src = CorpusSource::Wikitext2 {
-        dir: d.clone(),
-        tagger: None,
-    };
+    let src = CorpusSource::Wikitext2 { dir: d.clone() };
     let mut a = ShowArgs {
         mask: mask_args(TagSource::Gold),
         sentence: 0,

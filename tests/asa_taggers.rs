@@ -326,7 +326,7 @@ fn tag_eval_train_tagger_and_tag_commands() {
     asa_cli::tag(
         &TagArgs {
             model: Some(model),
-            input: None,
+            ..TagArgs::default()
         },
         &mut input,
         &mut out,

@@ -100,33 +100,22 @@ fn conllu_directory_and_wikitext_directory_load_and_complain() {
     )
     .unwrap();
     std::fs::write(w.join("wiki.valid.tokens"), " the cat . \n").unwrap();
-    let e = CorpusSource::Wikitext2 {
-        dir: w.clone(),
-        tagger: None,
-    }
-    .load()
-    .unwrap_err()
-    .to_string();
+    let e = CorpusSource::Wikitext2 { dir: w.clone() }
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("wiki.test.tokens") && e.contains("missing"),
         "{e}"
     );
     std::fs::write(w.join("wiki.test.tokens"), "\n \n").unwrap();
-    let e = CorpusSource::Wikitext2 {
-        dir: w.clone(),
-        tagger: None,
-    }
-    .load()
-    .unwrap_err()
-    .to_string();
+    let e = CorpusSource::Wikitext2 { dir: w.clone() }
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("wiki.test.tokens") && e.contains("empty"), "{e}");
     std::fs::write(w.join("wiki.test.tokens"), " the sat . \n").unwrap();
-    let c = CorpusSource::Wikitext2 {
-        dir: w.clone(),
-        tagger: None,
-    }
-    .load()
-    .unwrap();
+    let c = CorpusSource::Wikitext2 { dir: w.clone() }.load().unwrap();
     assert_eq!(c.train.len(), 2, "blank lines skipped");
     assert_eq!(c.train[0].words, ["=", "Title", "="]);
     let v = Vocab::build(&c.train, 1).unwrap();

@@ -718,7 +718,7 @@ fn config_field_defaults_to_off_and_old_configs_are_unchanged() {
 fn train_step_refuses_a_model_that_disagrees_with_the_config() {
     let cfg = small(TagBiasInit::Asa);
     let data = train::RunData::load(&cfg).unwrap();
-    let plan = train::MaskPlan::new(cfg.attn_mask, cfg.seed);
+    let plan = train::MaskPlan::new(&cfg, &data.vocab).unwrap();
     let mut rng = train::data_rng(&cfg);
     let mut plain = Gpt::new(Cpu, cfg.model_config(data.vocab.len()), cfg.seed).unwrap();
     let e = train::train_step(&mut plain, &cfg, &plan, &data.train, &mut rng, 1, 1)

@@ -1,11 +1,10 @@
-//! GPT-2 BPE tokenisation, load-time tagging of WikiText-2, and the configuration surface
+//! GPT-2 BPE tokenisation, causal tagging of WikiText-2 text, and the configuration surface
 //! of both (defaults keep old configs, vocabularies and hashes as they were).
 
 use asa_lth::backend::cpu::Cpu;
+use asa_lth::data::tags::tag_line;
 use asa_lth::data::vocab::{gpt2_decode, gpt2_encode_word, GPT2_EOS, GPT2_VOCAB};
-use asa_lth::data::{
-    wikitext, CorpusSource, CorpusTagger, EvalWindows, Sentence, Tokenizer, Vocab,
-};
+use asa_lth::data::{CorpusSource, EvalWindows, Sentence, TagsChoice, Tokenizer, Vocab};
 use asa_lth::experiments::{ReproduceConfig, Scale};
 use asa_lth::ling::tagger::RuleTagger;
 use asa_lth::ling::Upos;
@@ -172,15 +171,15 @@ fn gpt2_vocab_file_round_trips_and_word_level_file_is_unchanged() {
 fn wikitext_tags_are_leak_free_and_segment_at_sentence_ends() {
     let t = RuleTagger;
     for sent in sentences() {
-        let tags = wikitext::tag_line(&t, &sent.words);
+        let tags = tag_line(&t, &sent.words);
         assert_eq!(tags.len(), sent.words.len());
         // Leak-freedom: the tags of every prefix are the prefix of the tags, and changing
         // the words after position i never changes tag i.
         for i in 1..=sent.words.len() {
-            assert_eq!(wikitext::tag_line(&t, &sent.words[..i]), tags[..i]);
+            assert_eq!(tag_line(&t, &sent.words[..i]), tags[..i]);
             let mut changed = sent.words[..i].to_vec();
             changed.extend(["Zebra", "ran", "."].map(String::from));
-            assert_eq!(wikitext::tag_line(&t, &changed)[..i], tags[..i]);
+            assert_eq!(tag_line(&t, &changed)[..i], tags[..i]);
         }
         for (w, &u) in sent.words.iter().zip(&tags) {
             if matches!(w.as_str(), "@-@" | "@,@" | "@.@" | "." | "," | "!" | "?") {
@@ -190,10 +189,13 @@ fn wikitext_tags_are_leak_free_and_segment_at_sentence_ends() {
     }
     // A word after `.` is sentence-initial (a new tagger segment), after `@.@` it is not.
     let w = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-    let a = wikitext::tag_line(&t, &w("He left . The dog ran ."));
-    let b = wikitext::tag_line(&t, &w("The dog ran ."));
+    let a = tag_line(&t, &w("He left . The dog ran ."));
+    let b = tag_line(&t, &w("The dog ran ."));
     assert_eq!(a[3..], b[..]);
-    assert_eq!(CorpusTagger::Rules.load().unwrap().name(), "rules");
+    assert_eq!(
+        TagsChoice::Rules.tagger(false).unwrap().unwrap().name(),
+        "rules"
+    );
 }
 
 fn tiny(corpus: CorpusSource, tokenizer: Tokenizer) -> TrainConfig {
@@ -229,26 +231,23 @@ fn run_opts(dir: &Path) -> RunOptions {
 fn tagged_wikitext_trains_with_the_asa_mask_word_and_gpt2() {
     let w = tmpdir("wt");
     write_wikitext(&w, 4);
-    let src = CorpusSource::Wikitext2 {
-        dir: w.clone(),
-        tagger: Some(CorpusTagger::Rules),
-    };
+    let src = CorpusSource::Wikitext2 { dir: w.clone() };
     let c = src.load().unwrap();
+    // WikiText has no annotation: the run's tagger tags it when it is encoded.
+    assert!(c.train[0].upos.is_none());
+    let rules = TagsChoice::Rules.tagger(false).unwrap().unwrap();
+    let v = Vocab::build(&c.train, 1).unwrap();
     for split in [&c.train, &c.valid, &c.test] {
-        for s in split {
-            assert_eq!(s.upos.as_ref().map(Vec::len), Some(s.words.len()));
-        }
+        let st = v.encode_tagged(split, Some(&*rules));
+        assert!(st.upos.iter().all(Option::is_some));
+        assert_eq!(st.upos.len(), st.ids.len());
     }
-    assert!(src.label().contains("tags: rules"), "{}", src.label());
-    // Without a tagger the corpus has no tags (and --attn-mask asa fails, tests/train.rs).
-    let bare = CorpusSource::Wikitext2 {
-        dir: w.clone(),
-        tagger: None,
-    };
-    assert!(bare.load().unwrap().train[0].upos.is_none());
 
     for tok in [Tokenizer::Word, Tokenizer::Gpt2] {
-        let cfg = tiny(src.clone(), tok);
+        let cfg = TrainConfig {
+            tags: TagsChoice::Rules,
+            ..tiny(src.clone(), tok)
+        };
         let out = tmpdir(&format!("wt-run-{tok}"));
         let r = train::run(Cpu, &cfg, &run_opts(&out)).unwrap();
         assert!(r.finished);
@@ -271,7 +270,8 @@ fn tagged_wikitext_trains_with_the_asa_mask_word_and_gpt2() {
             tok == Tokenizer::Gpt2,
             "{json}"
         );
-        assert!(json.contains("\"tagger\":\"rules\""), "{json}");
+        assert!(json.contains("\"tags\":\"rules\""), "{json}");
+        assert_eq!(r.tags, "tags rules");
         let back: TrainConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cfg);
     }
@@ -291,37 +291,45 @@ fn configs_without_the_new_fields_keep_the_old_behaviour() {
     assert_eq!(
         cfg.corpus,
         CorpusSource::Wikitext2 {
-            dir: "/data/wt2".into(),
-            tagger: None
+            dir: "/data/wt2".into()
         }
     );
-    // And they serialise back without the new keys (so hashes and cell keys are unchanged).
+    // A config from before `tags` existed used the corpus's gold tags: it reads as gold (so
+    // a masked run from then is refused as leaky, not silently re-tagged).
+    assert_eq!(cfg.tags, TagsChoice::Gold);
+    // Tags are always written; the other new keys only away from their defaults.
     let back = serde_json::to_string(&cfg).unwrap();
+    assert!(back.contains("\"tags\":\"gold\""), "{back}");
     assert!(
-        !back.contains("tokenizer") && !back.contains("tagger"),
+        !back.contains("tokenizer") && !back.contains("compat"),
         "{back}"
     );
     let d = serde_json::to_string(&def).unwrap();
-    assert!(!d.contains("tokenizer"), "{d}");
-    // The tagger's JSON forms.
+    assert!(
+        !d.contains("tokenizer") && d.contains("\"tags\":\"builtin\""),
+        "{d}"
+    );
+    // The tags' JSON and command-line forms.
     for (t, j) in [
-        (CorpusTagger::Rules, r#""rules""#),
+        (TagsChoice::Builtin, r#""builtin""#),
+        (TagsChoice::Rules, r#""rules""#),
+        (TagsChoice::Gold, r#""gold""#),
         (
-            CorpusTagger::Model("m/tagger.json".into()),
-            r#"{"model":"m/tagger.json"}"#,
+            TagsChoice::Model("m/tagger.json".into()),
+            r#""model:m/tagger.json""#,
         ),
     ] {
         assert_eq!(serde_json::to_string(&t).unwrap(), j);
-        assert_eq!(serde_json::from_str::<CorpusTagger>(j).unwrap(), t);
+        assert_eq!(serde_json::from_str::<TagsChoice>(j).unwrap(), t);
+        assert_eq!(t.name().parse::<TagsChoice>().unwrap(), t);
     }
-    assert_eq!(
-        "rules".parse::<CorpusTagger>().unwrap(),
-        CorpusTagger::Rules
-    );
-    assert_eq!(
-        "x.json".parse::<CorpusTagger>().unwrap(),
-        CorpusTagger::Model("x.json".into())
-    );
+    for bad in ["", "x.json", "model:", "Gold"] {
+        let e = bad.parse::<TagsChoice>().unwrap_err().to_string();
+        assert!(
+            e.contains("builtin, rules, gold or model:PATH"),
+            "{bad}: {e}"
+        );
+    }
     assert_eq!("gpt2".parse::<Tokenizer>().unwrap(), Tokenizer::Gpt2);
     assert!("bpe".parse::<Tokenizer>().is_err());
     // A differing tokenizer is reported as a config difference.
@@ -337,25 +345,22 @@ fn configs_without_the_new_fields_keep_the_old_behaviour() {
 }
 
 #[test]
-fn paper_preset_on_wikitext_uses_gpt2_and_the_rule_tagger() {
-    let wt = |tagger| CorpusSource::Wikitext2 {
+fn paper_preset_on_wikitext_uses_gpt2_and_the_builtin_tagger() {
+    let wt = || CorpusSource::Wikitext2 {
         dir: "/data/wt2".into(),
-        tagger,
     };
-    let p = ReproduceConfig::preset(Scale::Paper, Some(wt(None)));
+    let p = ReproduceConfig::preset(Scale::Paper, Some(wt()));
     assert_eq!(p.train.tokenizer, Tokenizer::Gpt2);
-    assert_eq!(p.train.corpus, wt(Some(CorpusTagger::Rules)));
+    assert_eq!(p.train.corpus, wt());
+    assert_eq!(p.train.tags, TagsChoice::Builtin);
     assert_eq!(
         (p.train.n_layer, p.train.n_head, p.train.d_model),
         (2, 2, 128)
     );
-    let m = CorpusTagger::Model("tagger.json".into());
-    let p = ReproduceConfig::preset(Scale::Paper, Some(wt(Some(m.clone()))));
-    assert_eq!(p.train.corpus, wt(Some(m)));
-    // Small scale on WikiText-2: tags (the ASA arms need them), word level.
-    let s = ReproduceConfig::preset(Scale::Small, Some(wt(None)));
+    // Small scale on WikiText-2: built-in tags, word level.
+    let s = ReproduceConfig::preset(Scale::Small, Some(wt()));
     assert_eq!(s.train.tokenizer, Tokenizer::Word);
-    assert_eq!(s.train.corpus, wt(Some(CorpusTagger::Rules)));
+    assert_eq!(s.train.tags, TagsChoice::Builtin);
     // The synthetic presets are untouched.
     for scale in [Scale::Small, Scale::Paper] {
         let c = ReproduceConfig::preset(scale, None);

@@ -4,7 +4,7 @@
 
 use asa_lth::backend::cpu::Cpu;
 use asa_lth::backend::IGNORE_INDEX;
-use asa_lth::data::{synthetic, CorpusSource, EvalWindows, Vocab};
+use asa_lth::data::{synthetic, CorpusSource, EvalWindows, TagsChoice, Vocab};
 use asa_lth::model::{Gpt, GptConfig};
 use asa_lth::train::{self, RunOptions, TrainConfig, TrainResults};
 use std::path::{Path, PathBuf};
@@ -160,11 +160,19 @@ fn perplexity_never_scores_padding() {
     };
     let mut model = Gpt::new(Cpu, cfg, 1).unwrap();
     // Same windows, batched 1 or 5 at a time (the last batch of 5 is mostly padding rows).
-    let dense = train::MaskPlan::new(train::AttnMaskKind::None, 0);
+    let plan = |attn_mask| {
+        let c = TrainConfig {
+            attn_mask,
+            seed: 0,
+            ..TrainConfig::default()
+        };
+        train::MaskPlan::new(&c, &vocab).unwrap()
+    };
+    let dense = plan(train::AttnMaskKind::None);
     let one = train::evaluate(&mut model, &dense, &stream, 1, 24, None).unwrap();
     let five = train::evaluate(&mut model, &dense, &stream, 5, 24, None).unwrap();
     // With the ASA mask too: padding has no tag, so it never becomes a key of a real query.
-    let asa = train::MaskPlan::new(train::AttnMaskKind::Asa, 0);
+    let asa = plan(train::AttnMaskKind::Asa);
     let one_asa = train::evaluate(&mut model, &asa, &stream, 1, 24, None).unwrap();
     let five_asa = train::evaluate(&mut model, &asa, &stream, 5, 24, None).unwrap();
     assert_eq!(five_asa.count, one_asa.count);
@@ -233,7 +241,6 @@ fn bad_runs_are_clear_errors() {
     let mut wt = small();
     wt.corpus = CorpusSource::Wikitext2 {
         dir: "/nonexistent/wt2".into(),
-        tagger: None,
     };
     let e = train::run(Cpu, &wt, &opts(&tmpdir("wt"), false, None))
         .unwrap_err()
@@ -387,11 +394,19 @@ fn masked_training_runs_resumes_exactly_and_needs_tags() {
         std::fs::write(w.join(format!("wiki.{split}.tokens")), text).unwrap();
     }
     let mut cfg = small();
-    cfg.corpus = CorpusSource::Wikitext2 {
-        dir: w,
-        tagger: None,
-    };
+    cfg.corpus = CorpusSource::Wikitext2 { dir: w };
     cfg.attn_mask = train::AttnMaskKind::Asa;
+    // Gold tags (refused for a masked run unless it studies the leak) …
+    cfg.tags = TagsChoice::Gold;
+    let e = train::run(Cpu, &cfg, &opts(&tmpdir("wt-mask-gold"), false, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("leak the future") && e.contains("--allow-gold-train"),
+        "{e}"
+    );
+    // … and WikiText has none anyway.
+    cfg.allow_gold_train = true;
     let e = train::run(Cpu, &cfg, &opts(&tmpdir("wt-mask-out"), false, None))
         .unwrap_err()
         .to_string();

@@ -8,10 +8,12 @@
 pub mod batch;
 pub mod conllu;
 pub mod synthetic;
+pub mod tags;
 pub mod vocab;
 pub mod wikitext;
 
 pub use batch::{Batch, EvalWindows};
+pub use tags::TagsChoice;
 pub use vocab::{TokenStream, Tokenizer, Vocab};
 
 pub use crate::ling::Sentence;
@@ -28,51 +30,6 @@ pub struct Corpus {
     pub test: Vec<Sentence>,
 }
 
-/// Which leak-free tagger gives an untagged corpus (WikiText-2) its UPOS tags at load time.
-/// In JSON: `"rules"` or `{"model": "PATH"}`; on the command line `rules` or a path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CorpusTagger {
-    /// The rule-based tagger (closed-class lists and suffixes; needs no training).
-    Rules,
-    /// A lexicon or perceptron model saved by `asa-lth asa train-tagger` (a relative path is
-    /// taken from the working directory of the process that loads the corpus).
-    Model(PathBuf),
-}
-
-impl CorpusTagger {
-    /// The tagger itself.
-    pub fn load(&self) -> Result<Box<dyn crate::ling::tagger::Tagger>> {
-        match self {
-            CorpusTagger::Rules => Ok(Box::new(crate::ling::tagger::RuleTagger)),
-            CorpusTagger::Model(p) => crate::ling::tagger::load_model(p),
-        }
-    }
-}
-
-impl std::fmt::Display for CorpusTagger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CorpusTagger::Rules => f.write_str("rules"),
-            CorpusTagger::Model(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-impl std::str::FromStr for CorpusTagger {
-    type Err = Error;
-    /// `rules`, or the path of a saved tagger model.
-    fn from_str(s: &str) -> Result<CorpusTagger> {
-        match s {
-            "" => Err(Error::Config(
-                "tagger: expected `rules` or the path of a saved tagger model".into(),
-            )),
-            "rules" => Ok(CorpusTagger::Rules),
-            p => Ok(CorpusTagger::Model(PathBuf::from(p))),
-        }
-    }
-}
-
 /// Where the text comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -80,15 +37,9 @@ pub enum CorpusSource {
     /// The embedded grammar: `sentences` training sentences (valid and test get a tenth each,
     /// from disjoint seeds).
     Synthetic { sentences: usize, seed: u64 },
-    /// A directory holding `wiki.{train,valid,test}.tokens`; with `tagger`, every word gets a
-    /// UPOS tag from that leak-free tagger at load time (see [`wikitext::tag_line`]), which
-    /// the ASA mask, nulls and tag bias need. Left out of the JSON when None, so configs
-    /// without it load, hash and compare as before.
-    Wikitext2 {
-        dir: PathBuf,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tagger: Option<CorpusTagger>,
-    },
+    /// A directory holding `wiki.{train,valid,test}.tokens` (untagged: the run's causal
+    /// tagger tags it, see [`tags`]).
+    Wikitext2 { dir: PathBuf },
     /// A UD treebank directory holding `*-ud-{train,dev,test}.conllu`.
     Conllu { dir: PathBuf },
 }
@@ -111,15 +62,14 @@ impl CorpusSource {
                     test: synthetic::generate(held, seed.wrapping_add(2_000_003)),
                 })
             }
-            CorpusSource::Wikitext2 { dir, tagger } => {
-                let mut c = wikitext::load_dir(dir)?;
-                if let Some(t) = tagger {
-                    wikitext::tag_corpus(&mut c, &*t.load()?);
-                }
-                Ok(c)
-            }
+            CorpusSource::Wikitext2 { dir } => wikitext::load_dir(dir),
             CorpusSource::Conllu { dir } => conllu::load_dir(dir),
         }
+    }
+
+    /// True for the embedded grammar (whose built-in tagger is trained on the grammar).
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self, CorpusSource::Synthetic { .. })
     }
 
     /// Short label for reports.
@@ -128,10 +78,7 @@ impl CorpusSource {
             CorpusSource::Synthetic { sentences, seed } => {
                 format!("synthetic ({sentences} sentences, seed {seed})")
             }
-            CorpusSource::Wikitext2 { dir, tagger } => match tagger {
-                None => format!("wikitext2 ({})", dir.display()),
-                Some(t) => format!("wikitext2 ({}, tags: {t})", dir.display()),
-            },
+            CorpusSource::Wikitext2 { dir } => format!("wikitext2 ({})", dir.display()),
             CorpusSource::Conllu { dir } => format!("conllu ({})", dir.display()),
         }
     }

@@ -6,15 +6,20 @@
 //! **GPT-2 BPE** ([`Tokenizer::Gpt2`]): the fixed 50,257 ids of GPT-2's byte-level BPE (the
 //! `r50k_base` ranks embedded in `tiktoken-rs`, so no download), `<|endoftext|>` (50256) as the
 //! end-of-sentence token and no `<unk>`. Each word is encoded on its own, with a leading space
-//! as GPT-2 sees running text (`" word"`), so every BPE token belongs to exactly one word and
-//! inherits that word's UPOS tag. Corpus text is used as it is: WikiText-2's `@-@`, `@,@`,
+//! as GPT-2 sees running text (`" word"`), so every BPE token belongs to exactly one word.
+//! Tags from a causal tagger ([`Vocab::encode_tagged`]) are computed per piece from the
+//! partial word so far (see [`super::tags`]); the corpus's own (gold) tags, kept by
+//! [`Vocab::encode`], are inherited by every piece of a word — which leaks the rest of the
+//! word, so they serve measurement only. Corpus text is used as it is: WikiText-2's `@-@`, `@,@`,
 //! `@.@` joiners and `<unk>` are BPE-encoded literally (` @-@` → ` @`, `-`, `@`), which is what
 //! GPT-2 tokenising the WikiText files (e.g. a Hugging Face pipeline) does as well; lines end
 //! with `<|endoftext|>` instead of a newline. Perplexity is then per BPE token. Dependency
 //! heads, where the corpus has them, map every subword of a word to the *first* subword of
 //! its head word (roots stay `None`).
 
+use super::tags::{tag_pieces, Piece};
 use super::Sentence;
+use crate::ling::tagger::Tagger;
 use crate::ling::Upos;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -303,6 +308,61 @@ impl Vocab {
         s
     }
 
+    /// As [`encode`](Self::encode), with the tags of a causal `tagger` in place of the
+    /// sentences' own (None: keep them). Every token's tag comes from
+    /// [`tag_pieces`](super::tags::tag_pieces): at word level the word's tag given the words
+    /// before it; with GPT-2 each piece's tag from the partial word so far, so no piece's tag
+    /// depends on the pieces after it. Tags are computed from the corpus words, not from
+    /// `<unk>`. Heads are as in `encode`.
+    pub fn encode_tagged(&self, sents: &[Sentence], tagger: Option<&dyn Tagger>) -> TokenStream {
+        use rayon::prelude::*;
+        let mut s = self.encode(sents);
+        let Some(tagger) = tagger else { return s };
+        let partials: HashMap<&str, Vec<String>> = if self.tokenizer == Tokenizer::Gpt2 {
+            let mut types: Vec<&str> = sents
+                .iter()
+                .flat_map(|x| x.words.iter().map(String::as_str))
+                .collect();
+            types.sort_unstable();
+            types.dedup();
+            types
+                .par_iter()
+                .map(|&w| (w, gpt2_partial_words(w)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let per_sentence: Vec<Vec<Upos>> = sents
+            .par_iter()
+            .map(|sent| {
+                let mut pieces = Vec::with_capacity(sent.words.len() * 2 + 1);
+                for w in &sent.words {
+                    match partials.get(w.as_str()) {
+                        Some(ps) => pieces.extend(ps.iter().enumerate().map(|(k, p)| Piece {
+                            word_so_far: p,
+                            starts_word: k == 0,
+                            eos: false,
+                        })),
+                        None => pieces.push(Piece {
+                            word_so_far: w,
+                            starts_word: true,
+                            eos: false,
+                        }),
+                    }
+                }
+                pieces.push(Piece {
+                    word_so_far: "",
+                    starts_word: true,
+                    eos: true,
+                });
+                tag_pieces(tagger, &pieces)
+            })
+            .collect();
+        s.upos = per_sentence.into_iter().flatten().map(Some).collect();
+        debug_assert_eq!(s.upos.len(), s.ids.len());
+        s
+    }
+
     /// Perplexity of `stream` under the add-one-smoothed unigram distribution of `train`
     /// (the baseline a trained model must beat by far).
     pub fn unigram_perplexity(&self, train: &TokenStream, stream: &TokenStream) -> f64 {
@@ -318,6 +378,18 @@ impl Vocab {
             .sum();
         (nll / (stream.ids.len() - 1).max(1) as f64).exp()
     }
+}
+
+/// The partial words a tagger sees for the GPT-2 pieces of `word` (one per piece): the
+/// decoded bytes of pieces `0..=k`, without the word-initial space.
+pub fn gpt2_partial_words(word: &str) -> Vec<String> {
+    let ids = gpt2_encode_word(word);
+    (1..=ids.len())
+        .map(|k| {
+            let text = gpt2_decode(&ids[..k]);
+            text.strip_prefix(' ').unwrap_or(&text).to_string()
+        })
+        .collect()
 }
 
 fn encode_gpt2(sents: &[Sentence]) -> TokenStream {

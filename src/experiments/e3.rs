@@ -8,7 +8,6 @@ use super::cells::{CellKey, CellStore};
 use super::ReproduceConfig;
 use crate::backend::{cpu::Cpu, Ops};
 use crate::data::Vocab;
-use crate::ling::compat::{CompatMatrix, CompatSet};
 use crate::lth::masks::HeadSurvival;
 use crate::lth::{self, Control, ImpConfig, ImpOptions, ImpRun, PrunableGroups, Variant};
 use crate::mask::asa::AsaMaskBuilder;
@@ -126,8 +125,8 @@ pub fn run_cell<O: Ops>(
     let run = ImpRun::open(&work)?;
     let vocab: Vocab = run.vocab()?;
     let corpus = cfg.train.corpus.load()?;
-    let stream = vocab.encode(&corpus.valid);
-    let builder = AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa()));
+    let stream = cfg.train.encode(&vocab, &corpus.valid)?;
+    let builder = AsaMaskBuilder::new(&cfg.train.compat.load()?.0);
     let aopts = AlignOptions {
         seed: cfg.align.seed ^ key.seed,
         ..cfg.align

@@ -90,7 +90,7 @@ pub fn run<O: Ops>(
     if f.repeats == 0 {
         return Err(Error::Config("ffn24: repeats must be at least 1".into()));
     }
-    let plan = MaskPlan::new(cfg.attn_mask, cfg.seed);
+    let plan = MaskPlan::new(cfg, &data.vocab)?;
     let (b, t) = (cfg.batch, cfg.seq_len);
     let ppl = |m: &mut Gpt<O>, s: &TokenStream| -> Result<f64> {
         Ok(train::evaluate(m, &plan, s, b, t, None)?.mean().exp())

@@ -30,7 +30,6 @@ pub mod report;
 
 use crate::backend::Ops;
 use crate::data::{CorpusSource, Vocab};
-use crate::ling::compat::{CompatMatrix, CompatSet};
 use crate::mask::asa::AsaMaskBuilder;
 use crate::model::{Gpt, GptConfig};
 use crate::train::{
@@ -93,14 +92,11 @@ impl ReproduceConfig {
         if let Some(c) = corpus {
             train.corpus = c;
         }
-        // WikiText-2 has no tags: the ASA arms need them, so the rule tagger (leak-free, no
-        // training) unless the caller chose a tagger. At paper scale, GPT-2 BPE so
-        // perplexities are per BPE token like the published ones.
-        if let CorpusSource::Wikitext2 { tagger, .. } = &mut train.corpus {
-            tagger.get_or_insert(crate::data::CorpusTagger::Rules);
-            if scale == Scale::Paper {
-                train.tokenizer = crate::data::Tokenizer::Gpt2;
-            }
+        // Tags are the built-in causal tagger's (TrainConfig::default). At paper scale on
+        // WikiText-2, GPT-2 BPE (per-piece causal tags) so perplexities are per BPE token like
+        // the published ones.
+        if matches!(train.corpus, CorpusSource::Wikitext2 { .. }) && scale == Scale::Paper {
+            train.tokenizer = crate::data::Tokenizer::Gpt2;
         }
         let (align_tokens, bootstrap) = match scale {
             Scale::Small => {
@@ -176,6 +172,12 @@ impl ReproduceConfig {
                 "reproduce: bootstrap = {} resamples is too few for a 95% interval (≥ 100)",
                 self.bootstrap
             )));
+        }
+        // The ASA arms, E3's alignment, E4's bias and E5's hybrid all train with tags.
+        if self.train.tags.is_gold() && !self.train.allow_gold_train {
+            let mut t = self.train.clone();
+            t.attn_mask = AttnMaskKind::Asa;
+            t.validate()?;
         }
         self.train.validate()
     }
@@ -404,10 +406,10 @@ fn measure_run(dir: &Path, cfg: &ReproduceConfig, seed: u64) -> Result<Alignment
     let mcfg: GptConfig = ck.meta_json("model")?;
     let vocab = Vocab::load(&dir.join("vocab.json"))?;
     let corpus = cfg.train.corpus.load()?;
-    let stream = vocab.encode(&corpus.valid);
+    let stream = cfg.train.encode(&vocab, &corpus.valid)?;
     let mut model = Gpt::new(crate::backend::cpu::Cpu, mcfg, 0)?;
     ck.restore(&mut model)?;
-    let builder = AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa()));
+    let builder = AsaMaskBuilder::new(&cfg.train.compat.load()?.0);
     let opts = AlignOptions {
         seed: cfg.align.seed ^ seed,
         ..cfg.align

@@ -825,8 +825,9 @@ fn markdown(s: &Summary, command: &str) -> String {
     let _ = writeln!(m, "# ASA vs LTH reproduction ({:?} scale)\n", c.scale);
     let _ = writeln!(
         m,
-        "- corpus: {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values, within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
+        "- corpus: {}\n- {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values, within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
         c.train.corpus.label(),
+        c.train.tags_label(),
         c.train.n_layer,
         c.train.n_head,
         c.train.d_model,

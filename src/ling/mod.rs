@@ -3,6 +3,7 @@
 //! `data` (corpora build on sentences, not the other way round).
 
 pub mod compat;
+pub mod compat_choice;
 pub mod conllu;
 pub mod lexres;
 pub mod sentence;

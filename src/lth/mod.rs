@@ -629,7 +629,7 @@ pub fn run_imp<O: Ops>(
     let mut ctx = Ctx {
         train,
         imp,
-        plan: MaskPlan::new(train.attn_mask, train.seed),
+        plan: MaskPlan::new(train, &data.vocab)?,
         data,
         root,
         names,
@@ -806,9 +806,7 @@ fn apply_masks<O: Ops>(model: &mut Gpt<O>, ctx: &Ctx<'_>, masks: Option<&MaskSet
 fn load_fresh<O: Ops>(model: &mut Gpt<O>, train: &TrainConfig, seed: u64) -> Result<()> {
     let table = model.table.clone();
     let init = table.init(model.cfg.n_layer, seed);
-    let bias = train
-        .tag_bias
-        .layer_values(model.cfg.n_head, train.tag_bias_incompatible)?;
+    let bias = train.tag_bias_values(model.cfg.n_head)?;
     let mut state: HashMap<String, Vec<f32>> = HashMap::new();
     for (s, mut v) in table.specs.iter().zip(init) {
         if s.kind == crate::model::ParamKind::TagBias {

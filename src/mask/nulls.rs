@@ -17,7 +17,18 @@
 //!   gave — every trade keeps both row counts and the distance histogram, and twenty trades per
 //!   row randomise the assignment.
 //!
-//! Both are deterministic functions of the source, the validity vector and the seed.
+//! - [`distance_causal`]: the training variant of the distance null. A model trained with a
+//!   null mask must not see the future through it, and the exact histogram above is a
+//!   property of the whole window: trading keys between rows makes row `i` depend on later
+//!   rows' tags. So row `i` draws its keys (its exact count, without replacement) with
+//!   probabilities proportional to the source's distance histogram over rows `0..=i` of its
+//!   `(b, head)` (plus a small floor so every valid key stays possible): the histogram is
+//!   matched in expectation, from the past only.
+//!
+//! All are deterministic functions of the source, the validity vector and the seed. Every
+//! row draws from its own generator, seeded by `(seed, b, head, i)`, so [`row_matched`] and
+//! [`distance_causal`] are causal: row `i` of the null depends only on rows `0..=i` of the
+//! source and the validity of keys `0..=i`.
 
 use super::bits::BitMask;
 use crate::rng::Rng;
@@ -102,18 +113,32 @@ fn floyd(rng: &mut Rng, k: usize, taken: &mut [bool]) {
     }
 }
 
+/// The generator of row `(b, h, i)`: its own stream, so no row's draws depend on how many
+/// numbers another row consumed.
+fn row_rng(seed: u64, b: usize, h: usize, i: usize) -> Rng {
+    let mut x = seed;
+    for v in [b, h, i] {
+        // splitmix64 finaliser over the running value and the index
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15 ^ v as u64);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+    }
+    Rng::new(x)
+}
+
 /// The row-count-matched null of `mask` (see the module docs).
 pub fn row_matched(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitMask> {
     check(mask, valid)?;
     let (b, hm, t) = (mask.b(), mask.heads(), mask.t());
     let mut out = mask.clone();
-    let mut rng = Rng::new(seed);
     let mut keys: Vec<usize> = Vec::with_capacity(t);
     let mut taken: Vec<bool> = Vec::with_capacity(t);
     for bi in 0..b {
         let v = &valid[bi * t..(bi + 1) * t];
         for h in 0..hm {
             for i in (0..t).filter(|&i| v[i]) {
+                let mut rng = row_rng(seed, bi, h, i);
                 keys.clear();
                 keys.extend((0..i).filter(|&j| v[j]));
                 let mut c = 0;
@@ -227,6 +252,54 @@ pub fn distance_matched(mask: &BitMask, valid: &[bool], seed: u64) -> Result<Bit
             for (r, &i) in rows.iter().enumerate() {
                 for j in (0..i).filter(|&j| v[j]) {
                     out.set(bi, h, i, j, held[r].get(i - j));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Floor added to every distance's weight in [`distance_causal`], relative to one arc, so a
+/// row whose count exceeds the keys at seen distances can still fill it.
+const CAUSAL_FLOOR: f64 = 0.05;
+
+/// The causal distance null of `mask` (see the module docs): every valid row keeps its
+/// diagonal bit and its exact number of allowed off-diagonal valid keys, drawn without
+/// replacement with weights from the source's distance histogram over rows `0..=i`.
+pub fn distance_causal(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitMask> {
+    check(mask, valid)?;
+    let (b, hm, t) = (mask.b(), mask.heads(), mask.t());
+    let mut out = mask.clone();
+    let mut hist = vec![0u64; t.max(1)];
+    let mut cand: Vec<(f64, usize)> = Vec::with_capacity(t);
+    for bi in 0..b {
+        let v = &valid[bi * t..(bi + 1) * t];
+        for h in 0..hm {
+            hist.iter_mut().for_each(|x| *x = 0);
+            for i in (0..t).filter(|&i| v[i]) {
+                let mut c = 0;
+                for j in (0..i).filter(|&j| v[j]) {
+                    if mask.get(bi, h, i, j) {
+                        hist[i - j] += 1;
+                        c += 1;
+                    }
+                    out.set(bi, h, i, j, false);
+                }
+                if c == 0 {
+                    continue;
+                }
+                // Efraimidis–Spirakis: the c smallest Exp(1)/w keys are a weighted sample
+                // without replacement.
+                let mut rng = row_rng(seed, bi, h, i);
+                cand.clear();
+                for j in (0..i).filter(|&j| v[j]) {
+                    let w = hist[i - j] as f64 + CAUSAL_FLOOR;
+                    let e = -(1.0 - rng.uniform()).ln();
+                    cand.push((e / w, j));
+                }
+                cand.select_nth_unstable_by(c - 1, |x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+                for &(_, j) in &cand[..c] {
+                    out.set(bi, h, i, j, true);
                 }
             }
         }

@@ -1012,7 +1012,14 @@ impl<O: Ops> Gpt<O> {
     /// [`forward`](Self::forward) needs [`set_tags`](Self::set_tags) first. Call it before
     /// restoring a checkpoint that has the bias.
     pub fn enable_tag_bias(&mut self, init: TagBiasInit, incompatible: f32) -> Result<()> {
-        let Some(values) = init.layer_values(self.cfg.n_head, incompatible)? else {
+        let values = init.layer_values(self.cfg.n_head, incompatible)?;
+        self.enable_tag_bias_values(values)
+    }
+
+    /// As [`enable_tag_bias`](Self::enable_tag_bias) with the initial values given (one
+    /// layer's `H×17×17`, the same in every layer; `None` does nothing).
+    pub fn enable_tag_bias_values(&mut self, values: Option<Vec<f32>>) -> Result<()> {
+        let Some(values) = values else {
             return Ok(());
         };
         if self.tag_bias_enabled() {

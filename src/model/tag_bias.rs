@@ -29,7 +29,7 @@ use crate::backend::cpu::Real;
 use crate::backend::AttnShape;
 use crate::data::batch::NO_TAG;
 use crate::error::check_len;
-use crate::ling::compat::{CompatMatrix, NTAGS};
+use crate::ling::compat::{CompatMatrix, CompatSet, NTAGS};
 use crate::ling::Upos;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -74,13 +74,38 @@ impl TagBiasInit {
     /// Initial values of one layer's bias, `n_head × 17 × 17` (`None` for `Off`).
     /// `incompatible` is used by `Asa` only and must be finite and ≤ 0.
     pub fn layer_values(self, n_head: usize, incompatible: f32) -> Result<Option<Vec<f32>>> {
+        let builtin = CompatSet::shared(CompatMatrix::default_asa());
+        self.layer_values_with(n_head, incompatible, &builtin)
+    }
+
+    /// As [`layer_values`](Self::layer_values), with `Asa` initialised from `compat` (one
+    /// matrix for every head, or one per head: then exactly `n_head` of them).
+    pub fn layer_values_with(
+        self,
+        n_head: usize,
+        incompatible: f32,
+        compat: &CompatSet,
+    ) -> Result<Option<Vec<f32>>> {
         check_incompatible(incompatible)?;
-        let one: Vec<f32> = match self {
-            TagBiasInit::Off => return Ok(None),
-            TagBiasInit::Zero => vec![0.0; NTAGS * NTAGS],
-            TagBiasInit::Asa => asa_values(&CompatMatrix::default_asa(), incompatible),
-        };
-        Ok(Some(one.repeat(n_head)))
+        Ok(match self {
+            TagBiasInit::Off => None,
+            TagBiasInit::Zero => Some(vec![0.0; NTAGS * NTAGS * n_head]),
+            TagBiasInit::Asa => match compat.matrices() {
+                [one] => Some(asa_values(one, incompatible).repeat(n_head)),
+                per_head if per_head.len() == n_head => Some(
+                    per_head
+                        .iter()
+                        .flat_map(|m| asa_values(m, incompatible))
+                        .collect(),
+                ),
+                per_head => {
+                    return Err(Error::Config(format!(
+                        "tag bias: the compat set has {} per-head matrices for {n_head} heads",
+                        per_head.len()
+                    )))
+                }
+            },
+        })
     }
 }
 

@@ -6,9 +6,12 @@ pub mod checkpoint;
 pub mod schedule;
 
 use crate::backend::{MaskRef, Ops};
-use crate::data::{batch, Batch, CorpusSource, EvalWindows, TokenStream, Tokenizer, Vocab};
+use crate::data::{
+    batch, Batch, CorpusSource, EvalWindows, TagsChoice, TokenStream, Tokenizer, Vocab,
+};
 use crate::ling::compat::{CompatMatrix, CompatSet};
-use crate::mask::asa::AsaMaskBuilder;
+use crate::ling::compat_choice::{CompatChoice, Refinement};
+use crate::mask::asa::{AsaMaskBuilder, RefineOptions, Refiner};
 use crate::mask::nulls;
 use crate::model::tag_bias::{self, TagBiasInit};
 use crate::model::{AdamWConfig, Gpt, GptConfig, LossStats};
@@ -29,27 +32,64 @@ pub enum AttnMaskKind {
     Asa,
     /// A random mask with exactly the ASA mask's allowed keys per query row (null 1).
     NullRows,
-    /// As `NullRows`, also matching the ASA mask's distance histogram (null 2).
+    /// As `NullRows`, also matching the ASA mask's distance histogram in expectation, from
+    /// the rows up to each query only (null 2, causal: [`nulls::distance_causal`]).
     NullDist,
 }
 
-/// Builds the attention mask of each batch for an [`AttnMaskKind`]. Tags come from the corpus
-/// (gold tags: the synthetic grammar, CoNLL-U); text without tags is an error here.
+impl AttnMaskKind {
+    /// The name on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttnMaskKind::None => "none",
+            AttnMaskKind::Asa => "asa",
+            AttnMaskKind::NullRows => "null-rows",
+            AttnMaskKind::NullDist => "null-dist",
+        }
+    }
+}
+
+/// Builds the attention mask of each batch for an [`AttnMaskKind`] from the batch's tags (the
+/// run's causal tags, see [`TrainConfig::tags`]), the run's compatibility matrix and
+/// refinements; text without tags is an error here.
 pub struct MaskPlan {
     kind: AttnMaskKind,
     builder: AsaMaskBuilder,
+    refiner: Option<Refiner>,
     seed: u64,
 }
 
 impl MaskPlan {
-    /// A plan for `kind`; nulls are reseeded per batch from `seed` and a batch counter, so a
-    /// resumed run draws the same nulls.
-    pub fn new(kind: AttnMaskKind, seed: u64) -> Self {
-        MaskPlan {
-            kind,
-            builder: AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::default_asa())),
-            seed,
-        }
+    /// A plan for `cfg`'s mask, matrix and refinements over `vocab`'s ids; nulls are reseeded
+    /// per batch from `cfg.seed` and a batch counter, so a resumed run draws the same nulls.
+    pub fn new(cfg: &TrainConfig, vocab: &Vocab) -> Result<Self> {
+        let (compat, _) = if cfg.attn_mask == AttnMaskKind::None {
+            (
+                CompatSet::shared(CompatMatrix::default_asa()),
+                String::new(),
+            )
+        } else {
+            cfg.compat.load()?
+        };
+        let refiner = (cfg.attn_mask != AttnMaskKind::None && !cfg.refine.is_empty()).then(|| {
+            Refiner::new(
+                vocab.len(),
+                |id| vocab.word(id),
+                None,
+                RefineOptions {
+                    binding: cfg.refine.contains(&Refinement::Binding),
+                    noun_number_heuristic: true,
+                    selection: false,
+                    eos: vocab.eos(),
+                },
+            )
+        });
+        Ok(MaskPlan {
+            kind: cfg.attn_mask,
+            builder: AsaMaskBuilder::new(&compat),
+            refiner,
+            seed: cfg.seed,
+        })
     }
 
     /// The mask words of `batch` (`None` for causal-only); `salt` distinguishes batches.
@@ -64,18 +104,21 @@ impl MaskPlan {
             .any(|(&u, &y)| u == batch::NO_TAG && y != crate::backend::IGNORE_INDEX)
         {
             return Err(Error::Config(
-                "--attn-mask needs UPOS tags for every token; this corpus has none (use the \
-                 synthetic corpus, a CoNLL-U treebank, or WikiText-2 with --tagger)"
+                "--attn-mask needs UPOS tags for every token; this corpus has none (use \
+                 --tags builtin, rules or model:PATH)"
                     .into(),
             ));
         }
-        let asa = self.builder.build_for_batch(batch)?;
+        let mut asa = self.builder.build_for_batch(batch)?;
+        if let Some(r) = &self.refiner {
+            r.apply(&mut asa, &batch.tokens, &batch.upos)?;
+        }
         let valid = nulls::valid_from_targets(&batch.targets);
         let seed = self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mask = match self.kind {
             AttnMaskKind::None | AttnMaskKind::Asa => asa,
             AttnMaskKind::NullRows => nulls::row_matched(&asa, &valid, seed)?,
-            AttnMaskKind::NullDist => nulls::distance_matched(&asa, &valid, seed)?,
+            AttnMaskKind::NullDist => nulls::distance_causal(&asa, &valid, seed)?,
         };
         Ok(Some(mask.into_words()))
     }
@@ -105,8 +148,8 @@ fn forward_masked<O: Ops>(
             .any(|(&u, &y)| u == batch::NO_TAG && y != crate::backend::IGNORE_INDEX)
         {
             return Err(Error::Config(
-                "tag_bias needs UPOS tags for every token; this corpus has none (use the \
-                 synthetic corpus, a CoNLL-U treebank, or WikiText-2 with --tagger)"
+                "tag_bias needs UPOS tags for every token; this corpus has none (use \
+                 --tags builtin, rules or model:PATH)"
                     .into(),
             ));
         }
@@ -120,6 +163,22 @@ fn forward_masked<O: Ops>(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub corpus: CorpusSource,
+    /// Where the UPOS tags of the ASA mask, nulls and tag bias come from (`builtin`, `rules`,
+    /// `gold`, `model:PATH`; see [`crate::data::tags`]). Always written; a config from before
+    /// the field existed used the corpus's gold tags, so that is what it reads as.
+    #[serde(default = "legacy_tags")]
+    pub tags: TagsChoice,
+    /// Let gold tags shape the mask or bias of the model being trained: a leak study only
+    /// (such runs are labelled leaky in results and reports). Not serialised when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_gold_train: bool,
+    /// The compatibility matrix of the ASA mask and the ASA tag-bias initialisation
+    /// (`builtin`, `derived:TREEBANK[@COVERAGE]`, a compat file). Not serialised at `builtin`.
+    #[serde(default, skip_serializing_if = "CompatChoice::is_builtin")]
+    pub compat: CompatChoice,
+    /// Word-level refinements of the ASA mask (`binding`). Not serialised when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refine: Vec<Refinement>,
     /// How text becomes ids: `word` (default) or `gpt2` BPE (perplexity per BPE token; each
     /// subword inherits its word's tag). Not serialised at the default, so word-level configs
     /// (and results, checkpoints, cell keys) are byte-identical to before the field existed.
@@ -164,6 +223,14 @@ pub struct TrainConfig {
     pub tag_bias_incompatible: f32,
 }
 
+fn legacy_tags() -> TagsChoice {
+    TagsChoice::Gold
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn default_tag_bias_incompatible() -> f32 {
     tag_bias::DEFAULT_INCOMPATIBLE
 }
@@ -181,6 +248,10 @@ impl Default for TrainConfig {
                 sentences: 40_000,
                 seed: 1,
             },
+            tags: TagsChoice::Builtin,
+            allow_gold_train: false,
+            compat: CompatChoice::Builtin,
+            refine: vec![],
             tokenizer: Tokenizer::Word,
             min_count: 1,
             n_layer: 2,
@@ -237,15 +308,86 @@ impl TrainConfig {
             )));
         }
         tag_bias::check_incompatible(self.tag_bias_incompatible)?;
+        if self.uses_tags() && self.tags.is_gold() && !self.allow_gold_train {
+            return Err(Error::Config(format!(
+                "--tags gold with {}: gold tags leak the future into a causal model (annotators \
+                 resolved them with the words to the right in view, and with BPE every piece \
+                 carries its whole word's tag), so they may measure but not shape the mask or \
+                 bias of a model being trained; use --tags builtin (the default), or add \
+                 --allow-gold-train for a leak study (the run is then labelled leaky)",
+                self.tag_consumers()
+            )));
+        }
         self.model_config(2).validate()
+    }
+
+    /// Whether the model being trained consumes tags (an ASA or null mask, or a tag bias).
+    pub fn uses_tags(&self) -> bool {
+        self.attn_mask != AttnMaskKind::None || !self.tag_bias.is_off()
+    }
+
+    fn tag_consumers(&self) -> String {
+        let mut v = vec![];
+        if self.attn_mask != AttnMaskKind::None {
+            v.push(format!("--attn-mask {}", self.attn_mask.name()));
+        }
+        if !self.tag_bias.is_off() {
+            v.push(format!("--tag-bias {}", self.tag_bias.name()));
+        }
+        v.join(" and ")
+    }
+
+    /// True when gold tags shape what is trained (a leak study, labelled as such).
+    pub fn is_leaky(&self) -> bool {
+        self.uses_tags() && self.tags.is_gold()
+    }
+
+    /// One line naming the tags, matrix and refinements, for results and report headers.
+    pub fn tags_label(&self) -> String {
+        let mut s = format!("tags {}", self.tags);
+        if !self.compat.is_builtin() {
+            s += &format!(", compat {}", self.compat);
+        }
+        if !self.refine.is_empty() {
+            let r: Vec<&str> = self.refine.iter().map(|r| r.name()).collect();
+            s += &format!(", refine {}", r.join("+"));
+        }
+        if self.is_leaky() {
+            s += " (LEAKY: gold tags in training, --allow-gold-train)";
+        }
+        s
+    }
+
+    /// The causal tagger of this run's corpus (None: the corpus's gold tags).
+    pub fn tagger(&self) -> Result<Option<std::sync::Arc<dyn crate::ling::tagger::Tagger>>> {
+        self.tags.tagger(self.corpus.is_synthetic())
+    }
+
+    /// Encode `sents` with this run's vocabulary and tags.
+    pub fn encode(&self, vocab: &Vocab, sents: &[crate::data::Sentence]) -> Result<TokenStream> {
+        let tagger = self.tagger()?;
+        Ok(vocab.encode_tagged(sents, tagger.as_deref()))
     }
 
     /// A freshly initialised model for this config and a vocabulary of `vocab` ids: the
     /// [`Gpt::new`] initialisation from `seed`, plus the tag bias if `tag_bias` is on.
     pub fn new_model<O: Ops>(&self, ops: O, vocab: usize) -> Result<Gpt<O>> {
         let mut model = Gpt::new(ops, self.model_config(vocab), self.seed)?;
-        model.enable_tag_bias(self.tag_bias, self.tag_bias_incompatible)?;
+        model.enable_tag_bias_values(self.tag_bias_values(self.n_head)?)?;
         Ok(model)
+    }
+
+    /// One layer's initial tag-bias values (`None` when off): `asa` from this run's
+    /// compatibility matrix.
+    pub fn tag_bias_values(&self, n_head: usize) -> Result<Option<Vec<f32>>> {
+        if self.tag_bias != TagBiasInit::Asa {
+            return self
+                .tag_bias
+                .layer_values(n_head, self.tag_bias_incompatible);
+        }
+        let (compat, _) = self.compat.load()?;
+        self.tag_bias
+            .layer_values_with(n_head, self.tag_bias_incompatible, &compat)
     }
 
     /// Field-by-field differences from `other`, for "checkpoint from a different config".
@@ -308,6 +450,10 @@ pub struct TrainResults {
     pub model: GptConfig,
     pub num_params: usize,
     pub corpus: String,
+    /// Where the tags came from, the compatibility matrix and refinements
+    /// ([`TrainConfig::tags_label`]; says LEAKY for gold tags in training).
+    #[serde(default)]
+    pub tags: String,
     pub git_commit: String,
     pub device: String,
     pub cpu: String,
@@ -382,9 +528,9 @@ impl RunData {
     pub fn load(cfg: &TrainConfig) -> Result<RunData> {
         let corpus = cfg.corpus.load()?;
         let vocab = Vocab::for_tokenizer(cfg.tokenizer, &corpus.train, cfg.min_count)?;
-        let train = vocab.encode(&corpus.train);
-        let valid = vocab.encode(&corpus.valid);
-        let test = vocab.encode(&corpus.test);
+        let tagger = cfg.tagger()?;
+        let enc = |s| vocab.encode_tagged(s, tagger.as_deref());
+        let (train, valid, test) = (enc(&corpus.train), enc(&corpus.valid), enc(&corpus.test));
         batch::random_batch(&train, 1, cfg.seq_len, &mut Rng::new(0))?;
         Ok(RunData {
             vocab,
@@ -512,6 +658,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         model: mcfg,
         num_params: model.num_params(),
         corpus: cfg.corpus.label(),
+        tags: cfg.tags_label(),
         git_commit: crate::provenance::git_commit(),
         device: model.ops.label(),
         cpu: crate::provenance::cpu_summary(),
@@ -589,7 +736,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     };
 
     let (b, t) = (cfg.batch, cfg.seq_len);
-    let plan = MaskPlan::new(cfg.attn_mask, cfg.seed);
+    let plan = MaskPlan::new(cfg, &vocab)?;
     let first = results.steps_done + 1;
     let last = match opts.stop_after {
         Some(n) => cfg.steps.min(results.steps_done + n),

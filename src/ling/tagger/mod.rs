@@ -23,6 +23,7 @@
 //! Saved models are versioned JSON files (`"format": 1`, `"kind": "lexicon" | "perceptron"`),
 //! written atomically; [`load_model`] reads either.
 
+pub mod builtin;
 pub mod eval;
 pub mod features;
 pub mod lexicon;
