@@ -399,6 +399,10 @@ impl TrainConfig {
             if let serde_json::Value::Object(m) = &mut v {
                 m.insert("tag_bias".into(), c.tag_bias.name().into());
                 m.insert("tokenizer".into(), c.tokenizer.name().into());
+                m.insert("allow_gold_train".into(), c.allow_gold_train.into());
+                m.insert("compat".into(), c.compat.name().into());
+                let refine: Vec<&str> = c.refine.iter().map(|r| r.name()).collect();
+                m.insert("refine".into(), serde_json::json!(refine));
                 m.insert(
                     "tag_bias_incompatible".into(),
                     serde_json::json!(c.tag_bias_incompatible),
@@ -508,6 +512,14 @@ pub fn evaluate<O: Ops>(
         if max_tokens.is_some_and(|m| total.count >= m) {
             break;
         }
+    }
+    // A perplexity of NaN or ∞ is never an answer: say so instead of printing it.
+    if !total.sum.is_finite() {
+        return Err(Error::NonFinite {
+            tensor: format!("evaluation loss (over {} tokens)", total.count),
+            index: 0,
+            value: total.sum as f32,
+        });
     }
     Ok(total)
 }
