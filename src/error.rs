@@ -70,3 +70,57 @@ pub fn check_len(
         })
     }
 }
+
+/// A serde message about an unknown field (`unknown field `stepz`, expected one of `steps`,
+/// …`) with the nearest valid name appended (`did you mean `steps`?`); other messages as
+/// they are.
+pub fn suggest_field(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_string();
+    };
+    let Some((bad, expected)) = rest.split_once('`') else {
+        return msg.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(bad, name), name))
+        .min();
+    match best {
+        Some((d, name)) if d <= bad.len().max(3) / 2 + 1 => {
+            format!("{msg} (did you mean `{name}`?)")
+        }
+        _ => msg.to_string(),
+    }
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest_field;
+
+    #[test]
+    fn nearest_field_names() {
+        let m = "unknown field `stepz`, expected one of `steps`, `seed`, `lr` at line 1 column 9";
+        assert!(suggest_field(m).ends_with("(did you mean `steps`?)"));
+        let far = "unknown field `colour`, expected one of `steps`, `seed`";
+        assert_eq!(suggest_field(far), far);
+        assert_eq!(suggest_field("missing field `x`"), "missing field `x`");
+    }
+}

@@ -71,17 +71,17 @@ enum Command {
 #[derive(Args, Debug)]
 struct ReproduceArgs {
     /// Text source (default: the embedded synthetic corpus).
-    #[arg(long, value_enum, default_value = "synthetic")]
-    corpus: CorpusKind,
+    #[arg(long, value_enum)]
+    corpus: Option<CorpusKind>,
     /// Directory of the corpus files (wikitext2, conllu).
     #[arg(long)]
     data: Option<PathBuf>,
     #[command(flatten)]
     tags: TagArgs,
-    /// small: the embedded default (minutes on a CPU); paper: the published configuration
-    /// (on WikiText-2: GPT-2 BPE).
-    #[arg(long, default_value = "small")]
-    scale: String,
+    /// small (the default): the embedded default (minutes on a CPU); paper: the published
+    /// configuration (on WikiText-2: GPT-2 BPE).
+    #[arg(long)]
+    scale: Option<String>,
     /// A configuration file (JSON, as written by --write-config) instead of the preset.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -238,14 +238,6 @@ struct TagArgs {
 }
 
 impl TagArgs {
-    /// Whether any flag was given (a --config file must not be silently overridden).
-    fn any(&self) -> bool {
-        self.tags.is_some()
-            || self.allow_gold_train
-            || self.compat.is_some()
-            || !self.refine.is_empty()
-    }
-
     /// Set the flags that were given on `cfg`.
     fn apply(&self, cfg: &mut TrainConfig) {
         if let Some(t) = &self.tags {
@@ -424,6 +416,13 @@ fn run() -> Result<()> {
         Command::Asa(c) => asa_cmd(c),
         Command::Reproduce(a) => reproduce_cmd(a),
         Command::Experiment { name, mut args } => {
+            if !args.only.is_empty() {
+                bail!(
+                    "`experiment {name}` runs one experiment; --only {} would contradict it \
+                     (use `reproduce --only ...` for several)",
+                    args.only.join(",")
+                );
+            }
             args.only = vec![name];
             reproduce_cmd(args)
         }
@@ -855,24 +854,50 @@ fn sample_cmd(n: usize, seed: u64) -> Result<()> {
 
 fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
     use asa_lth::experiments::{self, cells::Shard, ReproduceConfig, Scale};
-    let scale: Scale = a.scale.parse()?;
+    if let Some(p) = &a.config {
+        // The config file decides everything the preset flags would; a flag beside it would
+        // be silently ignored, so it is refused.
+        let given: Vec<&str> = [
+            ("--corpus", a.corpus.is_some()),
+            ("--data", a.data.is_some()),
+            ("--scale", a.scale.is_some()),
+            ("--tags", a.tags.tags.is_some()),
+            ("--allow-gold-train", a.tags.allow_gold_train),
+            ("--compat", a.tags.compat.is_some()),
+            ("--refine", !a.tags.refine.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(f, on)| on.then_some(f))
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "{} contradict{} --config {}: the config file sets them (edit it, or drop \
+                 --config to use the preset)",
+                given.join(", "),
+                if given.len() == 1 { "s" } else { "" },
+                p.display()
+            );
+        }
+    }
+    let scale_name = a.scale.clone().unwrap_or_else(|| "small".into());
+    let scale: Scale = scale_name.parse()?;
+    let kind = a.corpus.unwrap_or(CorpusKind::Synthetic);
     let corpus = CorpusArgs {
-        corpus: a.corpus,
+        corpus: kind,
         data: a.data.clone(),
         sentences: 0,
         corpus_seed: 1,
     };
     let cfg = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-            serde_json::from_str::<ReproduceConfig>(&text)
-                .with_context(|| format!("{}: not a reproduce config", p.display()))?
+            let text = asa_lth::io::read_file(p)?;
+            asa_lth::experiments::parse_config(&text, p)?
         }
         None => {
             let source = corpus.source()?;
             let mut cfg = ReproduceConfig::preset(
                 scale,
-                match a.corpus {
+                match kind {
                     CorpusKind::Synthetic => None,
                     _ => Some(source),
                 },
@@ -881,12 +906,6 @@ fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
             cfg
         }
     };
-    if a.config.is_some() && a.tags.any() {
-        bail!(
-            "--tags, --compat, --refine and --allow-gold-train set the preset; with --config \
-             edit the config file's \"train\" section instead"
-        );
-    }
     cfg.validate()?;
     if let Some(p) = &a.write_config {
         let json = serde_json::to_string_pretty(&cfg)?;
@@ -898,7 +917,7 @@ fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", a.scale)));
+        .unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{scale_name}")));
     // Each cell opens its own backend; the first selection decides which kind.
     let summary = match select_device(a.device)? {
         Device::Cpu(_) => experiments::reproduce(|| Ok(Cpu), &cfg, &out, shard, &a.only, !a.quiet)?,

@@ -32,7 +32,7 @@ pub struct Corpus {
 
 /// Where the text comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CorpusSource {
     /// The embedded grammar: `sentences` training sentences (valid and test get a tenth each,
     /// from disjoint seeds).

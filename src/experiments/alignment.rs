@@ -32,6 +32,7 @@ pub const MASKS: [&str; 3] = ["asa", "null_rows", "null_dist"];
 
 /// What to measure on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AlignOptions {
     /// Windows per forward pass.
     pub batch: usize,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// E3's settings (part of the run configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct E3Config {
     /// Pruning levels (level L keeps ≈ 0.8^L of the prunable weights at fraction 0.2).
     pub levels: u32,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// E5's pruning schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct E5Config {
     /// IMP levels on the FFN (level L keeps ≈ (1 − fraction)^L of it).
     pub levels: u32,

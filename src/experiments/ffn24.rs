@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// E5's 2:4 settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ffn24Config {
     /// Fine-tuning steps with the 2:4 masks held.
     pub finetune_steps: u32,

@@ -67,6 +67,7 @@ impl std::str::FromStr for Scale {
 
 /// Everything that determines a reproduction's cells (saved as `config.json` in the run).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReproduceConfig {
     pub scale: Scale,
     /// Seeds of every experiment (model init, batch order and null masks).
@@ -277,8 +278,20 @@ pub fn load_config(dir: &Path) -> Result<ReproduceConfig> {
         path: path.clone(),
         source,
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: not a reproduce config: {e}", path.display())))
+    parse_config(&text, &path)
+}
+
+/// Parse a reproduce configuration (`path` names it in errors). Unknown keys are refused,
+/// naming the key and the nearest valid one.
+pub fn parse_config(text: &str, path: &Path) -> Result<ReproduceConfig> {
+    serde_json::from_str(text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        msg: format!(
+            "not a reproduce config: {}",
+            crate::error::suggest_field(&e.to_string())
+        ),
+    })
 }
 
 /// What one `reproduce` invocation did.

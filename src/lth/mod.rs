@@ -151,6 +151,7 @@ impl From<Control> for Variant {
 
 /// The IMP configuration (the training itself is a [`TrainConfig`], attention mask included).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImpConfig {
     /// The last level: levels `0 ..= levels` are trained, level 0 dense. Level L keeps
     /// ≈ (1 − prune_fraction)^L of the prunable weights (0.8^10 ≈ 10.7% for the defaults).

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 
 /// Optimiser settings (AdamW with decoupled weight decay on matrices, global-norm clipping).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamWConfig {
     pub beta1: f32,
     pub beta2: f32,

@@ -161,6 +161,7 @@ fn forward_masked<O: Ops>(
 
 /// Everything that determines a training run (saved in checkpoints and results).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub corpus: CorpusSource,
     /// Where the UPOS tags of the ASA mask, nulls and tag bias come from (`builtin`, `rules`,
