@@ -466,7 +466,8 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
     }
     // Per genre, when sentence ids carry one (UD English-EWT: `answers-…`, `email-…`).
     if let Some(known) = &builtin_known {
-        let text = std::fs::read_to_string(&a.test).with_context(|| a.test.display().to_string())?;
+        let text =
+            std::fs::read_to_string(&a.test).with_context(|| a.test.display().to_string())?;
         let mut genres: Vec<Option<String>> = Vec::new();
         let (mut id, mut in_sent) = (None::<String>, false);
         for line in text.lines() {
@@ -569,7 +570,12 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
                 let mut score = |f: &Option<PathBuf>| -> Result<Option<f64>> {
                     let Some(f) = f else { return Ok(None) };
                     let e = evaluate(&p, &load_conllu(f)?, None)?;
-                    writeln!(out, "accuracy on {}: {:.2}%", f.display(), 100.0 * e.accuracy())?;
+                    writeln!(
+                        out,
+                        "accuracy on {}: {:.2}%",
+                        f.display(),
+                        100.0 * e.accuracy()
+                    )?;
                     Ok(Some(e.accuracy()))
                 };
                 let (dev_accuracy, test_accuracy) = (score(&a.dev)?, score(&a.test)?);

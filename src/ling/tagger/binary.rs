@@ -118,7 +118,10 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self, what: &str) -> Result<&'a [u8]> {
         let n = self.varint(what)? as usize;
         let end = self.pos.checked_add(n).ok_or_else(|| self.short(what))?;
-        let b = self.buf.get(self.pos..end).ok_or_else(|| self.short(what))?;
+        let b = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.short(what))?;
         self.pos = end;
         Ok(b)
     }
@@ -301,8 +304,8 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ModelHeader, PerceptronTagge
             ),
         ));
     }
-    let payload = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(z, 1 << 30)
-        .map_err(|e| {
+    let payload =
+        miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(z, 1 << 30).map_err(|e| {
             perr(
                 path,
                 format!("corrupted tagger model payload (decompression failed: {e:?})"),

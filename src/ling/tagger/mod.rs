@@ -33,10 +33,10 @@ pub mod lexicon;
 pub mod perceptron;
 pub mod rules;
 
-pub use eval::{evaluate, TagEval};
-pub use lexicon::LexiconTagger;
 pub use binary::ModelHeader;
 pub use builtin::BUILTIN_PROVENANCE;
+pub use eval::{evaluate, TagEval};
+pub use lexicon::LexiconTagger;
 pub use perceptron::{FeatureSet, PerceptronTagger, TrainOptions};
 pub use rules::RuleTagger;
 
@@ -106,7 +106,8 @@ pub fn load_model(path: &Path) -> Result<Box<dyn Tagger>> {
         path: path.to_path_buf(),
         source,
     })?;
-    if binary::is_binary(&bytes) || (bytes.len() < binary::MAGIC.len() && bytes.starts_with(b"ASA")) {
+    if binary::is_binary(&bytes) || (bytes.len() < binary::MAGIC.len() && bytes.starts_with(b"ASA"))
+    {
         return Ok(Box::new(binary::decode(&bytes, path)?.1));
     }
     let text = String::from_utf8(bytes).map_err(|_| Error::Parse {

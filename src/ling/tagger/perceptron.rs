@@ -281,13 +281,7 @@ fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Ve
 }
 
 /// The feature hashes of the last word of `words` under feature set `fs`.
-fn extract(
-    fs: FeatureSet,
-    lex: &LexiconTagger,
-    words: &[&str],
-    prev: &[Upos],
-    out: &mut Vec<u64>,
-) {
+fn extract(fs: FeatureSet, lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
     match fs {
         FeatureSet::V1 => features(lex, words, prev, out),
         FeatureSet::V2 => features_v2(lex, words, prev, out),
