@@ -350,7 +350,7 @@ fn tag_eval_train_tagger_and_tag_commands() {
     let e = asa_cli::tag_eval(
         &TagEvalArgs {
             train: Some(d.join("nope.conllu")),
-            test,
+            test: test.clone(),
             tagger: EvalTagger::Lexicon,
             iterations: 1,
             seed: 1,

@@ -1,18 +1,19 @@
 //! A causal averaged-perceptron tagger (greedy, left to right).
 //!
 //! Features of position `i` (all from `words[..=i]` and the tags already predicted), feature
-//! set 1: the word (lower-cased and exact), its suffixes 1–4 and prefixes 1–3, its collapsed shape
-//! and form class (with "sentence-initial"), the two previous predicted tags (alone and
+//! set 1: the word (lower-cased and exact), its suffixes 1–4 and prefixes 1–3, its collapsed
+//! shape and form class (with "sentence-initial"), the two previous predicted tags (alone and
 //! together), previous tag × word and × suffix, the two previous words, previous word ×
 //! word, previous tag × previous word, and for rare or unseen words the
-//! [`UnknownModel`](super::lexicon::UnknownModel)'s guess. Frequent unambiguous forms are
-//! tagged from a tag dictionary. Feature set 2 (the default, and the built-in model's) adds
-//! suffixes to 5 and prefixes to 4, a length bucket, hyphen parts, the previous word's shape
-//! and suffix, tag pair × word, tag × previous word × word and word trigrams, drops the
-//! unknown-word guess, and hashes to 32 bits so that binary models stay small. Training uses the tagger's own previous predictions (as
-//! at test time), shuffles sentences each epoch with a seeded [`Rng`], and averages the
-//! weights (Collins 2002; the layout follows Honnibal's well-known tagger, without its
-//! right-context features, which would leak the future).
+//! [`UnknownModel`](super::lexicon::UnknownModel)'s guess. Feature set 2 (the default, and
+//! the built-in model's) adds suffixes to 5 and prefixes to 4, a length bucket, hyphen
+//! parts, the previous word's shape and suffix, tag pair × word, tag × previous word × word
+//! and word trigrams, drops the unknown-word guess, and hashes to 32 bits so that binary
+//! models stay small. Frequent unambiguous forms are tagged from a tag dictionary. Training
+//! uses the tagger's own previous predictions (as at test time), shuffles sentences each
+//! epoch with a seeded [`Rng`], and averages the weights (Collins 2002; the layout follows
+//! Honnibal's well-known tagger, without its right-context features, which would leak the
+//! future).
 
 use super::features::{feature_hash, norm, prefix, short_shape, suffix, word_class};
 use super::lexicon::{check_header, LexiconTagger};
