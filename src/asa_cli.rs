@@ -355,7 +355,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
     };
     let mut runs: Vec<(TagEval, f64)> = Vec::new();
     let mut train_tokens = 0;
-    let mut builtin_known: Option<Box<dyn Fn(&str) -> bool>> = None;
+    let mut builtin = None;
     if a.tagger == EvalTagger::Builtin {
         let m = tagger::builtin::english_model()?;
         let unseen = test
@@ -376,8 +376,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
         )?;
         let known = |w: &str| m.knows(w);
         runs.push((evaluate(&*m, &test, Some(&known))?, 0.0));
-        let m2 = m.clone();
-        builtin_known = Some(Box::new(move |w: &str| m2.knows(w)));
+        builtin = Some(m.clone());
     } else {
         let Some(train_path) = &a.train else {
             bail!("--train is required for --tagger {:?}", a.tagger);
@@ -465,7 +464,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "top confusions ({}): {}", e.tagger, c.join(", "))?;
     }
     // Per genre, when sentence ids carry one (UD English-EWT: `answers-…`, `email-…`).
-    if let Some(known) = &builtin_known {
+    if let Some(m) = &builtin {
         let text =
             std::fs::read_to_string(&a.test).with_context(|| a.test.display().to_string())?;
         let mut genres: Vec<Option<String>> = Vec::new();
@@ -491,7 +490,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
             names.sort();
             names.dedup();
             if names.len() > 1 {
-                let m = tagger::builtin::english_model()?;
+                let known = |w: &str| m.knows(w);
                 writeln!(
                     out,
                     "per genre (builtin): {:<10} {:>7} {:>9} {:>9} {:>9}",
@@ -504,7 +503,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
                         .filter(|(_, sg)| sg.as_ref() == Some(g))
                         .map(|(s, _)| s.clone())
                         .collect();
-                    let e = evaluate(&*m, &sub, Some(&**known))?;
+                    let e = evaluate(&**m, &sub, Some(&known))?;
                     writeln!(
                         out,
                         "per genre (builtin): {:<10} {:>7} {:>9} {:>9} {:>9}",

@@ -173,7 +173,7 @@ fn bad_binary_models_are_named_errors() {
         std::fs::write(&p, &body).unwrap();
         let e = tagger::load_model(&p).err().expect(name).to_string();
         assert!(e.contains(name) && e.contains(want), "{name}: {e}");
-        let e = binary::load(&p).err().expect(name).to_string();
+        let e = binary::load(&p).expect_err(name).to_string();
         assert!(e.contains(name), "{name}: {e}");
     }
 }
