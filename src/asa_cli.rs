@@ -61,18 +61,21 @@ impl From<PunctArg> for PunctPolicy {
 /// Which tagger(s) `tag-eval` runs.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum EvalTagger {
+    /// Train and score the lexicon, the perceptron and the rules.
     All,
     Lexicon,
     Perceptron,
     Rules,
+    /// The built-in English model (nothing is trained; `--train` is not needed).
+    Builtin,
 }
 
 /// `asa tag-eval`.
 #[derive(Args, Debug, Clone)]
 pub struct TagEvalArgs {
-    /// Training CoNLL-U file.
+    /// Training CoNLL-U file (required except with `--tagger builtin`).
     #[arg(long)]
-    pub train: PathBuf,
+    pub train: Option<PathBuf>,
     /// Test CoNLL-U file.
     #[arg(long)]
     pub test: PathBuf,
@@ -80,7 +83,7 @@ pub struct TagEvalArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub tagger: EvalTagger,
     /// Perceptron training passes.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 12)]
     pub iterations: usize,
     /// Perceptron shuffle seed.
     #[arg(long, default_value_t = 1)]
@@ -97,6 +100,15 @@ pub enum ModelKind {
     Perceptron,
 }
 
+/// Saved model formats.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// Versioned JSON (lexicon or perceptron).
+    Json,
+    /// The binary, compressed `.tagger` format of the built-in model (perceptron only).
+    Builtin,
+}
+
 /// `asa train-tagger`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainTaggerArgs {
@@ -106,15 +118,30 @@ pub struct TrainTaggerArgs {
     /// Model kind.
     #[arg(long, value_enum, default_value = "perceptron")]
     pub kind: ModelKind,
-    /// Output model file (versioned JSON, written atomically).
+    /// Output model file (written atomically).
     #[arg(long)]
     pub out: PathBuf,
     /// Perceptron training passes.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 12)]
     pub iterations: usize,
     /// Perceptron shuffle seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ModelFormat,
+    /// Development CoNLL-U file: its accuracy is recorded in a binary model's header.
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    /// Test CoNLL-U file: its accuracy is recorded in a binary model's header.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Provenance line for a binary model's header (default: the training file's name).
+    #[arg(long)]
+    pub provenance: Option<String>,
+    /// Licence line for a binary model's header.
+    #[arg(long, default_value = "same as the training data")]
+    pub licence: String,
 }
 
 /// `asa tag`.
@@ -350,43 +377,79 @@ struct TagEvalReport<'a> {
 
 /// `asa tag-eval`.
 pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
-    let train = load_conllu(&a.train)?;
     let test = load_conllu(&a.test)?;
     let ntok = |s: &[Sentence]| s.iter().map(|s| s.words.len()).sum::<usize>();
-    let lex_t0 = Instant::now();
-    let lexicon = LexiconTagger::train(&train)?;
-    let lex_secs = lex_t0.elapsed().as_secs_f64();
-    let unseen = test
-        .iter()
-        .flat_map(|s| &s.words)
-        .filter(|w| !lexicon.knows(w))
-        .count();
-    writeln!(
-        out,
-        "train: {} ({} sentences, {} tokens); test: {} ({} sentences, {} tokens, {} unseen \
-         in train)",
-        a.train.display(),
-        train.len(),
-        ntok(&train),
-        a.test.display(),
-        test.len(),
-        ntok(&test),
-        pct(unseen as f64 / ntok(&test).max(1) as f64)
-    )?;
+    let pct2 = |x: f64| {
+        if x.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", 100.0 * x)
+        }
+    };
     let mut runs: Vec<(TagEval, f64)> = Vec::new();
-    let known = |w: &str| lexicon.knows(w);
-    let want = |k: EvalTagger| a.tagger == EvalTagger::All || a.tagger == k;
-    if want(EvalTagger::Lexicon) {
-        runs.push((evaluate(&lexicon, &test, Some(&known))?, lex_secs));
-    }
-    if want(EvalTagger::Perceptron) {
-        let t0 = Instant::now();
-        let p = train_perceptron(&train, a.iterations, a.seed)?;
-        let secs = t0.elapsed().as_secs_f64();
-        runs.push((evaluate(&p, &test, Some(&known))?, secs));
-    }
-    if want(EvalTagger::Rules) {
-        runs.push((evaluate(&RuleTagger, &test, Some(&known))?, 0.0));
+    let mut train_tokens = 0;
+    let mut builtin = None;
+    if a.tagger == EvalTagger::Builtin {
+        let m = tagger::builtin::english_model()?;
+        let unseen = test
+            .iter()
+            .flat_map(|s| &s.words)
+            .filter(|w| !m.knows(w))
+            .count();
+        writeln!(
+            out,
+            "model: builtin ({} bytes; {}); test: {} ({} sentences, {} tokens, {} unseen by \
+             the model's lexicon)",
+            m.file_bytes(),
+            m.header().provenance,
+            a.test.display(),
+            test.len(),
+            ntok(&test),
+            pct(unseen as f64 / ntok(&test).max(1) as f64)
+        )?;
+        let known = |w: &str| m.knows(w);
+        runs.push((evaluate(&*m, &test, Some(&known))?, 0.0));
+        builtin = Some(m.clone());
+    } else {
+        let Some(train_path) = &a.train else {
+            bail!("--train is required for --tagger {:?}", a.tagger);
+        };
+        let train = load_conllu(train_path)?;
+        train_tokens = ntok(&train);
+        let lex_t0 = Instant::now();
+        let lexicon = LexiconTagger::train(&train)?;
+        let lex_secs = lex_t0.elapsed().as_secs_f64();
+        let unseen = test
+            .iter()
+            .flat_map(|s| &s.words)
+            .filter(|w| !lexicon.knows(w))
+            .count();
+        writeln!(
+            out,
+            "train: {} ({} sentences, {} tokens); test: {} ({} sentences, {} tokens, {} unseen \
+             in train)",
+            train_path.display(),
+            train.len(),
+            ntok(&train),
+            a.test.display(),
+            test.len(),
+            ntok(&test),
+            pct(unseen as f64 / ntok(&test).max(1) as f64)
+        )?;
+        let known = |w: &str| lexicon.knows(w);
+        let want = |k: EvalTagger| a.tagger == EvalTagger::All || a.tagger == k;
+        if want(EvalTagger::Lexicon) {
+            runs.push((evaluate(&lexicon, &test, Some(&known))?, lex_secs));
+        }
+        if want(EvalTagger::Perceptron) {
+            let t0 = Instant::now();
+            let p = train_perceptron(&train, a.iterations, a.seed)?;
+            let secs = t0.elapsed().as_secs_f64();
+            runs.push((evaluate(&p, &test, Some(&known))?, secs));
+        }
+        if want(EvalTagger::Rules) {
+            runs.push((evaluate(&RuleTagger, &test, Some(&known))?, 0.0));
+        }
     }
     writeln!(
         out,
@@ -398,9 +461,9 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
             out,
             "{:<11} {:>9} {:>9} {:>9} {:>9.1}",
             e.tagger,
-            pct(e.accuracy()),
-            pct(e.known_accuracy()),
-            pct(e.unknown_accuracy()),
+            pct2(e.accuracy()),
+            pct2(e.known_accuracy()),
+            pct2(e.unknown_accuracy()),
             s
         )?;
     }
@@ -433,11 +496,68 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
             .collect();
         writeln!(out, "top confusions ({}): {}", e.tagger, c.join(", "))?;
     }
+    // Per genre, when sentence ids carry one (UD English-EWT: `answers-…`, `email-…`).
+    if let Some(m) = &builtin {
+        let text =
+            std::fs::read_to_string(&a.test).with_context(|| a.test.display().to_string())?;
+        let mut genres: Vec<Option<String>> = Vec::new();
+        let (mut id, mut in_sent) = (None::<String>, false);
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                in_sent = false;
+            } else if let Some(v) = line.strip_prefix("# sent_id = ") {
+                id = Some(v.trim().to_string());
+            } else if !line.starts_with('#') && !in_sent {
+                in_sent = true;
+                let g = id.take().and_then(|v| {
+                    let g = v.split(['-', '_']).next().unwrap_or("");
+                    (!g.is_empty() && g.chars().all(|c| c.is_ascii_lowercase()))
+                        .then(|| g.to_string())
+                });
+                genres.push(g);
+            }
+        }
+        if genres.len() == test.len() && genres.iter().all(Option::is_some) {
+            let mut names: Vec<&String> = genres.iter().flatten().collect();
+            names.sort();
+            names.dedup();
+            if names.len() > 1 {
+                let known = |w: &str| m.knows(w);
+                writeln!(
+                    out,
+                    "per genre (builtin): {:<10} {:>7} {:>9} {:>9} {:>9}",
+                    "genre", "tokens", "accuracy", "known", "unknown"
+                )?;
+                for g in names {
+                    let sub: Vec<Sentence> = test
+                        .iter()
+                        .zip(&genres)
+                        .filter(|(_, sg)| sg.as_ref() == Some(g))
+                        .map(|(s, _)| s.clone())
+                        .collect();
+                    let e = evaluate(&**m, &sub, Some(&known))?;
+                    writeln!(
+                        out,
+                        "per genre (builtin): {:<10} {:>7} {:>9} {:>9} {:>9}",
+                        g,
+                        e.tokens,
+                        pct2(e.accuracy()),
+                        pct2(e.known_accuracy()),
+                        pct2(e.unknown_accuracy())
+                    )?;
+                }
+            }
+        }
+    }
     if let Some(p) = &a.json {
         let rep = TagEvalReport {
-            train: a.train.display().to_string(),
+            train: a
+                .train
+                .as_ref()
+                .map_or("(builtin model)".into(), |t| t.display().to_string()),
             test: a.test.display().to_string(),
-            train_tokens: ntok(&train),
+            train_tokens,
             test_tokens: ntok(&test),
             results: runs.iter().map(|(e, s)| (e, *s)).collect(),
         };
@@ -451,6 +571,9 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
 pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
     let train = load_conllu(&a.train)?;
     let t0 = Instant::now();
+    if a.format == ModelFormat::Builtin && a.kind != ModelKind::Perceptron {
+        bail!("--format builtin stores perceptron models only");
+    }
     match a.kind {
         ModelKind::Lexicon => {
             let l = LexiconTagger::train(&train)?;
@@ -465,15 +588,63 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
         }
         ModelKind::Perceptron => {
             let p = train_perceptron(&train, a.iterations, a.seed)?;
-            p.save(&a.out)?;
+            let secs = t0.elapsed().as_secs_f64();
             writeln!(
                 out,
-                "perceptron: {} weighted features, {} passes over {} sentences in {:.1}s",
+                "perceptron: {} weighted features, {} passes over {} sentences in {secs:.1}s",
                 p.num_features(),
                 a.iterations,
                 train.len(),
-                t0.elapsed().as_secs_f64()
             )?;
+            if a.format == ModelFormat::Json {
+                p.save(&a.out)?;
+            } else {
+                let mut score = |f: &Option<PathBuf>| -> Result<Option<f64>> {
+                    let Some(f) = f else { return Ok(None) };
+                    let e = evaluate(&p, &load_conllu(f)?, None)?;
+                    writeln!(
+                        out,
+                        "accuracy on {}: {:.2}%",
+                        f.display(),
+                        100.0 * e.accuracy()
+                    )?;
+                    Ok(Some(e.accuracy()))
+                };
+                let (dev_accuracy, test_accuracy) = (score(&a.dev)?, score(&a.test)?);
+                let mut command = format!(
+                    "asa-lth asa train-tagger --train {} --kind perceptron --format builtin \
+                     --iterations {} --seed {}",
+                    a.train.display(),
+                    a.iterations,
+                    a.seed
+                );
+                for (flag, f) in [("--dev", &a.dev), ("--test", &a.test)] {
+                    if let Some(f) = f {
+                        command.push_str(&format!(" {flag} {}", f.display()));
+                    }
+                }
+                command.push_str(&format!(" --out {}", a.out.display()));
+                let header = tagger::ModelHeader {
+                    kind: String::new(),
+                    feature_set: 0,
+                    tags: Vec::new(),
+                    provenance: a.provenance.clone().unwrap_or_else(|| {
+                        format!(
+                            "trained on {} ({} sentences)",
+                            a.train.display(),
+                            train.len()
+                        )
+                    }),
+                    licence: a.licence.clone(),
+                    command,
+                    dev_accuracy,
+                    test_accuracy,
+                    payload_bytes: 0,
+                };
+                let bytes = tagger::binary::encode(&p, &header);
+                crate::io::write_atomic(&a.out, &bytes)?;
+                writeln!(out, "binary model: {} bytes", bytes.len())?;
+            }
         }
     }
     writeln!(out, "written: {}", a.out.display())?;

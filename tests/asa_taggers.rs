@@ -2,7 +2,9 @@
 //! accuracy on the synthetic corpus, unknown-word handling, versioned model files, the
 //! `tag-eval` / `train-tagger` / `tag` commands, and CoNLL-U edge cases.
 
-use asa_lth::asa_cli::{self, EvalTagger, ModelKind, TagArgs, TagEvalArgs, TrainTaggerArgs};
+use asa_lth::asa_cli::{
+    self, EvalTagger, ModelFormat, ModelKind, TagArgs, TagEvalArgs, TrainTaggerArgs,
+};
 use asa_lth::data::{conllu, synthetic, Sentence};
 use asa_lth::ling::tagger::{
     self, evaluate, tag_sentence, LexiconTagger, PerceptronTagger, RuleTagger, Tagger, TrainOptions,
@@ -123,7 +125,8 @@ fn every_tagger_is_leak_free() {
     }
     let mut rng = Rng::new(5);
     let rules = RuleTagger;
-    let taggers: [&dyn Tagger; 3] = [&lex, &per, &rules];
+    let builtin = tagger::builtin::english().unwrap();
+    let taggers: [&dyn Tagger; 4] = [&lex, &per, &rules, &*builtin];
     for t in taggers {
         assert_leak_free(t, &sents, &mut rng);
     }
@@ -280,7 +283,7 @@ fn tag_eval_train_tagger_and_tag_commands() {
     let mut out = Vec::new();
     asa_cli::tag_eval(
         &TagEvalArgs {
-            train: train.clone(),
+            train: Some(train.clone()),
             test: test.clone(),
             tagger: EvalTagger::All,
             iterations: 3,
@@ -316,6 +319,11 @@ fn tag_eval_train_tagger_and_tag_commands() {
             out: model.clone(),
             iterations: 2,
             seed: 1,
+            format: ModelFormat::Json,
+            dev: None,
+            test: None,
+            provenance: None,
+            licence: "test".into(),
         },
         &mut out,
     )
@@ -341,8 +349,8 @@ fn tag_eval_train_tagger_and_tag_commands() {
     // Missing files are named.
     let e = asa_cli::tag_eval(
         &TagEvalArgs {
-            train: d.join("nope.conllu"),
-            test,
+            train: Some(d.join("nope.conllu")),
+            test: test.clone(),
             tagger: EvalTagger::Lexicon,
             iterations: 1,
             seed: 1,
@@ -352,6 +360,75 @@ fn tag_eval_train_tagger_and_tag_commands() {
     )
     .unwrap_err();
     assert!(format!("{e:#}").contains("nope.conllu"), "{e:#}");
+    // Trainable taggers need --train; the builtin does not.
+    let e = asa_cli::tag_eval(
+        &TagEvalArgs {
+            train: None,
+            test: test.clone(),
+            tagger: EvalTagger::Perceptron,
+            iterations: 1,
+            seed: 1,
+            json: None,
+        },
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("--train is required"), "{e:#}");
+    let mut out = Vec::new();
+    asa_cli::tag_eval(
+        &TagEvalArgs {
+            train: None,
+            test: test.clone(),
+            tagger: EvalTagger::Builtin,
+            iterations: 1,
+            seed: 1,
+            json: Some(d.join("builtin.json")),
+        },
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("builtin ") && text.contains("model's lexicon"),
+        "{text}"
+    );
+    // A binary model from the command, with its header, read back by `tag`.
+    let bin = d.join("model.tagger");
+    let mut out = Vec::new();
+    asa_cli::train_tagger(
+        &TrainTaggerArgs {
+            train: d.join("train.conllu"),
+            kind: ModelKind::Perceptron,
+            out: bin.clone(),
+            iterations: 2,
+            seed: 1,
+            format: ModelFormat::Builtin,
+            dev: Some(test.clone()),
+            test: None,
+            provenance: Some("synthetic".into()),
+            licence: "test".into(),
+        },
+        &mut out,
+    )
+    .unwrap();
+    let (h, _) = tagger::binary::load(&bin).unwrap();
+    assert!(
+        h.dev_accuracy.unwrap() > 0.8 && h.test_accuracy.is_none(),
+        "{h:?}"
+    );
+    assert!(h.command.contains("--format builtin") && h.provenance == "synthetic");
+    let mut out = Vec::new();
+    let mut input: &[u8] = b"Alice runs\n";
+    asa_cli::tag(
+        &TagArgs {
+            model: Some(bin),
+            ..TagArgs::default()
+        },
+        &mut input,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "Alice/PROPN runs/VERB\n");
 }
 
 #[test]

@@ -119,3 +119,22 @@ pub fn tmpdir(suite: &str, name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).expect("create scratch directory");
     d
 }
+
+/// `../shared/data` beside the repository (UD treebanks), resolved at run time from
+/// `CARGO_MANIFEST_DIR`. `None` (with the reason printed) when it is absent, so tests that need
+/// it skip; with `ASA_LTH_REQUIRE_DATA=1` (CI) an absent directory fails the test instead.
+pub fn shared_data_dir() -> Option<std::path::PathBuf> {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let dir = root.join("..").join("shared").join("data");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let why = format!("{} is absent", dir.display());
+    if std::env::var("ASA_LTH_REQUIRE_DATA").as_deref() == Ok("1") {
+        panic!("ASA_LTH_REQUIRE_DATA=1 but {why}");
+    }
+    eprintln!("skipped: {why} (set ASA_LTH_REQUIRE_DATA=1 to make this a failure)");
+    None
+}

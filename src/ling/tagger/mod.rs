@@ -20,9 +20,12 @@
 //! treebanks they are an oracle, not a causal tagger: annotators resolved ambiguities with the
 //! whole sentence in view.
 //!
-//! Saved models are versioned JSON files (`"format": 1`, `"kind": "lexicon" | "perceptron"`),
-//! written atomically; [`load_model`] reads either.
+//! Saved models are versioned JSON files (`"format": 1`, `"kind": "lexicon" | "perceptron"`)
+//! or binary, compressed `.tagger` files ([`binary`]), written atomically; [`load_model`]
+//! reads all of them. [`builtin::english`] is a perceptron trained on UD English-EWT and
+//! embedded in the binary.
 
+pub mod binary;
 pub mod builtin;
 pub mod eval;
 pub mod features;
@@ -30,9 +33,11 @@ pub mod lexicon;
 pub mod perceptron;
 pub mod rules;
 
+pub use binary::ModelHeader;
+pub use builtin::BUILTIN_PROVENANCE;
 pub use eval::{evaluate, TagEval};
 pub use lexicon::LexiconTagger;
-pub use perceptron::{PerceptronTagger, TrainOptions};
+pub use perceptron::{FeatureSet, PerceptronTagger, TrainOptions};
 pub use rules::RuleTagger;
 
 use super::Upos;
@@ -95,9 +100,22 @@ pub(crate) fn tagged(sents: &[Sentence]) -> Result<Vec<(&[String], &[Upos])>> {
     Ok(v)
 }
 
-/// Load a saved lexicon or perceptron model.
+/// Load a saved model: a binary `.tagger` file ([`binary`]) or a JSON lexicon or perceptron.
 pub fn load_model(path: &Path) -> Result<Box<dyn Tagger>> {
-    let text = crate::io::read_file(path)?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if binary::is_binary(&bytes) || (bytes.len() < binary::MAGIC.len() && bytes.starts_with(b"ASA"))
+    {
+        return Ok(Box::new(binary::decode(&bytes, path)?.1));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| Error::Parse {
+        path: path.to_path_buf(),
+        line: 1,
+        msg: "not a tagger model file: neither a binary model (wrong magic bytes) nor UTF-8 JSON"
+            .into(),
+    })?;
     #[derive(serde::Deserialize)]
     struct Head {
         format: Option<u32>,
