@@ -312,6 +312,9 @@ fn load_conllu(p: &Path) -> Result<Vec<Sentence>> {
 
 /// `asa derive-compat`.
 pub fn derive_compat(a: &DeriveCompatArgs, out: &mut dyn Write) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.min_share) {
+        bail!("--min-share must lie in [0, 1], got {}", a.min_share);
+    }
     let mut sents = Vec::new();
     for p in &a.conllu {
         sents.extend(load_conllu(p)?);
@@ -377,6 +380,15 @@ struct TagEvalReport<'a> {
 
 /// `asa tag-eval`.
 pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
+    if a.tagger != EvalTagger::Builtin && a.train.is_none() {
+        bail!(
+            "--train is required for --tagger {} (only the built-in model needs no training \
+             file)",
+            a.tagger
+                .to_possible_value()
+                .map_or_else(|| "?".to_string(), |v| v.get_name().to_string())
+        );
+    }
     let test = load_conllu(&a.test)?;
     let ntok = |s: &[Sentence]| s.iter().map(|s| s.words.len()).sum::<usize>();
     let pct2 = |x: f64| {
@@ -909,6 +921,19 @@ struct StatsReport {
 
 /// `asa stats`.
 pub fn stats(source: &CorpusSource, a: &StatsArgs, out: &mut dyn Write) -> Result<()> {
+    // One batch holds the mask, both nulls and the distance null's row sets, each
+    // B × heads × T × ⌈T/32⌉ words: refuse before building anything that cannot fit.
+    let heads = compat_from_arg(&a.mask.compat)?.0.heads() as u64;
+    let words = a.batch as u64 * heads * a.seq_len as u64 * a.seq_len.div_ceil(32) as u64;
+    crate::io::check_memory(
+        &format!(
+            "mask statistics (B {} × T {}, {heads} mask head(s))",
+            a.batch, a.seq_len
+        ),
+        6 * 4 * words,
+        crate::io::available_memory_bytes(),
+        "lower --batch or --seq-len",
+    )?;
     let p = prepare(source, &a.mask)?;
     let stream = p.vocab.encode(&p.sents);
     let windows = EvalWindows::new(&stream, a.batch, a.seq_len)?;

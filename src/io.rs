@@ -40,6 +40,39 @@ pub fn read_file(path: &Path) -> Result<String> {
     })
 }
 
+/// Memory this process can still take on this machine: `MemAvailable` from `/proc/meminfo`,
+/// capped by a cgroup (v2) limit when one is set. None where unknown.
+pub fn available_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut avail = kb * 1024;
+    if let Ok(max) = std::fs::read_to_string("/sys/fs/cgroup/memory.max") {
+        if let Ok(limit) = max.trim().parse::<u64>() {
+            let used = std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+                .ok()
+                .and_then(|u| u.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            avail = avail.min(limit.saturating_sub(used));
+        }
+    }
+    Some(avail)
+}
+
+/// An error before work starts when `need` bytes (an estimate of what `what` will allocate)
+/// exceed `available` (None: unknown, no check). `hint` names the flags that shrink it.
+pub fn check_memory(what: &str, need: u64, available: Option<u64>, hint: &str) -> Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match available {
+        Some(avail) if need > avail => Err(Error::Config(format!(
+            "{what} needs about {:.2} GiB but only {:.2} GiB are available; {hint}",
+            gib(need),
+            gib(avail)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -397,7 +397,17 @@ fn defaults() -> TrainConfig {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        // The chain of causes, each once: an I/O error's message already ends with its OS
+        // error, which is also its source.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(": ");
+                msg.push_str(&c);
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }
@@ -435,6 +445,7 @@ fn info(verbose: bool) -> Result<()> {
     println!("asa-lth {}", env!("CARGO_PKG_VERSION"));
     println!("cpu: {}", asa_lth::provenance::cpu_summary());
     println!("gpu: {}", probe.one_line_summary());
+    println!("tags: {}", asa_lth::ling::tagger::builtin::provenance());
     if verbose {
         println!("{}", probe.details());
     }
@@ -515,6 +526,16 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     a.tags.apply(&mut cfg);
+    cfg.validate()?;
+    let ckpt = a.out.join("checkpoint.safetensors");
+    if a.resume && !ckpt.is_file() {
+        bail!(
+            "--resume: {} does not exist, so there is no run to continue in --out {} (a typo? \
+             drop --resume to start a new run)",
+            ckpt.display(),
+            a.out.display()
+        );
+    }
     let device = select_device(a.device)?;
     let opts = RunOptions {
         out_dir: a.out.clone(),
@@ -601,8 +622,20 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             )
         }
     };
+    if a.samples < 3 {
+        bail!(
+            "--samples {}: a median and spread need at least 3 repeats",
+            a.samples
+        );
+    }
+    if !(a.min_sample_ms.is_finite() && a.min_sample_ms > 0.0) {
+        bail!(
+            "--min-sample-ms {}: must be a positive number of milliseconds",
+            a.min_sample_ms
+        );
+    }
     let timing = Timing {
-        samples: a.samples.max(3),
+        samples: a.samples,
         min_sample_secs: a.min_sample_ms / 1000.0,
         ..Timing::default()
     };

@@ -96,7 +96,7 @@ fn uniform_attention_puts_the_same_mass_in_every_density_matched_mask() {
         max_tokens: 400,
         seed: 11,
     };
-    let a = alignment::measure(&mut model, &builder, &stream, &opts).unwrap();
+    let a = alignment::measure(&mut model, &builder, None, &stream, &opts).unwrap();
     assert_eq!(a.heads.len(), 4);
     assert!(a.tokens >= 400);
     for h in &a.heads {

@@ -271,7 +271,7 @@ fn tagged_wikitext_trains_with_the_asa_mask_word_and_gpt2() {
             "{json}"
         );
         assert!(json.contains("\"tags\":\"rules\""), "{json}");
-        assert_eq!(r.tags, "tags rules");
+        assert!(r.tags.starts_with("tags rules"), "{}", r.tags);
         let back: TrainConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cfg);
     }

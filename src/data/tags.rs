@@ -10,7 +10,7 @@
 //!   words before it in its sentence and the tags already emitted for them;
 //! - **GPT-2 BPE**: a word arrives as several pieces. Piece `k` of a word is tagged as if the
 //!   word were the text of its pieces `0..=k` (the partial word) after the same left context;
-//!   so the first piece of `unbelievable` is tagged from `un` alone. The last piece's tag is
+//!   so the first piece of `antidisestablishmentarianism` is tagged from `ant` alone. The last piece's tag is
 //!   the word's tag, and that is the tag the next words see as their left context. Whether a
 //!   piece starts a word is read from the piece itself (GPT-2 pieces that start a word carry
 //!   the leading space), and a sentence starts after `<eos>` or after a word `.`, `!`, `?`.
@@ -53,6 +53,22 @@ impl TagsChoice {
             TagsChoice::Rules => "rules".into(),
             TagsChoice::Gold => "gold".into(),
             TagsChoice::Model(p) => format!("model:{}", p.display()),
+        }
+    }
+
+    /// What the tags are, in a few words, for results and report headers.
+    pub fn describe(&self, synthetic: bool) -> String {
+        match self {
+            TagsChoice::Builtin if synthetic => format!(
+                "builtin (causal perceptron trained on {SYNTHETIC_TAGGER_SENTENCES} sentences \
+                 of the synthetic grammar)"
+            ),
+            TagsChoice::Builtin => {
+                "builtin (causal perceptron trained on UD English-EWT train, CC BY-SA 4.0)".into()
+            }
+            TagsChoice::Rules => "rules (closed-class lists and suffixes)".into(),
+            TagsChoice::Gold => "gold (the corpus annotation)".into(),
+            TagsChoice::Model(p) => format!("model:{} (causal)", p.display()),
         }
     }
 

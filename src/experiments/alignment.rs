@@ -20,7 +20,7 @@
 
 use crate::backend::Ops;
 use crate::data::{EvalWindows, TokenStream};
-use crate::mask::asa::AsaMaskBuilder;
+use crate::mask::asa::{AsaMaskBuilder, Refiner};
 use crate::mask::bits::BitMask;
 use crate::mask::nulls;
 use crate::model::{AttentionCapture, Gpt};
@@ -118,10 +118,12 @@ impl Alignment {
 }
 
 /// Measure the alignment of `model` (which must attend causally, with no mask of its own) on
-/// `stream` (held-out text with gold or leak-free UPOS tags).
+/// `stream` (held-out text with gold or leak-free UPOS tags), against the mask of `builder`
+/// refined by `refiner` (the run's `--refine`, if any).
 pub fn measure<O: Ops>(
     model: &mut Gpt<O>,
     builder: &AsaMaskBuilder,
+    refiner: Option<&Refiner>,
     stream: &TokenStream,
     opts: &AlignOptions,
 ) -> Result<Alignment> {
@@ -152,7 +154,10 @@ pub fn measure<O: Ops>(
             ));
         }
         let valid = nulls::valid_from_targets(&batch.targets);
-        let asa = builder.build_for_batch(&batch)?;
+        let mut asa = builder.build_for_batch(&batch)?;
+        if let Some(r) = refiner {
+            r.apply(&mut asa, &batch.tokens, &batch.upos)?;
+        }
         if asa.per_head() {
             return Err(Error::Config(
                 "alignment compares one mask for all heads; the builder made per-head masks".into(),

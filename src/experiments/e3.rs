@@ -128,6 +128,7 @@ pub fn run_cell<O: Ops>(
     let corpus = cfg.train.corpus.load()?;
     let stream = cfg.train.encode(&vocab, &corpus.valid)?;
     let builder = AsaMaskBuilder::new(&cfg.train.compat.load()?.0);
+    let refiner = cfg.train.refiner(&vocab);
     let aopts = AlignOptions {
         seed: cfg.align.seed ^ key.seed,
         ..cfg.align
@@ -141,7 +142,7 @@ pub fn run_cell<O: Ops>(
             // The measurement is host arithmetic over one forward per window; the CPU
             // backend keeps it independent of the training device.
             let mut model = run.load_model(Cpu, level, variant)?;
-            let a = alignment::measure(&mut model, &builder, &stream, &aopts)?;
+            let a = alignment::measure(&mut model, &builder, refiner.as_ref(), &stream, &aopts)?;
             points.push(point(&a, &m, run.head_survival(level, variant)?));
         }
     }

@@ -427,5 +427,6 @@ fn measure_run(dir: &Path, cfg: &ReproduceConfig, seed: u64) -> Result<Alignment
         seed: cfg.align.seed ^ seed,
         ..cfg.align
     };
-    alignment::measure(&mut model, &builder, &stream, &opts)
+    let refiner = cfg.train.refiner(&vocab);
+    alignment::measure(&mut model, &builder, refiner.as_ref(), &stream, &opts)
 }

@@ -47,4 +47,32 @@ impl GptConfig {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_head
     }
+
+    /// Number of parameters (embeddings, every block's attention, MLP and layer norms, the
+    /// final layer norm; the LM head is tied to the token embedding).
+    pub fn param_count(&self) -> usize {
+        let c = self.d_model;
+        let block = 2 * c + 4 * c * c + 4 * c + 2 * c + 4 * c * c + 4 * c + 4 * c * c + c;
+        self.vocab * c + self.ctx * c + self.n_layer * block + 2 * c
+    }
+
+    /// f32 values of the activations one forward/backward of a `b × t` batch holds (the
+    /// model's activation buffers, with the tag bias's widened ones when `tagged`).
+    pub fn activation_floats(&self, b: usize, t: usize, tagged: bool) -> usize {
+        let (c, n, v, h) = (self.d_model, b * t, self.vocab, self.n_head);
+        let block = 18 * n * c + 4 * n + n * h;
+        let global = 16 * n * c + 2 * n * v + 4 * n;
+        let tag = if tagged {
+            (4 * self.n_layer + 4) * n * h * (self.head_dim() + 17)
+        } else {
+            0
+        };
+        self.n_layer * block + global + tag
+    }
+
+    /// Bytes a training run of this shape holds on its device: parameters with their
+    /// gradients, two AdamW moments and a prune mask, plus one batch's activations.
+    pub fn training_bytes(&self, b: usize, t: usize, tagged: bool) -> u64 {
+        4 * (5 * self.param_count() as u64 + self.activation_floats(b, t, tagged) as u64)
+    }
 }

@@ -71,19 +71,11 @@ impl MaskPlan {
         } else {
             cfg.compat.load()?
         };
-        let refiner = (cfg.attn_mask != AttnMaskKind::None && !cfg.refine.is_empty()).then(|| {
-            Refiner::new(
-                vocab.len(),
-                |id| vocab.word(id),
-                None,
-                RefineOptions {
-                    binding: cfg.refine.contains(&Refinement::Binding),
-                    noun_number_heuristic: true,
-                    selection: false,
-                    eos: vocab.eos(),
-                },
-            )
-        });
+        let refiner = if cfg.attn_mask == AttnMaskKind::None {
+            None
+        } else {
+            cfg.refiner(vocab)
+        };
         Ok(MaskPlan {
             kind: cfg.attn_mask,
             builder: AsaMaskBuilder::new(&compat),
@@ -309,6 +301,38 @@ impl TrainConfig {
             )));
         }
         tag_bias::check_incompatible(self.tag_bias_incompatible)?;
+        let o = &self.opt;
+        if !(o.grad_clip.is_finite() && o.grad_clip >= 0.0) {
+            return Err(Error::Config(format!(
+                "grad_clip (--grad-clip) must be finite and ≥ 0 (0 disables clipping), got {}",
+                o.grad_clip
+            )));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(Error::Config(format!(
+                "weight_decay (--weight-decay) must be finite and ≥ 0, got {}",
+                o.weight_decay
+            )));
+        }
+        if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2)) {
+            return Err(Error::Config(format!(
+                "AdamW betas must lie in [0, 1), got beta1 {} and beta2 {}",
+                o.beta1, o.beta2
+            )));
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(Error::Config(format!(
+                "AdamW eps must be positive, got {}",
+                o.eps
+            )));
+        }
+        if self.eval_tokens == 0 {
+            return Err(Error::Config(
+                "eval_tokens (--eval-tokens) must be positive: a periodic evaluation of 0 \
+                 tokens measures nothing (use --eval-every 0 to evaluate only at the end)"
+                    .into(),
+            ));
+        }
         if self.uses_tags() && self.tags.is_gold() && !self.allow_gold_train {
             return Err(Error::Config(format!(
                 "--tags gold with {}: gold tags leak the future into a causal model (annotators \
@@ -345,7 +369,7 @@ impl TrainConfig {
 
     /// One line naming the tags, matrix and refinements, for results and report headers.
     pub fn tags_label(&self) -> String {
-        let mut s = format!("tags {}", self.tags);
+        let mut s = format!("tags {}", self.tags.describe(self.corpus.is_synthetic()));
         if !self.compat.is_builtin() {
             s += &format!(", compat {}", self.compat);
         }
@@ -357,6 +381,23 @@ impl TrainConfig {
             s += " (LEAKY: gold tags in training, --allow-gold-train)";
         }
         s
+    }
+
+    /// The word-level refinements of this run's ASA mask over `vocab`'s ids (None: none).
+    pub fn refiner(&self, vocab: &Vocab) -> Option<Refiner> {
+        (!self.refine.is_empty()).then(|| {
+            Refiner::new(
+                vocab.len(),
+                |id| vocab.word(id),
+                None,
+                RefineOptions {
+                    binding: self.refine.contains(&Refinement::Binding),
+                    noun_number_heuristic: true,
+                    selection: false,
+                    eos: vocab.eos(),
+                },
+            )
+        })
     }
 
     /// The causal tagger of this run's corpus (None: the corpus's gold tags).
@@ -653,12 +694,36 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         cfg.batch,
         cfg.seq_len
     ));
+    // Memory: a lower bound before the corpus is read (a two-id vocabulary), so an absurd
+    // batch fails at once, then the estimate with the real vocabulary.
+    let available = match ops.memory() {
+        Some(m) => m.device_free_bytes,
+        None => crate::io::available_memory_bytes(),
+    };
+    let check_memory = |vocab: usize| {
+        let need =
+            cfg.model_config(vocab)
+                .training_bytes(cfg.batch, cfg.seq_len, !cfg.tag_bias.is_off());
+        crate::io::check_memory(
+            &format!(
+                "training (B {} × T {}, {} layers, d_model {}, vocabulary {vocab})",
+                cfg.batch, cfg.seq_len, cfg.n_layer, cfg.d_model
+            ),
+            need,
+            available,
+            "lower --batch, --seq-len or --d-model",
+        )
+    };
+    check_memory(2)?;
     let RunData {
         vocab,
         train,
         valid,
         test,
     } = RunData::load(cfg)?;
+    check_memory(vocab.len())?;
+    // Compat files and treebanks are read here, before anything is written.
+    let plan = MaskPlan::new(cfg, &vocab)?;
     let mcfg = cfg.model_config(vocab.len());
     let mut model = cfg.new_model(ops, vocab.len())?;
     let dir = &opts.out_dir;
@@ -749,7 +814,6 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     };
 
     let (b, t) = (cfg.batch, cfg.seq_len);
-    let plan = MaskPlan::new(cfg, &vocab)?;
     let first = results.steps_done + 1;
     let last = match opts.stop_after {
         Some(n) => cfg.steps.min(results.steps_done + n),
