@@ -382,3 +382,103 @@ fn one_experiment_runs_only_its_cells_and_paper_scale_prunes_both_groups() {
         .collect();
     assert_eq!(arms, ["attention", "all-linear"]);
 }
+
+#[test]
+fn concurrent_unsharded_processes_compute_each_cell_once() {
+    let d = std::env::temp_dir().join(format!("asa-lth-exp-{}-locks", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let mut cfg = tiny();
+    cfg.seeds = vec![1, 2, 3];
+    let cfg_path = d.join("config-in.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let out = d.join("run");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_asa-lth"))
+            .args(["reproduce", "--only", "e2", "--device", "cpu", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut computed = 0;
+    for o in [&a, &b] {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // "<out>: N cells computed, M already done (shard 0/1)"
+        let line = text.lines().find(|l| l.contains("cells computed")).unwrap();
+        let n: usize = line
+            .split(": ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        computed += n;
+    }
+    // e2's cells: dense and asa for each of 3 seeds — each computed by exactly one process.
+    assert_eq!(computed, 6, "cells computed twice or not at all");
+    let store = experiments::open_run(&out, &cfg).unwrap();
+    assert_eq!(store.finished().unwrap().len(), 6);
+    // No lock is left behind.
+    let leftover: Vec<_> = walk(&out.join("locks"));
+    assert!(leftover.is_empty(), "{leftover:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                v.extend(walk(&p));
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn a_dead_owners_lock_is_taken_over_and_a_live_one_is_respected() {
+    let d = std::env::temp_dir().join(format!("asa-lth-exp-{}-stale", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let cfg = tiny();
+    let store = experiments::open_run(&d, &cfg).unwrap();
+    let key = CellKey::new("train", "dense", 1);
+    // A lock held by this (live) process cannot be taken twice.
+    let held = store.try_lock(&key).unwrap().unwrap();
+    let again = store.try_lock(&key).unwrap();
+    assert!(again.is_err(), "a live lock was taken over");
+    drop(held);
+    assert!(
+        !store.lock_path(&key).exists(),
+        "the lock file outlived its guard"
+    );
+    // A lock whose owner (on this host) has exited is stale: taken over at once.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    std::fs::create_dir_all(store.lock_path(&key).parent().unwrap()).unwrap();
+    std::fs::write(
+        store.lock_path(&key),
+        format!(
+            r#"{{"host":"{}","pid":{pid},"started_unix":0}}"#,
+            host.trim()
+        ),
+    )
+    .unwrap();
+    let taken = store.try_lock(&key).unwrap();
+    assert!(taken.is_ok(), "a dead owner's lock was respected");
+}

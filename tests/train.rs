@@ -412,3 +412,72 @@ fn masked_training_runs_resumes_exactly_and_needs_tags() {
         .to_string();
     assert!(e.contains("needs UPOS tags"), "{e}");
 }
+
+#[test]
+fn logs_get_plain_progress_lines_and_resuming_a_finished_run_keeps_its_figures() {
+    let d = tmpdir("log");
+    let args = [
+        "train",
+        "--steps",
+        "12",
+        "--batch",
+        "2",
+        "--seq-len",
+        "16",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--eval-every",
+        "6",
+        "--eval-tokens",
+        "128",
+        "--sentences",
+        "300",
+        "--device",
+        "cpu",
+        "--out",
+    ];
+    let exe = env!("CARGO_BIN_EXE_asa-lth");
+    // stderr is a pipe here, as in a log file or a batch job: no bar, plain lines.
+    let out = Command::new(exe).args(args).arg(&d).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("step 12/12") && err.contains("tokens/s") && err.contains("ETA"),
+        "{err}"
+    );
+    assert!(
+        err.contains("step      6  train loss") && err.contains("valid loss"),
+        "{err}"
+    );
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
+    };
+    let before = read();
+    assert!(before["tokens_per_sec"].as_f64().unwrap() > 0.0);
+    let out = Command::new(exe)
+        .args(args)
+        .arg(&d)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = read();
+    for k in [
+        "tokens_per_sec",
+        "train_seconds",
+        "final_valid_perplexity",
+        "steps_done",
+    ] {
+        let (x, y) = (before[k].as_f64().unwrap(), after[k].as_f64().unwrap());
+        assert!(
+            (x - y).abs() <= 1e-9 * x.abs(),
+            "{k}: {x} before, {y} after --resume"
+        );
+    }
+}

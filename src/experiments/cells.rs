@@ -7,7 +7,13 @@
 //! - `config.json` — the [`super::ReproduceConfig`] every cell was computed from;
 //! - `cells/<exp>/<arm>/seed-<s>.json` — finished cells ([`CellFile`]);
 //! - `work/<exp>/<arm>/seed-<s>/` — scratch of a cell in progress (checkpoints), kept so a
-//!   killed cell resumes from its last checkpoint.
+//!   killed cell resumes from its last checkpoint;
+//! - `locks/<exp>/<arm>/seed-<s>.lock` — held by the process computing the cell ([`CellLock`]):
+//!   created atomically (`create_new`), naming its owner (host and pid), and touched every
+//!   [`HEARTBEAT_SECS`] seconds while the cell runs. So any number of processes, sharded or
+//!   not, can share one run directory and each cell is computed once. A lock is stale — taken
+//!   over — when its owner is a process of this host that no longer exists, or when its
+//!   heartbeat is older than [`STALE_SECS`] (an owner on another machine that died).
 
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -57,6 +63,46 @@ pub struct CellFile<T> {
     pub result: T,
 }
 
+/// Seconds between a held lock's heartbeats.
+pub const HEARTBEAT_SECS: u64 = 20;
+/// A lock whose heartbeat is older than this many seconds is stale.
+pub const STALE_SECS: u64 = 180;
+
+/// What a lock file holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LockInfo {
+    host: String,
+    pid: u32,
+    started_unix: u64,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// A held cell lock; dropping it stops the heartbeat and removes the file.
+pub struct CellLock {
+    path: PathBuf,
+    stop: std::sync::mpsc::Sender<()>,
+    beat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CellLock {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(h) = self.beat.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Who holds a cell that this process could not lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder(pub String);
+
 /// The cells of one run directory.
 pub struct CellStore {
     root: PathBuf,
@@ -80,6 +126,89 @@ impl CellStore {
     /// Path of a finished cell's file.
     pub fn path(&self, key: &CellKey) -> PathBuf {
         self.root.join("cells").join(format!("{}.json", key.id()))
+    }
+
+    /// Path of a cell's lock file.
+    pub fn lock_path(&self, key: &CellKey) -> PathBuf {
+        self.root.join("locks").join(format!("{}.lock", key.id()))
+    }
+
+    /// Lock `key` for this process: `Ok(Ok(lock))` when taken (a stale lock is taken over),
+    /// `Ok(Err(holder))` when a live process holds it.
+    pub fn try_lock(&self, key: &CellKey) -> Result<std::result::Result<CellLock, Holder>> {
+        let path = self.lock_path(key);
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let me = LockInfo {
+            host: host_name(),
+            pid: std::process::id(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let json = serde_json::to_string(&me).unwrap_or_default();
+                    f.write_all(json.as_bytes()).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                    return Ok(Ok(self.heartbeat(path)));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match stale(&path, &me.host) {
+                        Some(why) => {
+                            // Take it over: only one contender's rename of this file succeeds.
+                            let grave = path.with_extension(format!("stale-{}", me.pid));
+                            if std::fs::rename(&path, &grave).is_ok() {
+                                let _ = std::fs::remove_file(&grave);
+                                eprintln!("cell {key}: taking over a stale lock ({why})");
+                            }
+                        }
+                        None => {
+                            let who = std::fs::read_to_string(&path)
+                                .ok()
+                                .and_then(|t| serde_json::from_str::<LockInfo>(&t).ok())
+                                .map_or("another process".to_string(), |i| {
+                                    format!("pid {} on {}", i.pid, i.host)
+                                });
+                            return Ok(Err(Holder(who)));
+                        }
+                    }
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(Err(Holder("another process (lock contended)".into())))
+    }
+
+    fn heartbeat(&self, path: PathBuf) -> CellLock {
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let p = path.clone();
+        let beat = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
+            {
+                // Touch: rewrite the same bytes, which updates the modification time.
+                if let Ok(bytes) = std::fs::read(&p) {
+                    let _ = std::fs::write(&p, bytes);
+                }
+            }
+        });
+        CellLock {
+            path,
+            stop,
+            beat: Some(beat),
+        }
     }
 
     /// Scratch directory of a cell in progress.
@@ -224,4 +353,24 @@ pub fn fnv_hex(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// Why the lock at `path` is stale (None: it is live). `host` is this machine's name.
+fn stale(path: &Path, host: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if let Ok(info) = serde_json::from_str::<LockInfo>(&text) {
+        if info.host == host && !Path::new(&format!("/proc/{}", info.pid)).exists() {
+            return Some(format!(
+                "its owner, pid {} on this host, has exited",
+                info.pid
+            ));
+        }
+    }
+    let age = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())?
+        .as_secs();
+    // A lock being written right now has no content yet: give it the stale period too.
+    (age > STALE_SECS).then(|| format!("no heartbeat for {age} s"))
 }

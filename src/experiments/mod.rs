@@ -332,45 +332,93 @@ pub fn reproduce<O: Ops, F: Fn() -> Result<O>>(
         .filter(|(p, _)| shard.owns(*p))
         .map(|(_, k)| k)
         .collect();
-    for (n, key) in mine.iter().enumerate() {
-        if store.load::<serde_json::Value>(key)?.is_some() {
-            sum.skipped.push((*key).clone());
-            continue;
+    // Cells other processes hold are revisited until they finish (or their owner dies and the
+    // lock goes stale), so every process ends with the whole shard done and each cell is
+    // computed once.
+    let mut pending: Vec<(usize, &CellKey)> = mine.iter().copied().enumerate().collect();
+    let mut announced = std::collections::HashSet::new();
+    while !pending.is_empty() {
+        let mut busy = Vec::new();
+        for (n, key) in pending {
+            if store.load::<serde_json::Value>(key)?.is_some() {
+                sum.skipped.push(key.clone());
+                continue;
+            }
+            let _lock = match store.try_lock(key)? {
+                Ok(lock) => lock,
+                Err(holder) => {
+                    if progress && announced.insert(key.clone()) {
+                        eprintln!(
+                            "[{}/{}] {key}: computed by {} — waiting",
+                            n + 1,
+                            mine.len(),
+                            holder.0
+                        );
+                    }
+                    busy.push((n, key));
+                    continue;
+                }
+            };
+            // Finished by another process between the check and the lock?
+            if store.load::<serde_json::Value>(key)?.is_some() {
+                sum.skipped.push(key.clone());
+                continue;
+            }
+            if progress {
+                eprintln!("[{}/{}] {key}", n + 1, mine.len());
+            }
+            compute_cell(&device, cfg, key, &store, progress)?;
+            sum.computed.push(key.clone());
         }
-        if progress {
-            eprintln!("[{}/{}] {key}", n + 1, mine.len());
+        if !busy.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        let t0 = Instant::now();
-        let ops = device()?;
-        let label = ops.label();
-        let second = || device();
-        let cell_err = |e: Error| Error::Config(format!("cell {key}: {e}"));
-        let result = match key.exp.as_str() {
-            "train" => run_train_cell(ops, second, cfg, key, &store, progress)
-                .and_then(|r| to_value(&r))
-                .map_err(cell_err)?,
-            "e3" => e3::run_cell(ops, cfg, &cfg.e3, key, &store, progress)
-                .and_then(|r| to_value(&r))
-                .map_err(cell_err)?,
-            "e4" => e4::run_cell(ops, cfg, key, &store, progress)
-                .and_then(|r| to_value(&r))
-                .map_err(cell_err)?,
-            "e5" => e5::run_cell(ops, cfg, key, &store, progress)
-                .and_then(|r| to_value(&r))
-                .map_err(cell_err)?,
-            _ => return Err(Error::Config(format!("unknown cell kind `{}`", key.exp))),
-        };
-        store.save(&CellFile {
-            key: (*key).clone(),
-            config_hash: store.config_hash().into(),
-            git_commit: crate::provenance::git_commit(),
-            device: label,
-            seconds: t0.elapsed().as_secs_f64(),
-            result,
-        })?;
-        sum.computed.push((*key).clone());
+        pending = busy;
     }
     Ok(sum)
+}
+
+/// Compute one cell on a fresh backend and save it.
+fn compute_cell<O: Ops, F: Fn() -> Result<O>>(
+    device: &F,
+    cfg: &ReproduceConfig,
+    key: &CellKey,
+    store: &CellStore,
+    progress: bool,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let ops = device()?;
+    let label = ops.label();
+    let second = || device();
+    let cell_err = |e: Error| match e {
+        // An I/O or parse error keeps its kind (its path lies under the cell's directory).
+        Error::Config(m) => Error::Config(format!("cell {key}: {m}")),
+        e @ (Error::Io { .. } | Error::Parse { .. }) => e,
+        e => Error::Config(format!("cell {key}: {e}")),
+    };
+    let result = match key.exp.as_str() {
+        "train" => run_train_cell(ops, second, cfg, key, store, progress)
+            .and_then(|r| to_value(&r))
+            .map_err(cell_err)?,
+        "e3" => e3::run_cell(ops, cfg, &cfg.e3, key, store, progress)
+            .and_then(|r| to_value(&r))
+            .map_err(cell_err)?,
+        "e4" => e4::run_cell(ops, cfg, key, store, progress)
+            .and_then(|r| to_value(&r))
+            .map_err(cell_err)?,
+        "e5" => e5::run_cell(ops, cfg, key, store, progress)
+            .and_then(|r| to_value(&r))
+            .map_err(cell_err)?,
+        _ => return Err(Error::Config(format!("unknown cell kind `{}`", key.exp))),
+    };
+    store.save(&CellFile {
+        key: key.clone(),
+        config_hash: store.config_hash().into(),
+        git_commit: crate::provenance::git_commit(),
+        device: label,
+        seconds: t0.elapsed().as_secs_f64(),
+        result,
+    })
 }
 
 fn to_value<T: Serialize>(r: &T) -> Result<serde_json::Value> {

@@ -680,6 +680,15 @@ fn write_results(dir: &Path, r: &TrainResults) -> Result<()> {
     crate::io::write_atomic(&dir.join(RESULTS), json.as_bytes())
 }
 
+/// Seconds between plain progress lines when stderr is not a terminal.
+pub const LOG_EVERY_SECS: u64 = 10;
+
+/// `h:mm:ss`.
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// Train (or resume) a model per `cfg` on device `ops`, writing checkpoints and results into
 /// `opts.out_dir`.
 pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainResults> {
@@ -781,6 +790,15 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         results.train_curve = ck.meta_json("train_curve")?;
         results.eval_curve = ck.meta_json("eval_curve")?;
         results.started_unix = ck.meta_json("started_unix")?;
+        // The timed steps so far (absent in checkpoints from before it was recorded).
+        if let Ok((secs, tokens)) = ck.meta_json::<(f64, u64)>("timed") {
+            results.train_seconds = secs;
+            results.tokens_per_sec = if secs > 0.0 {
+                tokens as f64 / secs
+            } else {
+                0.0
+            };
+        }
     } else if !opts.resume && ckpt_path.exists() {
         return Err(Error::Config(format!(
             "{} exists: pass --resume to continue that run, or choose another --out",
@@ -809,6 +827,11 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         );
         meta.insert("started_unix".into(), r.started_unix.to_string());
         meta.insert("git_commit".into(), r.git_commit.clone());
+        let tokens = (r.tokens_per_sec * r.train_seconds).round() as u64;
+        meta.insert(
+            "timed".into(),
+            j(serde_json::to_string(&(r.train_seconds, tokens)))?,
+        );
         checkpoint::save(&ckpt_path, model, meta)?;
         write_results(dir, r)
     };
@@ -830,8 +853,13 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             .progress_chars("=> "),
     );
     pb.set_position(results.steps_done as u64);
-    let mut timed = 0.0f64;
-    let mut timed_tokens = 0usize;
+    // Resumed runs carry the time and tokens of the steps timed before the interruption.
+    let mut timed = results.train_seconds;
+    let mut timed_tokens = (results.tokens_per_sec * results.train_seconds).round() as usize;
+    // Without a terminal (a log file, a batch job) the bar draws nothing: plain lines instead.
+    let log_lines = opts.progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = std::time::Instant::now();
+    let run_t0 = std::time::Instant::now();
     for step in first..=last {
         // The backend's timer: CUDA events on a GPU (device time of the step's work), the
         // wall clock on the CPU.
@@ -850,14 +878,30 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             lr,
             timed_tokens as f64 / timed
         ));
+        if log_lines && (last_line.elapsed().as_secs() >= LOG_EVERY_SECS || step == last) {
+            last_line = std::time::Instant::now();
+            let done = (step + 1 - first) as f64;
+            let eta = run_t0.elapsed().as_secs_f64() / done * (last - step) as f64;
+            eprintln!(
+                "step {step}/{}  loss {loss:.4}  lr {lr:.2e}  {:.0} tokens/s  ETA {}",
+                cfg.steps,
+                timed_tokens as f64 / timed.max(1e-9),
+                hms(eta)
+            );
+        }
         let at_end = step == cfg.steps;
         if (cfg.eval_every > 0 && step % cfg.eval_every == 0) || at_end {
             let s = evaluate(&mut model, &plan, &valid, b, t, Some(cfg.eval_tokens))?;
             let rec = eval_record(step, "valid", s);
-            pb.println(format!(
+            let line = format!(
                 "step {step:>6}  train loss {:.4}  valid loss {:.4}  ppl {:.2}",
                 loss, rec.loss, rec.perplexity
-            ));
+            );
+            if log_lines {
+                eprintln!("{line}");
+            } else {
+                pb.println(line);
+            }
             results.eval_curve.push(rec);
         }
         if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || at_end || step == last
