@@ -150,11 +150,12 @@ fn gold_tags_are_refused_for_untagged_text() {
     };
     let e = asa_cli::show(&src, &a, &mut Vec::new()).unwrap_err();
     assert!(format!("{e:#}").contains("no UPOS tags"), "{e:#}");
-    // auto falls back to the rule-based tagger.
+    // auto falls back to the built-in causal tagger.
     a.mask.tagger = TagSource::Auto;
     let mut out = Vec::new();
     asa_cli::show(&src, &a, &mut out).unwrap();
-    assert!(String::from_utf8(out).unwrap().contains("tags: rules"));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("tags: builtin"), "{text}");
     a.mask.tagger = TagSource::Lexicon;
     let e = asa_cli::show(&src, &a, &mut Vec::new()).unwrap_err();
     assert!(
