@@ -15,6 +15,7 @@
 //! Honnibal's well-known tagger, without its right-context features, which would leak the
 //! future).
 
+use super::clusters::{prefix_str, ClusterOptions, Clusters};
 use super::features::{feature_hash, norm, prefix, short_shape, suffix, word_class};
 use super::lexicon::{check_header, LexiconTagger};
 use super::{model_err, model_tag, tagged, Tagger, MODEL_FORMAT};
@@ -38,8 +39,11 @@ pub enum FeatureSet {
     V1,
     /// Longer affixes, word length and hyphen parts, previous words' shapes and suffixes,
     /// tag-pair × word, word bigrams and trigrams (all from the left context).
-    #[default]
     V2,
+    /// Feature set 2 plus word clusters (of the word and the previous words, learnt from
+    /// unlabelled text and stored in the model), character n-grams of rare words.
+    #[default]
+    V3,
 }
 
 impl FeatureSet {
@@ -48,6 +52,7 @@ impl FeatureSet {
         match self {
             FeatureSet::V1 => 1,
             FeatureSet::V2 => 2,
+            FeatureSet::V3 => 3,
         }
     }
     /// The feature set stored as `v`.
@@ -55,9 +60,75 @@ impl FeatureSet {
         match v {
             1 => Some(FeatureSet::V1),
             2 => Some(FeatureSet::V2),
+            3 => Some(FeatureSet::V3),
             _ => None,
         }
     }
+}
+
+/// Experiment switches (temporary).
+#[derive(Clone, Debug)]
+pub struct Exp {
+    pub clusters: bool,
+    pub prefixes: Vec<u8>,
+    pub prev_cl: u8,
+    pub t1_cl: u8,
+    pub ngram_max_freq: u32,
+    pub ng_lo: usize,
+    pub ng_hi: usize,
+    pub word_drop: f64,
+    pub drop_max_freq: u32,
+    pub t1_shape: bool,
+    pub cl_depth: u8,
+    pub cl_min: u32,
+    pub cl_ctx: usize,
+    pub seeds: u64,
+}
+
+/// The experiment switches from `ASA_EXP` (k=v,...).
+pub fn exp() -> &'static Exp {
+    static E: std::sync::OnceLock<Exp> = std::sync::OnceLock::new();
+    E.get_or_init(|| {
+        let mut e = Exp {
+            clusters: true,
+            prefixes: vec![4, 6, 8, 10, 12],
+            prev_cl: 6,
+            t1_cl: 6,
+            ngram_max_freq: 0,
+            ng_lo: 3,
+            ng_hi: 4,
+            word_drop: 0.0,
+            drop_max_freq: 1,
+            t1_shape: false,
+            cl_depth: 12,
+            cl_min: 1,
+            cl_ctx: 300,
+            seeds: 1,
+        };
+        let v = std::env::var("ASA_EXP").unwrap_or_default();
+        for kv in v.split(',').filter(|x| !x.is_empty()) {
+            let (k, val) = kv.split_once('=').unwrap_or((kv, "1"));
+            match k {
+                "c" => e.clusters = val == "1",
+                "p" => e.prefixes = val.split(':').map(|x| x.parse().unwrap()).collect(),
+                "pc" => e.prev_cl = val.parse().unwrap(),
+                "tc" => e.t1_cl = val.parse().unwrap(),
+                "ng" => e.ngram_max_freq = val.parse().unwrap(),
+                "nglo" => e.ng_lo = val.parse().unwrap(),
+                "nghi" => e.ng_hi = val.parse().unwrap(),
+                "wd" => e.word_drop = val.parse().unwrap(),
+                "wdf" => e.drop_max_freq = val.parse().unwrap(),
+                "ts" => e.t1_shape = val == "1",
+                "cd" => e.cl_depth = val.parse().unwrap(),
+                "cm" => e.cl_min = val.parse().unwrap(),
+                "cx" => e.cl_ctx = val.parse().unwrap(),
+                "seeds" => e.seeds = val.parse().unwrap(),
+                _ => panic!("ASA_EXP: unknown key {k}"),
+            }
+        }
+        eprintln!("exp: {e:?}");
+        e
+    })
 }
 
 /// Words seen at most this often get the unknown-word model's guess as a feature.
@@ -116,6 +187,7 @@ pub struct PerceptronTagger {
     tagdict: HashMap<String, Upos>,
     lexicon: LexiconTagger,
     features: FeatureSet,
+    clusters: Clusters,
 }
 
 const BOS: &str = "<s>";
@@ -201,7 +273,7 @@ fn len_bucket(n: usize) -> &'static str {
 }
 
 /// Feature set 2: collect the feature hashes of the last word of `words` into `out`.
-fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
+fn features_v2(words: &[&str], prev: &[Upos], drop: bool, out: &mut Vec<u64>) {
     out.clear();
     let i = words.len() - 1;
     let w = words[i];
@@ -226,9 +298,11 @@ fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Ve
         out.push(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
     };
     f(0, &[]);
-    f(1, &[&lw]);
-    if w != lw {
-        f(2, &[w]);
+    if !drop {
+        f(1, &[&lw]);
+        if w != lw {
+            f(2, &[w]);
+        }
     }
     for k in 1..=5 {
         if n > k {
@@ -254,20 +328,28 @@ fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Ve
     f(30, &[t1]);
     f(31, &[t2]);
     f(32, &[t1, t2]);
-    f(33, &[t1, &lw]);
+    if !drop {
+        f(33, &[t1, &lw]);
+    }
     f(34, &[t1, s3]);
     f(35, &[t1, t2, s3]);
     f(36, &[t1, s2]);
     f(37, &[t1, &class]);
-    f(38, &[t1, t2, &lw]);
+    if !drop {
+        f(38, &[t1, t2, &lw]);
+    }
     f(40, &[&lw1]);
     f(41, &[&lw2]);
-    f(42, &[&lw1, &lw]);
+    if !drop {
+        f(42, &[&lw1, &lw]);
+    }
     f(43, &[t1, &lw1]);
     f(44, &[suffix(&lw1, 3)]);
-    f(45, &[&lw2, &lw1, &lw]);
-    f(46, &[t1, &lw1, &lw]);
-    f(47, &[&lw2, &lw]);
+    if !drop {
+        f(45, &[&lw2, &lw1, &lw]);
+        f(46, &[t1, &lw1, &lw]);
+        f(47, &[&lw2, &lw]);
+    }
     let sh1 = if i >= 1 {
         short_shape(words[i - 1])
     } else {
@@ -281,11 +363,85 @@ fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Ve
     // accuracy on unknown words, 80.8% without vs 77.5% with.)
 }
 
+/// Feature set 3: feature set 2, word clusters, character n-grams of rare words.
+fn features_v3(
+    lex: &LexiconTagger,
+    cl: &Clusters,
+    words: &[&str],
+    prev: &[Upos],
+    drop: bool,
+    out: &mut Vec<u64>,
+) {
+    features_v2(words, prev, drop, out);
+    let e = exp();
+    let i = words.len() - 1;
+    let w = words[i];
+    let lw = norm(w);
+    let t1 = tag_str(prev, 1);
+    let mut f = |t: u8, parts: &[&str]| {
+        let h = feature_hash(t, parts);
+        out.push(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
+    };
+    if e.clusters {
+        match cl.path(&lw) {
+            Some(p) => {
+                for (j, &k) in e.prefixes.iter().enumerate() {
+                    f(60 + j as u8, &[&prefix_str(p, k)]);
+                }
+                if e.t1_cl > 0 {
+                    f(70, &[t1, &prefix_str(p, e.t1_cl)]);
+                }
+            }
+            None => f(59, &[]),
+        }
+        if e.prev_cl > 0 {
+            let p1 = if i >= 1 {
+                cl.path(&norm(words[i - 1]))
+                    .map(|p| prefix_str(p, e.prev_cl))
+                    .unwrap_or_else(|| "?".into())
+            } else {
+                BOS.into()
+            };
+            f(71, &[&p1]);
+            if let Some(p) = cl.path(&lw) {
+                f(72, &[&p1, &prefix_str(p, e.prev_cl)]);
+            }
+        }
+    }
+    if e.t1_shape {
+        let class = format!("{:?}{}", word_class(w), if i == 0 { "^" } else { "" });
+        f(73, &[t1, &short_shape(w), &class]);
+    }
+    if e.ngram_max_freq > 0 && (drop || lex.frequency(w) <= e.ngram_max_freq) {
+        let cs: Vec<char> = lw.chars().collect();
+        let mut buf = String::new();
+        for n in e.ng_lo..=e.ng_hi {
+            if cs.len() < n + 2 {
+                continue;
+            }
+            for st in 1..cs.len() - n {
+                buf.clear();
+                buf.extend(&cs[st..st + n]);
+                f(74, &[&buf]);
+            }
+        }
+    }
+}
+
 /// The feature hashes of the last word of `words` under feature set `fs`.
-fn extract(fs: FeatureSet, lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
+fn extract(
+    fs: FeatureSet,
+    lex: &LexiconTagger,
+    cl: &Clusters,
+    words: &[&str],
+    prev: &[Upos],
+    drop: bool,
+    out: &mut Vec<u64>,
+) {
     match fs {
         FeatureSet::V1 => features(lex, words, prev, out),
-        FeatureSet::V2 => features_v2(lex, words, prev, out),
+        FeatureSet::V2 => features_v2(words, prev, false, out),
+        FeatureSet::V3 => features_v3(lex, cl, words, prev, drop, out),
     }
 }
 
@@ -367,6 +523,64 @@ impl Trainer {
 impl PerceptronTagger {
     /// Train on the tagged sentences of `train`.
     pub fn train(train: &[Sentence], opts: &TrainOptions) -> Result<Self> {
+        Self::train_with(train, &[], opts)
+    }
+
+    /// Train on the tagged sentences of `train`; feature set 3's word clusters are learnt
+    /// from the word forms of `train` and `unlabelled` (their tags are not used).
+    pub fn train_with(
+        train: &[Sentence],
+        unlabelled: &[Sentence],
+        opts: &TrainOptions,
+    ) -> Result<Self> {
+        let e = exp();
+        let clusters = if opts.features == FeatureSet::V3 && e.clusters {
+            Clusters::learn(
+                train.iter().chain(unlabelled).map(|s| s.words.as_slice()),
+                &ClusterOptions {
+                    depth: e.cl_depth,
+                    min_count: e.cl_min,
+                    contexts: e.cl_ctx,
+                },
+            )
+        } else {
+            Clusters::default()
+        };
+        let mut sum: Option<FeatMap<[f32; NTAGS]>> = None;
+        let mut last = None;
+        for k in 0..e.seeds.max(1) {
+            let m = Self::train_one(
+                train,
+                &TrainOptions {
+                    seed: opts.seed + k,
+                    ..*opts
+                },
+                &clusters,
+            )?;
+            match &mut sum {
+                None => sum = Some(m.weights.clone()),
+                Some(acc) => {
+                    for (f, w) in &m.weights {
+                        let a = acc.entry(*f).or_insert([0.0; NTAGS]);
+                        for (x, y) in a.iter_mut().zip(w) {
+                            *x += y;
+                        }
+                    }
+                }
+            }
+            last = Some(m);
+        }
+        let mut m = last.expect("at least one seed");
+        let mut w = sum.expect("at least one seed");
+        let n = e.seeds.max(1) as f32;
+        if n > 1.0 {
+            w.values_mut().for_each(|r| r.iter_mut().for_each(|x| *x /= n));
+        }
+        m.weights = w;
+        Ok(m)
+    }
+
+    fn train_one(train: &[Sentence], opts: &TrainOptions, clusters: &Clusters) -> Result<Self> {
         let lexicon = LexiconTagger::train(train)?;
         let data = tagged(train)?;
         // Tag dictionary over exact forms.
@@ -389,6 +603,8 @@ impl PerceptronTagger {
         let mut tr = Trainer::default();
         let mut order: Vec<usize> = (0..data.len()).collect();
         let mut rng = Rng::new(opts.seed);
+        let mut drop_rng = Rng::new(opts.seed ^ 0x5EED_D209);
+        let e = exp();
         let mut feats = Vec::with_capacity(48);
         for _ in 0..opts.iterations.max(1) {
             rng.shuffle(&mut order);
@@ -400,7 +616,19 @@ impl PerceptronTagger {
                     let guess = if let Some(&t) = tagdict.get(ws[i]) {
                         t
                     } else {
-                        extract(opts.features, &lexicon, &ws[..=i], &prev, &mut feats);
+                        let drop = opts.features == FeatureSet::V3
+                            && e.word_drop > 0.0
+                            && lexicon.frequency(ws[i]) <= e.drop_max_freq
+                            && drop_rng.uniform() < e.word_drop;
+                        extract(
+                            opts.features,
+                            &lexicon,
+                            clusters,
+                            &ws[..=i],
+                            &prev,
+                            drop,
+                            &mut feats,
+                        );
                         let g = argmax(&tr.score(&feats));
                         tr.update(gold[i] as usize, g, &feats);
                         Upos::ALL[g]
@@ -414,6 +642,7 @@ impl PerceptronTagger {
             tagdict,
             lexicon,
             features: opts.features,
+            clusters: clusters.clone(),
         })
     }
 
@@ -423,13 +652,20 @@ impl PerceptronTagger {
         tagdict: HashMap<String, Upos>,
         lexicon: LexiconTagger,
         features: FeatureSet,
+        clusters: Clusters,
     ) -> Self {
         PerceptronTagger {
             weights: weights.into_iter().collect(),
             tagdict,
             lexicon,
             features,
+            clusters,
         }
+    }
+
+    /// The word clusters (feature set 3; empty otherwise).
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
     }
 
     /// The lexicon (word frequencies, unknown-word model) the model carries.
@@ -489,6 +725,13 @@ impl PerceptronTagger {
             weights,
             lexicon,
             features: Some(self.features.version()),
+            clusters: (!self.clusters.is_empty()).then(|| {
+                self.clusters
+                    .entries()
+                    .into_iter()
+                    .map(|(w, b, n)| (w.to_string(), prefix_str((b, n), n)))
+                    .collect()
+            }),
         };
         serde_json::to_string(&f).expect("plain data serialises")
     }
@@ -507,8 +750,21 @@ impl PerceptronTagger {
         let features = FeatureSet::from_version(v).ok_or_else(|| crate::Error::Parse {
             path: path.to_path_buf(),
             line: 1,
-            msg: format!("tagger feature set {v} is not supported (this build knows 1 and 2)"),
+            msg: format!("tagger feature set {v} is not supported (this build knows 1, 2 and 3)"),
         })?;
+        let mut entries = Vec::new();
+        for (w, bits) in f.clusters.unwrap_or_default() {
+            if bits.len() > 30 || !bits.bytes().all(|b| b == b'0' || b == b'1') {
+                return Err(crate::Error::Parse {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    msg: format!("word cluster {bits:?} of {w:?} is not a bit string of ≤ 30"),
+                });
+            }
+            let b = bits.bytes().fold(0u32, |a, c| a << 1 | u32::from(c - b'0'));
+            entries.push((w, b, bits.len() as u8));
+        }
+        let clusters = Clusters::from_entries(entries);
         let mut weights = FeatMap::default();
         for (h, ws) in f.weights {
             let mut row = [0f32; NTAGS];
@@ -532,6 +788,7 @@ impl PerceptronTagger {
             tagdict,
             lexicon,
             features,
+            clusters,
         })
     }
 }
@@ -546,7 +803,15 @@ impl Tagger for PerceptronTagger {
             return t;
         }
         let mut feats = Vec::with_capacity(48);
-        extract(self.features, &self.lexicon, words, prev, &mut feats);
+        extract(
+            self.features,
+            &self.lexicon,
+            &self.clusters,
+            words,
+            prev,
+            false,
+            &mut feats,
+        );
         let mut s = [0f32; NTAGS];
         let mut hits = 0;
         for f in &feats {
@@ -576,4 +841,7 @@ struct PerceptronFile {
     /// Feature-set version (absent in models written before feature set 2: version 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     features: Option<u32>,
+    /// Word clusters (feature set 3): word → bit string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clusters: Option<BTreeMap<String, String>>,
 }
