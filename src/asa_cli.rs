@@ -146,6 +146,9 @@ pub struct TrainTaggerArgs {
     /// perceptron's word clusters (repeatable).
     #[arg(long)]
     pub unlabelled: Vec<PathBuf>,
+    /// Perceptrons trained (seeds `seed`, `seed + 1`, …) and averaged into one model.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
 }
 
 /// `asa tag`.
@@ -601,6 +604,7 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
                 &TrainOptions {
                     iterations: a.iterations,
                     seed: a.seed,
+                    ensemble: a.ensemble,
                     ..Default::default()
                 },
             )?;
@@ -638,6 +642,9 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
                     a.iterations,
                     a.seed
                 );
+                if a.ensemble != 1 {
+                    command.push_str(&format!(" --ensemble {}", a.ensemble));
+                }
                 for f in &a.unlabelled {
                     command.push_str(&format!(" --unlabelled {}", f.display()));
                 }

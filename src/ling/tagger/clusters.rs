@@ -28,7 +28,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             depth: 12,
             min_count: 1,
-            contexts: 300,
+            contexts: 1000,
         }
     }
 }

@@ -66,71 +66,6 @@ impl FeatureSet {
     }
 }
 
-/// Experiment switches (temporary).
-#[derive(Clone, Debug)]
-pub struct Exp {
-    pub clusters: bool,
-    pub prefixes: Vec<u8>,
-    pub prev_cl: u8,
-    pub t1_cl: u8,
-    pub ngram_max_freq: u32,
-    pub ng_lo: usize,
-    pub ng_hi: usize,
-    pub word_drop: f64,
-    pub drop_max_freq: u32,
-    pub t1_shape: bool,
-    pub cl_depth: u8,
-    pub cl_min: u32,
-    pub cl_ctx: usize,
-    pub seeds: u64,
-}
-
-/// The experiment switches from `ASA_EXP` (k=v,...).
-pub fn exp() -> &'static Exp {
-    static E: std::sync::OnceLock<Exp> = std::sync::OnceLock::new();
-    E.get_or_init(|| {
-        let mut e = Exp {
-            clusters: true,
-            prefixes: vec![4, 6, 8, 10, 12],
-            prev_cl: 6,
-            t1_cl: 6,
-            ngram_max_freq: 0,
-            ng_lo: 3,
-            ng_hi: 4,
-            word_drop: 0.0,
-            drop_max_freq: 1,
-            t1_shape: false,
-            cl_depth: 12,
-            cl_min: 1,
-            cl_ctx: 300,
-            seeds: 1,
-        };
-        let v = std::env::var("ASA_EXP").unwrap_or_default();
-        for kv in v.split(',').filter(|x| !x.is_empty()) {
-            let (k, val) = kv.split_once('=').unwrap_or((kv, "1"));
-            match k {
-                "c" => e.clusters = val == "1",
-                "p" => e.prefixes = val.split(':').map(|x| x.parse().unwrap()).collect(),
-                "pc" => e.prev_cl = val.parse().unwrap(),
-                "tc" => e.t1_cl = val.parse().unwrap(),
-                "ng" => e.ngram_max_freq = val.parse().unwrap(),
-                "nglo" => e.ng_lo = val.parse().unwrap(),
-                "nghi" => e.ng_hi = val.parse().unwrap(),
-                "wd" => e.word_drop = val.parse().unwrap(),
-                "wdf" => e.drop_max_freq = val.parse().unwrap(),
-                "ts" => e.t1_shape = val == "1",
-                "cd" => e.cl_depth = val.parse().unwrap(),
-                "cm" => e.cl_min = val.parse().unwrap(),
-                "cx" => e.cl_ctx = val.parse().unwrap(),
-                "seeds" => e.seeds = val.parse().unwrap(),
-                _ => panic!("ASA_EXP: unknown key {k}"),
-            }
-        }
-        eprintln!("exp: {e:?}");
-        e
-    })
-}
-
 /// Words seen at most this often get the unknown-word model's guess as a feature.
 const GUESS_MAX_FREQ: u32 = 2;
 
@@ -166,6 +101,8 @@ pub struct TrainOptions {
     pub tagdict_min_ratio: f64,
     /// Feature templates.
     pub features: FeatureSet,
+    /// Models trained with seeds `seed`, `seed + 1`, … whose weights are averaged.
+    pub ensemble: usize,
 }
 
 impl Default for TrainOptions {
@@ -176,6 +113,7 @@ impl Default for TrainOptions {
             tagdict_min_count: 20,
             tagdict_min_ratio: 0.97,
             features: FeatureSet::default(),
+            ensemble: 1,
         }
     }
 }
@@ -273,7 +211,7 @@ fn len_bucket(n: usize) -> &'static str {
 }
 
 /// Feature set 2: collect the feature hashes of the last word of `words` into `out`.
-fn features_v2(words: &[&str], prev: &[Upos], drop: bool, out: &mut Vec<u64>) {
+fn features_v2(words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
     out.clear();
     let i = words.len() - 1;
     let w = words[i];
@@ -298,11 +236,9 @@ fn features_v2(words: &[&str], prev: &[Upos], drop: bool, out: &mut Vec<u64>) {
         out.push(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
     };
     f(0, &[]);
-    if !drop {
-        f(1, &[&lw]);
-        if w != lw {
-            f(2, &[w]);
-        }
+    f(1, &[&lw]);
+    if w != lw {
+        f(2, &[w]);
     }
     for k in 1..=5 {
         if n > k {
@@ -328,28 +264,20 @@ fn features_v2(words: &[&str], prev: &[Upos], drop: bool, out: &mut Vec<u64>) {
     f(30, &[t1]);
     f(31, &[t2]);
     f(32, &[t1, t2]);
-    if !drop {
-        f(33, &[t1, &lw]);
-    }
+    f(33, &[t1, &lw]);
     f(34, &[t1, s3]);
     f(35, &[t1, t2, s3]);
     f(36, &[t1, s2]);
     f(37, &[t1, &class]);
-    if !drop {
-        f(38, &[t1, t2, &lw]);
-    }
+    f(38, &[t1, t2, &lw]);
     f(40, &[&lw1]);
     f(41, &[&lw2]);
-    if !drop {
-        f(42, &[&lw1, &lw]);
-    }
+    f(42, &[&lw1, &lw]);
     f(43, &[t1, &lw1]);
     f(44, &[suffix(&lw1, 3)]);
-    if !drop {
-        f(45, &[&lw2, &lw1, &lw]);
-        f(46, &[t1, &lw1, &lw]);
-        f(47, &[&lw2, &lw]);
-    }
+    f(45, &[&lw2, &lw1, &lw]);
+    f(46, &[t1, &lw1, &lw]);
+    f(47, &[&lw2, &lw]);
     let sh1 = if i >= 1 {
         short_shape(words[i - 1])
     } else {
@@ -363,68 +291,41 @@ fn features_v2(words: &[&str], prev: &[Upos], drop: bool, out: &mut Vec<u64>) {
     // accuracy on unknown words, 80.8% without vs 77.5% with.)
 }
 
-/// Feature set 3: feature set 2, word clusters, character n-grams of rare words.
-fn features_v3(
-    lex: &LexiconTagger,
-    cl: &Clusters,
-    words: &[&str],
-    prev: &[Upos],
-    drop: bool,
-    out: &mut Vec<u64>,
-) {
-    features_v2(words, prev, drop, out);
-    let e = exp();
+/// Cluster-path prefix lengths used as features of the current word (feature set 3).
+const CLUSTER_PREFIXES: [u8; 5] = [4, 6, 8, 10, 12];
+/// Prefix length of the cluster features combined with the previous tag and word.
+const CLUSTER_PAIR: u8 = 6;
+
+/// Feature set 3: feature set 2 plus the word's cluster-path prefixes, the previous tag ×
+/// the word's cluster, the previous word's cluster and the two clusters together.
+fn features_v3(cl: &Clusters, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
+    features_v2(words, prev, out);
     let i = words.len() - 1;
-    let w = words[i];
-    let lw = norm(w);
+    let lw = norm(words[i]);
     let t1 = tag_str(prev, 1);
     let mut f = |t: u8, parts: &[&str]| {
         let h = feature_hash(t, parts);
         out.push(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
     };
-    if e.clusters {
-        match cl.path(&lw) {
-            Some(p) => {
-                for (j, &k) in e.prefixes.iter().enumerate() {
-                    f(60 + j as u8, &[&prefix_str(p, k)]);
-                }
-                if e.t1_cl > 0 {
-                    f(70, &[t1, &prefix_str(p, e.t1_cl)]);
-                }
+    let path = cl.path(&lw);
+    match path {
+        Some(p) => {
+            for (j, &k) in CLUSTER_PREFIXES.iter().enumerate() {
+                f(60 + j as u8, &[&prefix_str(p, k)]);
             }
-            None => f(59, &[]),
+            f(70, &[t1, &prefix_str(p, CLUSTER_PAIR)]);
         }
-        if e.prev_cl > 0 {
-            let p1 = if i >= 1 {
-                cl.path(&norm(words[i - 1]))
-                    .map(|p| prefix_str(p, e.prev_cl))
-                    .unwrap_or_else(|| "?".into())
-            } else {
-                BOS.into()
-            };
-            f(71, &[&p1]);
-            if let Some(p) = cl.path(&lw) {
-                f(72, &[&p1, &prefix_str(p, e.prev_cl)]);
-            }
-        }
+        None => f(59, &[]),
     }
-    if e.t1_shape {
-        let class = format!("{:?}{}", word_class(w), if i == 0 { "^" } else { "" });
-        f(73, &[t1, &short_shape(w), &class]);
-    }
-    if e.ngram_max_freq > 0 && (drop || lex.frequency(w) <= e.ngram_max_freq) {
-        let cs: Vec<char> = lw.chars().collect();
-        let mut buf = String::new();
-        for n in e.ng_lo..=e.ng_hi {
-            if cs.len() < n + 2 {
-                continue;
-            }
-            for st in 1..cs.len() - n {
-                buf.clear();
-                buf.extend(&cs[st..st + n]);
-                f(74, &[&buf]);
-            }
-        }
+    let p1 = if i >= 1 {
+        cl.path(&norm(words[i - 1]))
+            .map_or_else(|| "?".into(), |p| prefix_str(p, CLUSTER_PAIR))
+    } else {
+        BOS.into()
+    };
+    f(71, &[&p1]);
+    if let Some(p) = path {
+        f(72, &[&p1, &prefix_str(p, CLUSTER_PAIR)]);
     }
 }
 
@@ -435,13 +336,12 @@ fn extract(
     cl: &Clusters,
     words: &[&str],
     prev: &[Upos],
-    drop: bool,
     out: &mut Vec<u64>,
 ) {
     match fs {
         FeatureSet::V1 => features(lex, words, prev, out),
-        FeatureSet::V2 => features_v2(words, prev, false, out),
-        FeatureSet::V3 => features_v3(lex, cl, words, prev, drop, out),
+        FeatureSet::V2 => features_v2(words, prev, out),
+        FeatureSet::V3 => features_v3(cl, words, prev, out),
     }
 }
 
@@ -533,22 +433,17 @@ impl PerceptronTagger {
         unlabelled: &[Sentence],
         opts: &TrainOptions,
     ) -> Result<Self> {
-        let e = exp();
-        let clusters = if opts.features == FeatureSet::V3 && e.clusters {
+        let clusters = if opts.features == FeatureSet::V3 {
             Clusters::learn(
                 train.iter().chain(unlabelled).map(|s| s.words.as_slice()),
-                &ClusterOptions {
-                    depth: e.cl_depth,
-                    min_count: e.cl_min,
-                    contexts: e.cl_ctx,
-                },
+                &ClusterOptions::default(),
             )
         } else {
             Clusters::default()
         };
         let mut sum: Option<FeatMap<[f32; NTAGS]>> = None;
         let mut last = None;
-        for k in 0..e.seeds.max(1) {
+        for k in 0..opts.ensemble.max(1) as u64 {
             let m = Self::train_one(
                 train,
                 &TrainOptions {
@@ -572,7 +467,7 @@ impl PerceptronTagger {
         }
         let mut m = last.expect("at least one seed");
         let mut w = sum.expect("at least one seed");
-        let n = e.seeds.max(1) as f32;
+        let n = opts.ensemble.max(1) as f32;
         if n > 1.0 {
             w.values_mut().for_each(|r| r.iter_mut().for_each(|x| *x /= n));
         }
@@ -603,8 +498,6 @@ impl PerceptronTagger {
         let mut tr = Trainer::default();
         let mut order: Vec<usize> = (0..data.len()).collect();
         let mut rng = Rng::new(opts.seed);
-        let mut drop_rng = Rng::new(opts.seed ^ 0x5EED_D209);
-        let e = exp();
         let mut feats = Vec::with_capacity(48);
         for _ in 0..opts.iterations.max(1) {
             rng.shuffle(&mut order);
@@ -616,17 +509,12 @@ impl PerceptronTagger {
                     let guess = if let Some(&t) = tagdict.get(ws[i]) {
                         t
                     } else {
-                        let drop = opts.features == FeatureSet::V3
-                            && e.word_drop > 0.0
-                            && lexicon.frequency(ws[i]) <= e.drop_max_freq
-                            && drop_rng.uniform() < e.word_drop;
                         extract(
                             opts.features,
                             &lexicon,
                             clusters,
                             &ws[..=i],
                             &prev,
-                            drop,
                             &mut feats,
                         );
                         let g = argmax(&tr.score(&feats));
@@ -809,7 +697,6 @@ impl Tagger for PerceptronTagger {
             &self.clusters,
             words,
             prev,
-            false,
             &mut feats,
         );
         let mut s = [0f32; NTAGS];
