@@ -81,7 +81,11 @@ impl Clusters {
             .copied()
             .filter(|&(_, c)| c >= opts.min_count)
             .collect();
-        let vix: HashMap<&str, usize> = vocab.iter().enumerate().map(|(i, &(w, _))| (w, i)).collect();
+        let vix: HashMap<&str, usize> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, &(w, _))| (w, i))
+            .collect();
         let offsets: [isize; 4] = [-2, -1, 1, 2];
         let mut ctx: Vec<[BTreeMap<u32, u32>; 4]> = vec![Default::default(); vocab.len()];
         for s in &sents {
@@ -123,7 +127,16 @@ impl Clusters {
         let dim = 4 * block;
         let mut paths = vec![(0u32, 0u8); vocab.len()];
         let ids: Vec<usize> = (0..vocab.len()).collect();
-        split(&xs, &weights, dim, ids, 0, 0, opts.depth.min(30), &mut paths);
+        split(
+            &xs,
+            &weights,
+            dim,
+            ids,
+            0,
+            0,
+            opts.depth.min(30),
+            &mut paths,
+        );
         Clusters {
             paths: vocab
                 .iter()
@@ -171,7 +184,13 @@ impl Clusters {
 pub fn prefix_str((bits, len): (u32, u8), k: u8) -> String {
     let k = k.min(len);
     (0..k)
-        .map(|i| if bits >> (len - 1 - i) & 1 == 1 { '1' } else { '0' })
+        .map(|i| {
+            if bits >> (len - 1 - i) & 1 == 1 {
+                '1'
+            } else {
+                '0'
+            }
+        })
         .collect()
 }
 

@@ -9,7 +9,10 @@
 //! the built-in model's) adds suffixes to 5 and prefixes to 4, a length bucket, hyphen
 //! parts, the previous word's shape and suffix, tag pair × word, tag × previous word × word
 //! and word trigrams, drops the unknown-word guess, and hashes to 32 bits so that binary
-//! models stay small. Frequent unambiguous forms are tagged from a tag dictionary. Training
+//! models stay small. Feature set 3 (the default, and the built-in model's) adds
+//! hierarchical word clusters ([`Clusters`], learnt from the word forms of the training and
+//! any unlabelled sentences and stored in the model): the word's path prefixes, previous tag
+//! × prefix, and the previous word's prefix alone and with the word's. Frequent unambiguous forms are tagged from a tag dictionary. Training
 //! uses the tagger's own previous predictions (as at test time), shuffles sentences each
 //! epoch with a seeded [`Rng`], and averages the weights (Collins 2002; the layout follows
 //! Honnibal's well-known tagger, without its right-context features, which would leak the
@@ -469,7 +472,8 @@ impl PerceptronTagger {
         let mut w = sum.expect("at least one seed");
         let n = opts.ensemble.max(1) as f32;
         if n > 1.0 {
-            w.values_mut().for_each(|r| r.iter_mut().for_each(|x| *x /= n));
+            w.values_mut()
+                .for_each(|r| r.iter_mut().for_each(|x| *x /= n));
         }
         m.weights = w;
         Ok(m)
