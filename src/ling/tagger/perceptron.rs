@@ -5,7 +5,7 @@
 //! shape and form class (with "sentence-initial"), the two previous predicted tags (alone and
 //! together), previous tag × word and × suffix, the two previous words, previous word ×
 //! word, previous tag × previous word, and for rare or unseen words the
-//! [`UnknownModel`](super::lexicon::UnknownModel)'s guess. Feature set 2 (the built-in model's before set 3
+//! [`UnknownModel`](super::lexicon::UnknownModel)'s guess. Feature set 2 (the built-in model's before set 3)
 //! adds suffixes to 5 and prefixes to 4, a length bucket, hyphen
 //! parts, the previous word's shape and suffix, tag pair × word, tag × previous word × word
 //! and word trigrams, drops the unknown-word guess, and hashes to 32 bits so that binary
