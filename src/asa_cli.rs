@@ -142,6 +142,13 @@ pub struct TrainTaggerArgs {
     /// Licence line for a binary model's header.
     #[arg(long, default_value = "same as the training data")]
     pub licence: String,
+    /// CoNLL-U files whose word forms (never their tags) join the training words for the
+    /// perceptron's word clusters (repeatable).
+    #[arg(long)]
+    pub unlabelled: Vec<PathBuf>,
+    /// Perceptrons trained (seeds `seed`, `seed + 1`, …) and averaged into one model.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
 }
 
 /// `asa tag`.
@@ -599,7 +606,20 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
             )?;
         }
         ModelKind::Perceptron => {
-            let p = train_perceptron(&train, a.iterations, a.seed)?;
+            let mut unlabelled = Vec::new();
+            for f in &a.unlabelled {
+                unlabelled.extend(load_conllu(f)?);
+            }
+            let p = PerceptronTagger::train_with(
+                &train,
+                &unlabelled,
+                &TrainOptions {
+                    iterations: a.iterations,
+                    seed: a.seed,
+                    ensemble: a.ensemble,
+                    ..Default::default()
+                },
+            )?;
             let secs = t0.elapsed().as_secs_f64();
             writeln!(
                 out,
@@ -613,12 +633,16 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
             } else {
                 let mut score = |f: &Option<PathBuf>| -> Result<Option<f64>> {
                     let Some(f) = f else { return Ok(None) };
-                    let e = evaluate(&p, &load_conllu(f)?, None)?;
+                    let known = |w: &str| p.lexicon().knows(w);
+                    let e = evaluate(&p, &load_conllu(f)?, Some(&known))?;
                     writeln!(
                         out,
-                        "accuracy on {}: {:.2}%",
+                        "accuracy on {}: {:.2}% (known {:.2}%, unknown {:.2}% of {:.1}%)",
                         f.display(),
-                        100.0 * e.accuracy()
+                        100.0 * e.accuracy(),
+                        100.0 * e.known_accuracy(),
+                        100.0 * e.unknown_accuracy(),
+                        100.0 * e.unknown_share()
                     )?;
                     Ok(Some(e.accuracy()))
                 };
@@ -630,6 +654,12 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
                     a.iterations,
                     a.seed
                 );
+                if a.ensemble != 1 {
+                    command.push_str(&format!(" --ensemble {}", a.ensemble));
+                }
+                for f in &a.unlabelled {
+                    command.push_str(&format!(" --unlabelled {}", f.display()));
+                }
                 for (flag, f) in [("--dev", &a.dev), ("--test", &a.test)] {
                     if let Some(f) = f {
                         command.push_str(&format!(" {flag} {}", f.display()));

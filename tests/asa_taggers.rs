@@ -324,6 +324,8 @@ fn tag_eval_train_tagger_and_tag_commands() {
             test: None,
             provenance: None,
             licence: "test".into(),
+            unlabelled: Vec::new(),
+            ensemble: 1,
         },
         &mut out,
     )
@@ -407,6 +409,8 @@ fn tag_eval_train_tagger_and_tag_commands() {
             test: None,
             provenance: Some("synthetic".into()),
             licence: "test".into(),
+            unlabelled: Vec::new(),
+            ensemble: 1,
         },
         &mut out,
     )

@@ -184,6 +184,16 @@ pub fn encode(p: &PerceptronTagger, header: &ModelHeader) -> Vec<u8> {
             put_varint(&mut payload, ((x << 1) ^ (x >> 31)) as u32 as u64);
         }
     }
+    if p.feature_set() == FeatureSet::V3 {
+        // Word clusters: count, then (word, path length, path bits) sorted by word.
+        let e = p.clusters().entries();
+        put_varint(&mut payload, e.len() as u64);
+        for (w, bits, n) in e {
+            put_bytes(&mut payload, w.as_bytes());
+            payload.push(n);
+            put_varint(&mut payload, u64::from(bits));
+        }
+    }
     let z = miniz_oxide::deflate::compress_to_vec_zlib(&payload, 9);
     let header = ModelHeader {
         kind: KIND.into(),
@@ -289,7 +299,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ModelHeader, PerceptronTagge
         perr(
             path,
             format!(
-                "tagger feature set {} is not supported (this build knows 1 and 2)",
+                "tagger feature set {} is not supported (this build knows 1, 2 and 3)",
                 header.feature_set
             ),
         )
@@ -359,6 +369,23 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ModelHeader, PerceptronTagge
         }
         weights.push((h, row));
     }
+    let mut entries = Vec::new();
+    if fs == FeatureSet::V3 {
+        let n = r.varint("word clusters")? as usize;
+        entries.reserve(n.min(1 << 20));
+        for _ in 0..n {
+            let w = r.str("word clusters")?.to_string();
+            let len = r.bytes_fixed1("word clusters")?;
+            let bits = r.varint("word clusters")?;
+            if len > 30 || bits >> len != 0 {
+                return Err(perr(
+                    path,
+                    format!("corrupted tagger model payload: cluster path {bits:#x}/{len}"),
+                ));
+            }
+            entries.push((w, bits as u32, len));
+        }
+    }
     if r.pos != payload.len() {
         return Err(perr(
             path,
@@ -370,7 +397,13 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ModelHeader, PerceptronTagge
     }
     Ok((
         header,
-        PerceptronTagger::from_parts(weights, tagdict, lexicon, fs),
+        PerceptronTagger::from_parts(
+            weights,
+            tagdict,
+            lexicon,
+            fs,
+            super::clusters::Clusters::from_entries(entries),
+        ),
     ))
 }
 

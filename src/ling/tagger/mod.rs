@@ -27,6 +27,7 @@
 
 pub mod binary;
 pub mod builtin;
+pub mod clusters;
 pub mod eval;
 pub mod features;
 pub mod lexicon;

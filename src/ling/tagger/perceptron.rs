@@ -5,16 +5,20 @@
 //! shape and form class (with "sentence-initial"), the two previous predicted tags (alone and
 //! together), previous tag × word and × suffix, the two previous words, previous word ×
 //! word, previous tag × previous word, and for rare or unseen words the
-//! [`UnknownModel`](super::lexicon::UnknownModel)'s guess. Feature set 2 (the default, and
-//! the built-in model's) adds suffixes to 5 and prefixes to 4, a length bucket, hyphen
+//! [`UnknownModel`](super::lexicon::UnknownModel)'s guess. Feature set 2 (the built-in model's before set 3)
+//! adds suffixes to 5 and prefixes to 4, a length bucket, hyphen
 //! parts, the previous word's shape and suffix, tag pair × word, tag × previous word × word
 //! and word trigrams, drops the unknown-word guess, and hashes to 32 bits so that binary
-//! models stay small. Frequent unambiguous forms are tagged from a tag dictionary. Training
+//! models stay small. Feature set 3 (the default, and the built-in model's) adds
+//! hierarchical word clusters ([`Clusters`], learnt from the word forms of the training and
+//! any unlabelled sentences and stored in the model): the word's path prefixes, previous tag
+//! × prefix, and the previous word's prefix alone and with the word's. Frequent unambiguous forms are tagged from a tag dictionary. Training
 //! uses the tagger's own previous predictions (as at test time), shuffles sentences each
 //! epoch with a seeded [`Rng`], and averages the weights (Collins 2002; the layout follows
 //! Honnibal's well-known tagger, without its right-context features, which would leak the
 //! future).
 
+use super::clusters::{prefix_str, ClusterOptions, Clusters};
 use super::features::{feature_hash, norm, prefix, short_shape, suffix, word_class};
 use super::lexicon::{check_header, LexiconTagger};
 use super::{model_err, model_tag, tagged, Tagger, MODEL_FORMAT};
@@ -38,8 +42,11 @@ pub enum FeatureSet {
     V1,
     /// Longer affixes, word length and hyphen parts, previous words' shapes and suffixes,
     /// tag-pair × word, word bigrams and trigrams (all from the left context).
-    #[default]
     V2,
+    /// Feature set 2 plus word clusters (of the word and the previous words, learnt from
+    /// unlabelled text and stored in the model), character n-grams of rare words.
+    #[default]
+    V3,
 }
 
 impl FeatureSet {
@@ -48,6 +55,7 @@ impl FeatureSet {
         match self {
             FeatureSet::V1 => 1,
             FeatureSet::V2 => 2,
+            FeatureSet::V3 => 3,
         }
     }
     /// The feature set stored as `v`.
@@ -55,6 +63,7 @@ impl FeatureSet {
         match v {
             1 => Some(FeatureSet::V1),
             2 => Some(FeatureSet::V2),
+            3 => Some(FeatureSet::V3),
             _ => None,
         }
     }
@@ -95,6 +104,8 @@ pub struct TrainOptions {
     pub tagdict_min_ratio: f64,
     /// Feature templates.
     pub features: FeatureSet,
+    /// Models trained with seeds `seed`, `seed + 1`, … whose weights are averaged.
+    pub ensemble: usize,
 }
 
 impl Default for TrainOptions {
@@ -105,6 +116,7 @@ impl Default for TrainOptions {
             tagdict_min_count: 20,
             tagdict_min_ratio: 0.97,
             features: FeatureSet::default(),
+            ensemble: 1,
         }
     }
 }
@@ -116,6 +128,7 @@ pub struct PerceptronTagger {
     tagdict: HashMap<String, Upos>,
     lexicon: LexiconTagger,
     features: FeatureSet,
+    clusters: Clusters,
 }
 
 const BOS: &str = "<s>";
@@ -201,7 +214,7 @@ fn len_bucket(n: usize) -> &'static str {
 }
 
 /// Feature set 2: collect the feature hashes of the last word of `words` into `out`.
-fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
+fn features_v2(words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
     out.clear();
     let i = words.len() - 1;
     let w = words[i];
@@ -281,11 +294,57 @@ fn features_v2(_lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Ve
     // accuracy on unknown words, 80.8% without vs 77.5% with.)
 }
 
+/// Cluster-path prefix lengths used as features of the current word (feature set 3).
+const CLUSTER_PREFIXES: [u8; 5] = [4, 6, 8, 10, 12];
+/// Prefix length of the cluster features combined with the previous tag and word.
+const CLUSTER_PAIR: u8 = 6;
+
+/// Feature set 3: feature set 2 plus the word's cluster-path prefixes, the previous tag ×
+/// the word's cluster, the previous word's cluster and the two clusters together.
+fn features_v3(cl: &Clusters, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
+    features_v2(words, prev, out);
+    let i = words.len() - 1;
+    let lw = norm(words[i]);
+    let t1 = tag_str(prev, 1);
+    let mut f = |t: u8, parts: &[&str]| {
+        let h = feature_hash(t, parts);
+        out.push(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
+    };
+    let path = cl.path(&lw);
+    match path {
+        Some(p) => {
+            for (j, &k) in CLUSTER_PREFIXES.iter().enumerate() {
+                f(60 + j as u8, &[&prefix_str(p, k)]);
+            }
+            f(70, &[t1, &prefix_str(p, CLUSTER_PAIR)]);
+        }
+        None => f(59, &[]),
+    }
+    let p1 = if i >= 1 {
+        cl.path(&norm(words[i - 1]))
+            .map_or_else(|| "?".into(), |p| prefix_str(p, CLUSTER_PAIR))
+    } else {
+        BOS.into()
+    };
+    f(71, &[&p1]);
+    if let Some(p) = path {
+        f(72, &[&p1, &prefix_str(p, CLUSTER_PAIR)]);
+    }
+}
+
 /// The feature hashes of the last word of `words` under feature set `fs`.
-fn extract(fs: FeatureSet, lex: &LexiconTagger, words: &[&str], prev: &[Upos], out: &mut Vec<u64>) {
+fn extract(
+    fs: FeatureSet,
+    lex: &LexiconTagger,
+    cl: &Clusters,
+    words: &[&str],
+    prev: &[Upos],
+    out: &mut Vec<u64>,
+) {
     match fs {
         FeatureSet::V1 => features(lex, words, prev, out),
-        FeatureSet::V2 => features_v2(lex, words, prev, out),
+        FeatureSet::V2 => features_v2(words, prev, out),
+        FeatureSet::V3 => features_v3(cl, words, prev, out),
     }
 }
 
@@ -367,6 +426,60 @@ impl Trainer {
 impl PerceptronTagger {
     /// Train on the tagged sentences of `train`.
     pub fn train(train: &[Sentence], opts: &TrainOptions) -> Result<Self> {
+        Self::train_with(train, &[], opts)
+    }
+
+    /// Train on the tagged sentences of `train`; feature set 3's word clusters are learnt
+    /// from the word forms of `train` and `unlabelled` (their tags are not used).
+    pub fn train_with(
+        train: &[Sentence],
+        unlabelled: &[Sentence],
+        opts: &TrainOptions,
+    ) -> Result<Self> {
+        let clusters = if opts.features == FeatureSet::V3 {
+            Clusters::learn(
+                train.iter().chain(unlabelled).map(|s| s.words.as_slice()),
+                &ClusterOptions::default(),
+            )
+        } else {
+            Clusters::default()
+        };
+        let mut sum: Option<FeatMap<[f32; NTAGS]>> = None;
+        let mut last = None;
+        for k in 0..opts.ensemble.max(1) as u64 {
+            let m = Self::train_one(
+                train,
+                &TrainOptions {
+                    seed: opts.seed + k,
+                    ..*opts
+                },
+                &clusters,
+            )?;
+            match &mut sum {
+                None => sum = Some(m.weights.clone()),
+                Some(acc) => {
+                    for (f, w) in &m.weights {
+                        let a = acc.entry(*f).or_insert([0.0; NTAGS]);
+                        for (x, y) in a.iter_mut().zip(w) {
+                            *x += y;
+                        }
+                    }
+                }
+            }
+            last = Some(m);
+        }
+        let mut m = last.expect("at least one seed");
+        let mut w = sum.expect("at least one seed");
+        let n = opts.ensemble.max(1) as f32;
+        if n > 1.0 {
+            w.values_mut()
+                .for_each(|r| r.iter_mut().for_each(|x| *x /= n));
+        }
+        m.weights = w;
+        Ok(m)
+    }
+
+    fn train_one(train: &[Sentence], opts: &TrainOptions, clusters: &Clusters) -> Result<Self> {
         let lexicon = LexiconTagger::train(train)?;
         let data = tagged(train)?;
         // Tag dictionary over exact forms.
@@ -400,7 +513,14 @@ impl PerceptronTagger {
                     let guess = if let Some(&t) = tagdict.get(ws[i]) {
                         t
                     } else {
-                        extract(opts.features, &lexicon, &ws[..=i], &prev, &mut feats);
+                        extract(
+                            opts.features,
+                            &lexicon,
+                            clusters,
+                            &ws[..=i],
+                            &prev,
+                            &mut feats,
+                        );
                         let g = argmax(&tr.score(&feats));
                         tr.update(gold[i] as usize, g, &feats);
                         Upos::ALL[g]
@@ -414,6 +534,7 @@ impl PerceptronTagger {
             tagdict,
             lexicon,
             features: opts.features,
+            clusters: clusters.clone(),
         })
     }
 
@@ -423,13 +544,20 @@ impl PerceptronTagger {
         tagdict: HashMap<String, Upos>,
         lexicon: LexiconTagger,
         features: FeatureSet,
+        clusters: Clusters,
     ) -> Self {
         PerceptronTagger {
             weights: weights.into_iter().collect(),
             tagdict,
             lexicon,
             features,
+            clusters,
         }
+    }
+
+    /// The word clusters (feature set 3; empty otherwise).
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
     }
 
     /// The lexicon (word frequencies, unknown-word model) the model carries.
@@ -489,6 +617,13 @@ impl PerceptronTagger {
             weights,
             lexicon,
             features: Some(self.features.version()),
+            clusters: (!self.clusters.is_empty()).then(|| {
+                self.clusters
+                    .entries()
+                    .into_iter()
+                    .map(|(w, b, n)| (w.to_string(), prefix_str((b, n), n)))
+                    .collect()
+            }),
         };
         serde_json::to_string(&f).expect("plain data serialises")
     }
@@ -507,8 +642,21 @@ impl PerceptronTagger {
         let features = FeatureSet::from_version(v).ok_or_else(|| crate::Error::Parse {
             path: path.to_path_buf(),
             line: 1,
-            msg: format!("tagger feature set {v} is not supported (this build knows 1 and 2)"),
+            msg: format!("tagger feature set {v} is not supported (this build knows 1, 2 and 3)"),
         })?;
+        let mut entries = Vec::new();
+        for (w, bits) in f.clusters.unwrap_or_default() {
+            if bits.len() > 30 || !bits.bytes().all(|b| b == b'0' || b == b'1') {
+                return Err(crate::Error::Parse {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    msg: format!("word cluster {bits:?} of {w:?} is not a bit string of ≤ 30"),
+                });
+            }
+            let b = bits.bytes().fold(0u32, |a, c| a << 1 | u32::from(c - b'0'));
+            entries.push((w, b, bits.len() as u8));
+        }
+        let clusters = Clusters::from_entries(entries);
         let mut weights = FeatMap::default();
         for (h, ws) in f.weights {
             let mut row = [0f32; NTAGS];
@@ -532,6 +680,7 @@ impl PerceptronTagger {
             tagdict,
             lexicon,
             features,
+            clusters,
         })
     }
 }
@@ -546,7 +695,14 @@ impl Tagger for PerceptronTagger {
             return t;
         }
         let mut feats = Vec::with_capacity(48);
-        extract(self.features, &self.lexicon, words, prev, &mut feats);
+        extract(
+            self.features,
+            &self.lexicon,
+            &self.clusters,
+            words,
+            prev,
+            &mut feats,
+        );
         let mut s = [0f32; NTAGS];
         let mut hits = 0;
         for f in &feats {
@@ -576,4 +732,7 @@ struct PerceptronFile {
     /// Feature-set version (absent in models written before feature set 2: version 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     features: Option<u32>,
+    /// Word clusters (feature set 3): word → bit string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clusters: Option<BTreeMap<String, String>>,
 }
