@@ -36,6 +36,7 @@ const NO_NVCC: &str = "nvcc not found (set NVCC or CUDA_HOME, or run \
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    export_git_commit();
     println!("cargo:rustc-check-cfg=cfg(asa_cuda_kernels)");
     for var in [
         "NVCC",
@@ -149,6 +150,45 @@ fn main() {
     }
     println!("cargo:rustc-cfg=asa_cuda_kernels");
     export_env(&archs.join(","), PTX_ARCH, &version);
+}
+
+/// The commit this binary is built from, `<hash>` or `<hash>-dirty` (tracked files changed at
+/// build time), or `unknown` outside a git checkout: embedded so results name the code that
+/// produced them wherever the binary runs. Rerun when HEAD or the branch moves (not on every
+/// index refresh, which would recompile the kernels after each `git status`), so the dirty
+/// flag is as of the last commit or checkout that triggered a build.
+fn export_git_commit() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&manifest)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(hash) if !hash.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{hash}-dirty")
+            } else {
+                hash
+            }
+        }
+        _ => "unknown".into(),
+    };
+    println!("cargo:rustc-env=ASA_LTH_GIT_COMMIT={commit}");
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let dir = PathBuf::from(dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={}", dir.join(r).display());
+        }
+    }
 }
 
 fn export_env(archs: &str, ptx: &str, version: &str) {

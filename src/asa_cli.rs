@@ -322,6 +322,9 @@ pub fn derive_compat(a: &DeriveCompatArgs, out: &mut dyn Write) -> Result<()> {
     if !(0.0..=1.0).contains(&a.min_share) {
         bail!("--min-share must lie in [0, 1], got {}", a.min_share);
     }
+    if let Some(p) = &a.out {
+        crate::io::check_writable(p)?;
+    }
     let mut sents = Vec::new();
     for p in &a.conllu {
         sents.extend(load_conllu(p)?);
@@ -395,6 +398,9 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
                 .to_possible_value()
                 .map_or_else(|| "?".to_string(), |v| v.get_name().to_string())
         );
+    }
+    if let Some(p) = &a.json {
+        crate::io::check_writable(p)?;
     }
     let test = load_conllu(&a.test)?;
     let ntok = |s: &[Sentence]| s.iter().map(|s| s.words.len()).sum::<usize>();
@@ -588,6 +594,7 @@ pub fn tag_eval(a: &TagEvalArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `asa train-tagger`.
 pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
+    crate::io::check_writable(&a.out)?;
     let train = load_conllu(&a.train)?;
     let t0 = Instant::now();
     if a.format == ModelFormat::Builtin && a.kind != ModelKind::Perceptron {
@@ -951,6 +958,9 @@ struct StatsReport {
 
 /// `asa stats`.
 pub fn stats(source: &CorpusSource, a: &StatsArgs, out: &mut dyn Write) -> Result<()> {
+    if let Some(p) = &a.json {
+        crate::io::check_writable(p)?;
+    }
     // One batch holds the mask, both nulls and the distance null's row sets, each
     // B × heads × T × ⌈T/32⌉ words: refuse before building anything that cannot fit.
     let heads = compat_from_arg(&a.mask.compat)?.0.heads() as u64;
@@ -1109,6 +1119,7 @@ pub fn stats(source: &CorpusSource, a: &StatsArgs, out: &mut dyn Write) -> Resul
 
 /// `asa show`.
 pub fn show(source: &CorpusSource, a: &ShowArgs, out: &mut dyn Write) -> Result<()> {
+    crate::io::check_writable(&a.out)?;
     let p = prepare(source, &a.mask)?;
     let Some(s) = p.sents.get(a.sentence) else {
         bail!(

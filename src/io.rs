@@ -32,12 +32,55 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(io)
 }
 
-/// Read a whole UTF-8 file, naming it on failure.
-pub fn read_file(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
+/// Fail now, naming the path, if a file cannot be written at `path` later (its directory is
+/// created; a probe file is created there and removed) — so a long job does not learn at
+/// its end that its output has nowhere to go.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    if path.is_dir() {
+        return Err(Error::Config(format!(
+            "{} is a directory; expected a file name",
+            path.display()
+        )));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let probe = dir.join(format!(".asa-lth-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(io)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Read a whole UTF-8 text file, naming it on failure: invalid UTF-8 is a parse error with
+/// the line and column of the first bad byte; a leading byte-order mark is dropped.
+pub fn read_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        Error::Parse {
+            path: path.to_path_buf(),
+            line,
+            msg: format!(
+                "not UTF-8 text: invalid byte at column {col} (byte {})",
+                good.len()
+            ),
+        }
+    })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Memory this process can still take on this machine: `MemAvailable` from `/proc/meminfo`,

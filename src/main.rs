@@ -6,7 +6,7 @@ use asa_lth::backend::cuda::ops::CudaOps;
 use asa_lth::backend::Ops;
 use asa_lth::data::{CorpusSource, TagsChoice, Tokenizer, Vocab};
 use asa_lth::ling::compat_choice::{CompatChoice, Refinement};
-use asa_lth::model::{Gpt, GptConfig};
+use asa_lth::model::GptConfig;
 use asa_lth::train::{self, checkpoint::Checkpoint, RunOptions, TrainConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -186,12 +186,13 @@ struct CorpusArgs {
     /// Directory of the corpus files (wikitext2, conllu).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Training sentences generated for the synthetic corpus (valid and test get a tenth).
-    #[arg(long, default_value_t = 40_000)]
-    sentences: usize,
-    /// Seed of the synthetic corpus.
-    #[arg(long, default_value_t = 1)]
-    corpus_seed: u64,
+    /// Training sentences generated for the synthetic corpus (valid and test get a tenth;
+    /// default 40000).
+    #[arg(long)]
+    sentences: Option<usize>,
+    /// Seed of the synthetic corpus (default 1).
+    #[arg(long)]
+    corpus_seed: Option<u64>,
 }
 
 /// `--tokenizer word|gpt2`.
@@ -257,13 +258,44 @@ impl CorpusArgs {
     fn source(&self) -> Result<CorpusSource> {
         let dir = || {
             self.data.clone().with_context(|| {
-                format!("--corpus {:?} needs --data DIR", self.corpus).to_lowercase()
+                format!(
+                    "--corpus {} needs --data DIR",
+                    self.corpus
+                        .to_possible_value()
+                        .map_or_else(String::new, |v| v.get_name().to_string())
+                )
             })
         };
+        let name = self
+            .corpus
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string());
+        // A flag that does not apply to the chosen corpus would be ignored: refuse it.
+        match self.corpus {
+            CorpusKind::Synthetic => {
+                if let Some(d) = &self.data {
+                    bail!(
+                        "--data {} does not apply to --corpus synthetic (the embedded grammar); \
+                         add --corpus wikitext2 or --corpus conllu to read it",
+                        d.display()
+                    );
+                }
+            }
+            _ => {
+                for (flag, given) in [
+                    ("--sentences", self.sentences.is_some()),
+                    ("--corpus-seed", self.corpus_seed.is_some()),
+                ] {
+                    if given {
+                        bail!("{flag} applies to --corpus synthetic only, not --corpus {name}");
+                    }
+                }
+            }
+        }
         Ok(match self.corpus {
             CorpusKind::Synthetic => CorpusSource::Synthetic {
-                sentences: self.sentences,
-                seed: self.corpus_seed,
+                sentences: self.sentences.unwrap_or(40_000),
+                seed: self.corpus_seed.unwrap_or(1),
             },
             CorpusKind::Wikitext2 => CorpusSource::Wikitext2 { dir: dir()? },
             CorpusKind::Conllu => CorpusSource::Conllu { dir: dir()? },
@@ -381,6 +413,9 @@ struct EvalArgs {
     /// forward from the compressed form (the 2:4 GEMM).
     #[arg(long)]
     ffn24: bool,
+    /// Device to evaluate on: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceArg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -581,16 +616,28 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         Split::Test => &corpus.test,
     };
     let stream = cfg.encode(&vocab, sents)?;
-    let mut model = Gpt::new(Cpu, mcfg, 0)?;
-    ck.restore(&mut model)?;
-    if a.ffn24 {
-        model.enable_ffn24()?;
+    if cfg.model_config(vocab.len()) != mcfg {
+        bail!(
+            "{}: the checkpoint's model {mcfg:?} is not the one its config describes",
+            a.run.join("checkpoint.safetensors").display()
+        );
     }
     let plan = train::MaskPlan::new(&cfg, &vocab)?;
-    let s = train::evaluate(&mut model, &plan, &stream, cfg.batch, cfg.seq_len, None)?;
+    let device = select_device(a.device)?;
+    let s = on_device!(device, |ops| {
+        // The run's own model (its tag bias included), restored from the checkpoint.
+        let mut model = cfg.new_model(ops, vocab.len())?;
+        ck.restore(&mut model)?;
+        if a.ffn24 {
+            model.enable_ffn24()?;
+        }
+        train::evaluate(&mut model, &plan, &stream, cfg.batch, cfg.seq_len, None)
+    })?;
     println!(
-        "{:?}{}: loss {:.4}, perplexity {:.2} over {} tokens",
-        a.split,
+        "{}{}: loss {:.4}, perplexity {:.2} over {} tokens",
+        a.split
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string()),
         if a.ffn24 { " (FFN 2:4-compressed)" } else { "" },
         s.mean(),
         s.mean().exp(),
@@ -622,6 +669,9 @@ fn bench_cmd(a: BenchArgs) -> Result<()> {
             )
         }
     };
+    if let Some(p) = &a.json {
+        asa_lth::io::check_writable(p)?;
+    }
     if a.samples < 3 {
         bail!(
             "--samples {}: a median and spread need at least 3 repeats",
@@ -918,8 +968,8 @@ fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
     let corpus = CorpusArgs {
         corpus: kind,
         data: a.data.clone(),
-        sentences: 0,
-        corpus_seed: 1,
+        sentences: None,
+        corpus_seed: None,
     };
     let cfg = match &a.config {
         Some(p) => {

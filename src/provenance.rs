@@ -1,31 +1,11 @@
 //! Where a result came from: git commit, machine, time. Recorded in every results file.
 
-use std::process::Command;
-
-/// The git commit of the working tree (`<hash>` or `<hash>-dirty`), or `unknown` outside a
-/// git checkout. Looked up at run time so a bundled binary reports the tree it runs in.
+/// The git commit this binary was built from (`<hash>`, `<hash>-dirty` when tracked files
+/// differed from it at build time, or `unknown` outside a checkout), embedded by `build.rs`:
+/// it names the code that ran wherever the binary runs, not the directory it runs in. (Cargo
+/// reruns the build script when HEAD or the branch moves; the dirty flag is as of then.)
 pub fn git_commit() -> String {
-    let run = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match run(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(hash) if !hash.is_empty() => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .map(|s| !s.is_empty())
-                .unwrap_or(false);
-            if dirty {
-                format!("{hash}-dirty")
-            } else {
-                hash
-            }
-        }
-        _ => "unknown".into(),
-    }
+    env!("ASA_LTH_GIT_COMMIT").to_string()
 }
 
 /// CPU model name and thread count, e.g. `AMD EPYC 7B13 (2 threads)`.

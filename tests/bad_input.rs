@@ -74,6 +74,13 @@ impl Fixtures {
             );
         }
         w("tb-notrain/x-ud-dev.conllu", ok_row);
+        for split in ["train", "dev", "test"] {
+            let mut bytes = ok_row.as_bytes().to_vec();
+            bytes.extend(b"1\tcaf\xe9\tcafe\tNOUN\t_\t_\t0\troot\t_\t_\n\n");
+            let p = dir.join(format!("tb-latin1/x-ud-{split}.conllu"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
         w("wt-empty/wiki.train.tokens", "\n \n");
         w("wt-empty/wiki.valid.tokens", " a b \n");
         w("wt-empty/wiki.test.tokens", " a b \n");
@@ -149,6 +156,22 @@ fn bad_input_table() {
         (
             "train --corpus conllu --data FX/tb-bad-head",
             vec!["x-ud-train.conllu", "HEAD of 9"],
+        ),
+        (
+            "train --corpus conllu --data FX/tb-latin1",
+            vec!["x-ud-train.conllu:4", "UTF-8", "column 6"],
+        ),
+        (
+            "train --data FX/wt-missing",
+            vec!["--data", "does not apply", "synthetic"],
+        ),
+        (
+            "train --corpus conllu --data FX/tb-notrain --sentences 5",
+            vec!["--sentences", "synthetic only"],
+        ),
+        (
+            "reproduce --data FX/wt-missing",
+            vec!["--data", "does not apply"],
         ),
         (
             "train --corpus conllu --data FX/tb-notrain",
@@ -255,6 +278,14 @@ fn bad_input_table() {
         ),
         // Evaluation, tagging, masks.
         (
+            "eval --run FX/no-run --device cuda",
+            vec!["checkpoint.safetensors"],
+        ),
+        (
+            "asa tag-eval --tagger builtin --test FX/text.txt --json /proc/asa-nope/r.json",
+            vec!["/proc/asa-nope"],
+        ),
+        (
             "eval --run /nope/run",
             vec!["/nope/run/checkpoint.safetensors"],
         ),
@@ -300,6 +331,10 @@ fn bad_input_table() {
             vec!["/nope/compat.json"],
         ),
         ("bench --samples 0 gelu", vec!["--samples 0"]),
+        (
+            "bench --json /proc/asa-nope/bench.json gelu",
+            vec!["/proc/asa-nope"],
+        ),
         ("bench --min-sample-ms NaN gelu", vec!["--min-sample-ms"]),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());

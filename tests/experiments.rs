@@ -482,3 +482,42 @@ fn a_dead_owners_lock_is_taken_over_and_a_live_one_is_respected() {
     let taken = store.try_lock(&key).unwrap();
     assert!(taken.is_ok(), "a dead owner's lock was respected");
 }
+
+#[test]
+fn cells_from_another_thread_count_are_not_mixed_in() {
+    let dir = common::tmpdir("experiments", "threads");
+    let mut cfg = tiny();
+    cfg.seeds = vec![1];
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let only = ["e2".to_string()];
+    let one = pool(1)
+        .install(|| experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &only, false))
+        .unwrap();
+    assert_eq!(one.computed.len(), 2);
+    // Same thread count: nothing to do.
+    let again = pool(1)
+        .install(|| experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &only, false))
+        .unwrap();
+    assert_eq!(again.skipped.len(), 2);
+    // Two threads would mix bits: refused, naming both.
+    let e = pool(2)
+        .install(|| experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &only, false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cpu (1 threads)")
+            && e.contains("cpu (2 threads)")
+            && e.contains("RAYON_NUM_THREADS"),
+        "{e}"
+    );
+    // The card, not its ordinal, decides a CUDA result.
+    assert_eq!(
+        experiments::result_class("cuda:0 NVIDIA H100 (sm_90)"),
+        experiments::result_class("cuda:3 NVIDIA H100 (sm_90)")
+    );
+}

@@ -335,12 +335,28 @@ pub fn reproduce<O: Ops, F: Fn() -> Result<O>>(
     // Cells other processes hold are revisited until they finish (or their owner dies and the
     // lock goes stale), so every process ends with the whole shard done and each cell is
     // computed once.
+    // Cells computed on another kind of device or thread count differ in their last bits:
+    // they are not mixed into one report silently.
+    let here = result_class(&device()?.label());
+    let same_device = |key: &CellKey| -> Result<bool> {
+        match store.load::<serde_json::Value>(key)? {
+            None => Ok(false),
+            Some(cell) if result_class(&cell.device) == here => Ok(true),
+            Some(cell) => Err(Error::Config(format!(
+                "{}: computed on `{}` but this process runs on `{here}`; results differ in \
+                 their last bits across devices and thread counts, so they are not mixed (run \
+                 with the same device and RAYON_NUM_THREADS, or use another --out)",
+                store.path(key).display(),
+                cell.device
+            ))),
+        }
+    };
     let mut pending: Vec<(usize, &CellKey)> = mine.iter().copied().enumerate().collect();
     let mut announced = std::collections::HashSet::new();
     while !pending.is_empty() {
         let mut busy = Vec::new();
         for (n, key) in pending {
-            if store.load::<serde_json::Value>(key)?.is_some() {
+            if same_device(key)? {
                 sum.skipped.push(key.clone());
                 continue;
             }
@@ -376,6 +392,15 @@ pub fn reproduce<O: Ops, F: Fn() -> Result<O>>(
         pending = busy;
     }
     Ok(sum)
+}
+
+/// What decides a result's bits on a backend: for CUDA the card (not its ordinal, so shards
+/// on several GPUs of one kind agree), for the CPU its thread count.
+pub fn result_class(label: &str) -> String {
+    match label.strip_prefix("cuda:") {
+        Some(rest) => format!("cuda {}", rest.split_once(' ').map_or(rest, |(_, r)| r)),
+        None => label.to_string(),
+    }
 }
 
 /// Compute one cell on a fresh backend and save it.

@@ -1133,9 +1133,15 @@ impl<O: Ops> Gpt<O> {
                 let key = format!("{part}/{}", spec.name);
                 let vals = get(&key)
                     .ok_or_else(|| Error::Config(format!("checkpoint lacks tensor `{key}`")))?;
-                check_len("load_state", "tensor", vals.len(), spec.numel(), || {
-                    format!("{key} {:?}", spec.shape)
-                })?;
+                if vals.len() != spec.numel() {
+                    return Err(Error::Config(format!(
+                        "checkpoint tensor `{key}` has {} values, the model's shape {:?} needs {} \
+                         (a checkpoint of another model?)",
+                        vals.len(),
+                        spec.shape,
+                        spec.numel()
+                    )));
+                }
                 let dst = match p {
                     0 => &mut self.params[i],
                     1 => &mut self.adam_m[i],
