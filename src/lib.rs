@@ -2,9 +2,9 @@
 //! pruning) with a CPU twin for each, and the training harness for the Lottery Ticket vs
 //! Atomic Semantic Attention experiments. See README.md and DESIGN.md.
 
-pub mod asa_cli;
 pub mod backend;
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod experiments;

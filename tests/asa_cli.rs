@@ -1,7 +1,9 @@
 //! `asa stats` and `asa show` on the synthetic corpus: what they print and write, with the
 //! corpus options the train command uses, and their errors.
 
-use asa_lth::asa_cli::{self, MaskArgs, ShowArgs, SplitArg, StatsArgs, TagSource, UnknownArg};
+use asa_lth::cli::asa::{
+    self as asa_cli, MaskArgs, ShowArgs, SplitArg, StatsArgs, TagSource, UnknownArg,
+};
 use asa_lth::data::CorpusSource;
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! bit packing, tile classes vs the bits, refinements (binding, lexical resources),
 //! compatibility matrices (default, JSON, derive-compat on a fixture) and bad input.
 
-use asa_lth::asa_cli::{self, DeriveCompatArgs, PunctArg};
+use asa_lth::cli::asa::{self as asa_cli, DeriveCompatArgs, PunctArg};
 use asa_lth::data::batch::{EvalWindows, NO_TAG};
 use asa_lth::data::{conllu, synthetic, Vocab};
 use asa_lth::ling::compat::{derive, CompatMatrix, CompatSet, PunctPolicy, NTAGS};

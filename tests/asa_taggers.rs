@@ -2,8 +2,8 @@
 //! accuracy on the synthetic corpus, unknown-word handling, versioned model files, the
 //! `tag-eval` / `train-tagger` / `tag` commands, and CoNLL-U edge cases.
 
-use asa_lth::asa_cli::{
-    self, EvalTagger, ModelFormat, ModelKind, TagArgs, TagEvalArgs, TrainTaggerArgs,
+use asa_lth::cli::asa::{
+    self as asa_cli, EvalTagger, ModelFormat, ModelKind, TagArgs, TagEvalArgs, TrainTaggerArgs,
 };
 use asa_lth::data::{conllu, synthetic, Sentence};
 use asa_lth::ling::tagger::{

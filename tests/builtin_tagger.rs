@@ -4,7 +4,7 @@
 
 mod common;
 
-use asa_lth::asa_cli::{self, EvalTagger, TagEvalArgs};
+use asa_lth::cli::asa::{self as asa_cli, EvalTagger, TagEvalArgs};
 use asa_lth::data::{conllu, synthetic};
 use asa_lth::ling::tagger::{
     self, binary, builtin, evaluate, tag_sentence, ModelHeader, PerceptronTagger, Tagger,

@@ -1,0 +1,274 @@
+//! `asa-lth bench`: kernel and training-step benchmarks against rooflines measured in the
+//! same run.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Kernel families to run (all when none): copy, gemm, matmul, layernorm, gelu,
+    /// attention, xent, adamw, train_step, gemm24, topk, asa_mask.
+    pub(crate) kernels: Vec<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Compare with a report written earlier (or by a peer script) and flag changes larger
+    /// than the measured spread.
+    #[arg(long)]
+    pub(crate) baseline: Option<PathBuf>,
+    /// Repeats per figure.
+    #[arg(long, default_value_t = 11)]
+    pub(crate) samples: usize,
+    /// Minimum milliseconds per repeat.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) min_sample_ms: f64,
+    /// Write the GPU attention sweep's masks (and index.json) to this directory for
+    /// benches/peers/torch_attention.py, and exit without benchmarking.
+    #[arg(long)]
+    pub(crate) dump_masks: Option<PathBuf>,
+}
+
+pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
+    use crate::bench::{self, cases::KERNELS, BenchReport, Figure, Machine, Roofline, Timing};
+    if let Some(dir) = &a.dump_masks {
+        use bench::attention_cases::{dump_masks, AttnSweep};
+        let index = dump_masks(dir, &AttnSweep::gpu())?;
+        println!("attention masks: {}", index.display());
+        return Ok(());
+    }
+    for k in &a.kernels {
+        if !KERNELS.contains(&k.as_str()) {
+            bail!("unknown kernel `{k}`; known: {}", KERNELS.join(", "));
+        }
+    }
+    let baseline: Option<BenchReport> = match &a.baseline {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a benchmark report", p.display()))?,
+            )
+        }
+    };
+    if let Some(p) = &a.json {
+        crate::io::check_writable(p)?;
+    }
+    if a.samples < 3 {
+        bail!(
+            "--samples {}: a median and spread need at least 3 repeats",
+            a.samples
+        );
+    }
+    if !(a.min_sample_ms.is_finite() && a.min_sample_ms > 0.0) {
+        bail!(
+            "--min-sample-ms {}: must be a positive number of milliseconds",
+            a.min_sample_ms
+        );
+    }
+    let timing = Timing {
+        samples: a.samples,
+        min_sample_secs: a.min_sample_ms / 1000.0,
+        ..Timing::default()
+    };
+    // The rooflines are always measured, so every ratio refers to this run.
+    let mut wanted = a.kernels.clone();
+    if !wanted.is_empty() {
+        wanted.extend(["copy".to_string(), "gemm".to_string()]);
+    }
+    let cases = bench::cpu_cases(&wanted);
+    let mut figures: Vec<Figure> = Vec::new();
+    let pb = indicatif::ProgressBar::new(cases.len() as u64);
+    for mut case in cases {
+        pb.set_message(case.name.clone());
+        let secs = bench::time_calls(&mut *case.run, timing);
+        let (med, spread) = bench::median_spread(&secs);
+        figures.push(Figure {
+            kernel: case.kernel.to_string(),
+            name: case.name,
+            device: case.device,
+            unit: case.unit.label().to_string(),
+            median_secs: med,
+            rel_spread: spread,
+            samples: secs.len(),
+            throughput: case.work / med,
+            roofline_ratio: None,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    // GPU attention cases (timed with CUDA events through the Ops interface), when a GPU is
+    // usable; otherwise say why they are skipped.
+    let want_attn = a.kernels.is_empty() || a.kernels.iter().any(|k| k == "attention");
+    let mut devices = vec!["cpu".to_string()];
+    match bench::attention_cases::gpu_cases(&|k| want_attn && k == "attention") {
+        Err(why) => println!("GPU attention cases skipped: {why}"),
+        Ok(gpu) => {
+            for mut case in gpu {
+                pb.set_message(case.name.clone());
+                let secs = bench::attention_cases::time_device_case(&mut case, timing)?;
+                push_device_figure(&mut figures, &mut devices, case, &secs);
+            }
+        }
+    }
+    // GPU 2:4 GEMM cases (our kernel, cuBLASLt dense, cuSPARSELt when it loads); a case that
+    // fails (e.g. cuSPARSELt rejecting a shape) is reported and the others still run.
+    let want_g24 = a.kernels.is_empty() || a.kernels.iter().any(|k| k == "gemm24");
+    if want_g24 {
+        use bench::gemm24_cases::{gpu_cases, Gemm24Sweep};
+        match gpu_cases(&|k| k == "gemm24", &Gemm24Sweep::gpu()) {
+            Err(why) => println!("GPU gemm24 cases skipped: {why}"),
+            Ok(gpu) => {
+                for note in &gpu.notes {
+                    println!("{note}");
+                }
+                for mut case in gpu.cases {
+                    pb.set_message(case.name.clone());
+                    let secs = match bench::attention_cases::time_device_case(&mut case, timing) {
+                        Ok(secs) => secs,
+                        Err(e) => {
+                            println!("{} ({}) failed: {e}", case.name, case.device);
+                            continue;
+                        }
+                    };
+                    push_device_figure(&mut figures, &mut devices, case, &secs);
+                }
+            }
+        }
+    }
+    let rate = |k: &str| figures.iter().find(|f| f.kernel == k).map(|f| f.throughput);
+    let roofline = match (rate("copy"), rate("gemm")) {
+        (Some(copy), Some(gemm)) => Some(Roofline {
+            copy_bytes_per_sec: copy,
+            gemm_flops: gemm,
+        }),
+        _ => None,
+    };
+    if let Some(r) = &roofline {
+        for f in figures.iter_mut().filter(|f| f.device == "cpu") {
+            f.roofline_ratio = match f.unit.as_str() {
+                "FLOP/s" => Some(f.throughput / r.gemm_flops),
+                "B/s" => Some(f.throughput / r.copy_bytes_per_sec),
+                _ => None,
+            };
+        }
+    }
+    let report = BenchReport {
+        format: bench::report::FORMAT,
+        implementation: "asa-lth".into(),
+        git_commit: crate::provenance::git_commit(),
+        machine: Machine {
+            cpu: crate::provenance::cpu_summary(),
+            threads: rayon::current_num_threads(),
+            devices,
+            os: std::env::consts::OS.into(),
+        },
+        roofline,
+        figures,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let cmp = baseline
+        .as_ref()
+        .map(|b| bench::compare(&report, b))
+        .unwrap_or_default();
+    println!(
+        "{:<48} {:>6} {:>11} {:>7} {:>14} {:>8}{}",
+        "case",
+        "device",
+        "median",
+        "spread",
+        "throughput",
+        "roofline",
+        if baseline.is_some() {
+            "  vs baseline"
+        } else {
+            ""
+        }
+    );
+    for f in &report.figures {
+        let vs = cmp
+            .iter()
+            .find(|c| c.name == f.name && c.device == f.device)
+            .map(|c| format!("  {:.2}x{}", c.ratio, if c.significant { " *" } else { "" }))
+            .unwrap_or_default();
+        println!(
+            "{:<48} {:>6} {:>9.3}ms {:>6.1}% {:>14} {:>8}{vs}",
+            f.name,
+            f.device,
+            f.median_secs * 1e3,
+            f.rel_spread * 100.0,
+            human(f.throughput, &f.unit),
+            f.roofline_ratio
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if baseline.is_some() {
+        println!("(* = change larger than the combined measured spread)");
+    }
+    let attn = bench::attention_cases::summary(&report.figures);
+    if !attn.is_empty() {
+        println!(
+            "\nattention sweep: FLOP/s on allowed pairs (bwd = 2.5x fwd); tiles = non-empty 64x64 \
+             tiles of the causal triangle; t/t_ones = time over the all-ones mask's; vs base = \
+             speed-up over the naive CPU attention (cpu) or the reference kernels (cuda)"
+        );
+        for l in attn {
+            println!("{l}");
+        }
+    }
+    let g24 = bench::gemm24_cases::summary(&report.figures);
+    if !g24.is_empty() {
+        println!();
+        for l in g24 {
+            println!("{l}");
+        }
+    }
+    if let Some(p) = &a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        crate::io::write_atomic(p, json.as_bytes())?;
+        println!("report: {}", p.display());
+    }
+    Ok(())
+}
+
+/// `1.23 GFLOP/s`-style formatting.
+pub(crate) fn human(x: f64, unit: &str) -> String {
+    let (v, p) = if x >= 1e12 {
+        (x / 1e12, "T")
+    } else if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    format!("{v:.2} {p}{unit}")
+}
+
+/// The figure of a timed GPU case (median and spread of `secs`), its device listed once.
+pub(crate) fn push_device_figure(
+    figures: &mut Vec<crate::bench::Figure>,
+    devices: &mut Vec<String>,
+    case: crate::bench::attention_cases::DeviceCase,
+    secs: &[f64],
+) {
+    let (med, spread) = crate::bench::median_spread(secs);
+    if !devices.contains(&case.device) {
+        devices.push(case.device.clone());
+    }
+    figures.push(crate::bench::Figure {
+        kernel: case.kernel.to_string(),
+        name: case.name,
+        device: case.device,
+        unit: case.unit.label().to_string(),
+        median_secs: med,
+        rel_spread: spread,
+        samples: secs.len(),
+        throughput: case.work / med,
+        roofline_ratio: None,
+    });
+}

@@ -1,0 +1,170 @@
+//! The `asa-lth` command line: one module per subcommand (`asa` holds its own), the shared
+//! flags in `common`; `src/main.rs` only calls [`main`].
+//!
+//! One vocabulary across subcommands: `--run DIR` is a run directory read, `--out DIR` a
+//! directory written, `--out-file FILE` a file written, `--json FILE` a JSON report written;
+//! `--tags` says where tags come from (`asa tag-eval --tagger` names the taggers to score);
+//! `--seed` is a run's seed, and other seeds say what they seed (`--corpus-seed`,
+//! `--shuffle-seed`, `--null-seed`); `--device` wherever a model runs.
+
+#[macro_use]
+mod common;
+pub mod asa;
+mod bench;
+mod eval;
+mod info;
+mod reproduce;
+mod train;
+
+use bench::*;
+use common::*;
+use eval::*;
+use info::*;
+use reproduce::*;
+use train::*;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+/// Structured-sparsity kernels and the Lottery Ticket vs Atomic Semantic Attention
+/// experiments.
+#[derive(Parser, Debug)]
+#[command(name = "asa-lth", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Show the devices found (or why none), whether CUDA kernels were built and for which
+    /// architectures, and versions.
+    Info {
+        /// Also print per-device details and the build toolchain.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Train a model (the main job; defaults: the embedded synthetic corpus, the paper's
+    /// 2-layer, 2-head, d_model 128 model). Writes results.json, vocab.json and
+    /// checkpoint.safetensors into --out.
+    Train(TrainArgs),
+    /// Evaluate a trained run's checkpoint on a split (token-weighted perplexity).
+    Eval(EvalArgs),
+    /// Print sentences of the embedded synthetic corpus as CoNLL-U (ID, FORM, UPOS, HEAD), so
+    /// they can be read, or fed to `asa-lth asa derive-compat` / `tag-eval`.
+    Sample {
+        /// Number of sentences.
+        #[arg(long, default_value_t = 5)]
+        sentences: usize,
+        /// Seed of the synthetic corpus.
+        #[arg(long, default_value_t = 1)]
+        corpus_seed: u64,
+    },
+    /// Benchmark kernels at the model's shapes on every available device: median and spread
+    /// over repeats, ratio to the copy-bandwidth and GEMM rooflines measured in the same run.
+    Bench(BenchArgs),
+    /// ASA masks: derive compatibility matrices, train and score taggers, mask statistics
+    /// and pictures.
+    #[command(subcommand)]
+    Asa(AsaCommand),
+    /// Run the LTH/ASA experiments (E1–E5) as independent result cells into a run directory:
+    /// finished cells are skipped, so an interrupted run resumes and shards run in parallel.
+    /// Writes the report at the end.
+    Reproduce(ReproduceArgs),
+    /// One experiment's cells (e1 … e5) — `reproduce --only NAME` — with the same flags, e.g.
+    /// `asa-lth experiment e3 --config e3.json --out runs/x`.
+    Experiment {
+        /// e1, e2, e3, e4 or e5.
+        name: String,
+        #[command(flatten)]
+        args: ReproduceArgs,
+    },
+    /// Build report.md, summary.json and SVG plots from a run directory's finished cells.
+    Report(ReportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AsaCommand {
+    /// Derive a UPOS compatibility matrix from a treebank's head–dependent tag pairs.
+    DeriveCompat(crate::cli::asa::DeriveCompatArgs),
+    /// Train taggers on one CoNLL-U file and report overall and per-tag accuracy on another.
+    TagEval(crate::cli::asa::TagEvalArgs),
+    /// Train a lexicon or perceptron tagger and save it (versioned JSON).
+    TrainTagger(crate::cli::asa::TrainTaggerArgs),
+    /// Tag whitespace-tokenised text (one sentence per line) with a saved model or the rules.
+    Tag(crate::cli::asa::TagArgs),
+    /// Mask statistics on a corpus split: density, tile classes, gold-arc coverage, nulls.
+    Stats {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        #[command(flatten)]
+        args: crate::cli::asa::StatsArgs,
+    },
+    /// Draw one sentence's mask as an SVG heatmap (and as text).
+    Show {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        #[command(flatten)]
+        args: crate::cli::asa::ShowArgs,
+    },
+}
+
+pub(crate) fn asa_cmd(c: AsaCommand) -> Result<()> {
+    use crate::cli::asa;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match c {
+        AsaCommand::DeriveCompat(a) => asa::derive_compat(&a, &mut out),
+        AsaCommand::TagEval(a) => asa::tag_eval(&a, &mut out),
+        AsaCommand::TrainTagger(a) => asa::train_tagger(&a, &mut out),
+        AsaCommand::Tag(a) => asa::tag(&a, &mut std::io::stdin().lock(), &mut out),
+        AsaCommand::Stats { corpus, args } => asa::stats(&corpus.source()?, &args, &mut out),
+        AsaCommand::Show { corpus, args } => asa::show(&corpus.source()?, &args, &mut out),
+    }
+}
+
+/// Run the command line (the binary's `main`).
+pub fn main() {
+    if let Err(e) = run() {
+        // The chain of causes, each once: an I/O error's message already ends with its OS
+        // error, which is also its source.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(": ");
+                msg.push_str(&c);
+            }
+        }
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+pub(crate) fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info { verbose } => info(verbose),
+        Command::Train(a) => train_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
+        Command::Sample {
+            sentences,
+            corpus_seed,
+        } => sample_cmd(sentences, corpus_seed),
+        Command::Bench(a) => bench_cmd(a),
+        Command::Asa(c) => asa_cmd(c),
+        Command::Reproduce(a) => reproduce_cmd(a),
+        Command::Experiment { name, mut args } => {
+            if !args.only.is_empty() {
+                bail!(
+                    "`experiment {name}` runs one experiment; --only {} would contradict it \
+                     (use `reproduce --only ...` for several)",
+                    args.only.join(",")
+                );
+            }
+            args.only = vec![name];
+            reproduce_cmd(args)
+        }
+        Command::Report(a) => report_cmd(a),
+    }
+}
