@@ -12,11 +12,11 @@ cargo build --release --bin asa-lth
 BIN="${CARGO_TARGET_DIR:-target}/release/asa-lth"
 "$BIN" asa train-tagger \
   --train "$D/en_ewt-ud-train.conllu" \
-  --kind perceptron --format builtin --iterations 12 --seed 1 --ensemble 3 \
+  --kind perceptron --format builtin --iterations 12 --shuffle-seed 1 --ensemble 3 \
   --unlabelled "$D/en_ewt-ud-dev.conllu" \
   --dev "$D/en_ewt-ud-dev.conllu" --test "$D/en_ewt-ud-test.conllu" \
   --provenance "UD_English-EWT at 15d613d: en_ewt-ud-train.conllu (12,544 sentences, 204,577 words); dev/test accuracy on en_ewt-ud-dev/test.conllu" \
   --licence "CC BY-SA 4.0: a derivative of UD English-EWT (Universal Dependencies English Web Treebank contributors)" \
-  --out src/ling/tagger/models/en_ewt.tagger
+  --out-file src/ling/tagger/models/en_ewt.tagger
 # The binary embeds the model: build again so that `--tagger builtin` uses the new one.
 cargo build --release --bin asa-lth

@@ -25,7 +25,6 @@ fn mask_args(tagger: TagSource) -> MaskArgs {
     MaskArgs {
         split: SplitArg::Valid,
         tagger,
-        tagger_model: None,
         compat: "default".into(),
         binding: true,
         resource: None,
@@ -42,7 +41,7 @@ fn stats_prints_density_tiles_arcs_and_nulls() {
         asa_cli::stats(
             &source(),
             &StatsArgs {
-                mask: mask_args(tagger),
+                mask: mask_args(tagger.clone()),
                 batch: 4,
                 seq_len: 64,
                 max_batches: None,

@@ -335,7 +335,7 @@ fn tag_eval_train_tagger_and_tag_commands() {
     let mut input: &[u8] = b"the dogs that the girl saw are happy .\nAlice runs\n";
     asa_cli::tag(
         &TagArgs {
-            model: Some(model),
+            tags: asa_lth::data::TagsChoice::Model(model),
             ..TagArgs::default()
         },
         &mut input,
@@ -425,7 +425,7 @@ fn tag_eval_train_tagger_and_tag_commands() {
     let mut input: &[u8] = b"Alice runs\n";
     asa_cli::tag(
         &TagArgs {
-            model: Some(bin),
+            tags: asa_lth::data::TagsChoice::Model(bin),
             ..TagArgs::default()
         },
         &mut input,

@@ -298,7 +298,7 @@ fn bad_input_table() {
             vec!["--format tsv"],
         ),
         (
-            "asa tag --model /nope/m.tagger --input FX/text.txt",
+            "asa tag --tags model:/nope/m.tagger --input FX/text.txt",
             vec!["/nope/m.tagger"],
         ),
         ("asa tag --input /nope/text.txt", vec!["/nope/text.txt"]),

@@ -48,7 +48,7 @@ pub(crate) enum Command {
     /// 2-layer, 2-head, d_model 128 model). Writes results.json, vocab.json and
     /// checkpoint.safetensors into --out.
     Train(TrainArgs),
-    /// Evaluate a trained run's checkpoint on a split (token-weighted perplexity).
+    /// Evaluate a trained run's checkpoint (--run) on a split: token-weighted perplexity.
     Eval(EvalArgs),
     /// Print sentences of the embedded synthetic corpus as CoNLL-U (ID, FORM, UPOS, HEAD), so
     /// they can be read, or fed to `asa-lth asa derive-compat` / `tag-eval`.
@@ -87,11 +87,14 @@ pub(crate) enum Command {
 pub(crate) enum AsaCommand {
     /// Derive a UPOS compatibility matrix from a treebank's head–dependent tag pairs.
     DeriveCompat(crate::cli::asa::DeriveCompatArgs),
-    /// Train taggers on one CoNLL-U file and report overall and per-tag accuracy on another.
+    /// Score taggers on a CoNLL-U file (the built-in one, or taggers trained on --train):
+    /// overall, known/unknown, per-tag and per-genre accuracy.
     TagEval(crate::cli::asa::TagEvalArgs),
-    /// Train a lexicon or perceptron tagger and save it (versioned JSON).
+    /// Train a lexicon or perceptron tagger and save it (JSON, or the built-in model's
+    /// compressed format).
     TrainTagger(crate::cli::asa::TrainTaggerArgs),
-    /// Tag whitespace-tokenised text (one sentence per line) with a saved model or the rules.
+    /// Causal UPOS tags for whitespace-tokenised text (one sentence per line), per word or per
+    /// GPT-2 piece.
     Tag(crate::cli::asa::TagArgs),
     /// Mask statistics on a corpus split: density, tile classes, gold-arc coverage, nulls.
     Stats {

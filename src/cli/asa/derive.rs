@@ -21,7 +21,7 @@ pub struct DeriveCompatArgs {
     #[arg(long, value_enum, default_value = "exclude")]
     pub punct: PunctArg,
     /// Write the matrix (with each pair's share as its score) to this JSON file.
-    #[arg(long)]
+    #[arg(long = "out-file")]
     pub out: Option<PathBuf>,
 }
 

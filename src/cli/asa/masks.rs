@@ -22,23 +22,62 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Where the tags of a mask come from.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+/// Where the tags of a mask come from (`--tags`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TagSource {
-    /// The built-in causal tagger (what training uses by default: the embedded English
-    /// model, or for the synthetic corpus one trained on its grammar).
+    /// `builtin`: the built-in causal tagger (what training uses by default: the embedded
+    /// English model, or for the synthetic corpus one trained on its grammar).
     Builtin,
-    /// Gold tags when the corpus has them, else the built-in tagger.
+    /// `auto`: gold tags when the corpus has them, else the built-in tagger.
     Auto,
-    /// The corpus annotation (an oracle on real treebanks: annotators saw the whole
+    /// `gold`: the corpus annotation (an oracle on real treebanks: annotators saw the whole
     /// sentence).
     Gold,
-    /// Lexicon tagger (trained on the corpus's train split, or --tagger-model).
+    /// `lexicon`: a lexicon tagger trained on the corpus's train split.
     Lexicon,
-    /// Causal perceptron (trained on the corpus's train split, or --tagger-model).
+    /// `perceptron`: a causal perceptron trained on the corpus's train split.
     Perceptron,
-    /// Rule-based tagger.
+    /// `rules`: the rule-based tagger.
     Rules,
+    /// `model:PATH`: a model saved by `asa train-tagger`.
+    Model(PathBuf),
+}
+
+impl std::str::FromStr for TagSource {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "builtin" => TagSource::Builtin,
+            "auto" => TagSource::Auto,
+            "gold" => TagSource::Gold,
+            "lexicon" => TagSource::Lexicon,
+            "perceptron" => TagSource::Perceptron,
+            "rules" => TagSource::Rules,
+            _ => match s.strip_prefix("model:") {
+                Some(p) if !p.is_empty() => TagSource::Model(PathBuf::from(p)),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: expected builtin, auto, gold, lexicon, perceptron, rules or \
+                         model:PATH"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for TagSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TagSource::Builtin => f.write_str("builtin"),
+            TagSource::Auto => f.write_str("auto"),
+            TagSource::Gold => f.write_str("gold"),
+            TagSource::Lexicon => f.write_str("lexicon"),
+            TagSource::Perceptron => f.write_str("perceptron"),
+            TagSource::Rules => f.write_str("rules"),
+            TagSource::Model(p) => write!(f, "model:{}", p.display()),
+        }
+    }
 }
 
 /// Corpus split.
@@ -64,13 +103,11 @@ pub struct MaskArgs {
     /// Split to analyse.
     #[arg(long, value_enum, default_value = "valid")]
     pub split: SplitArg,
-    /// Where tags come from (gold: the annotation, an oracle for measurement).
-    #[arg(long, value_enum, default_value = "builtin")]
+    /// Where tags come from: builtin, auto (gold where the corpus has it), gold (the
+    /// annotation: an oracle for measurement), lexicon or perceptron (trained on the
+    /// corpus's train split), rules, or model:PATH.
+    #[arg(long = "tags", default_value = "builtin")]
     pub tagger: TagSource,
-    /// A saved lexicon/perceptron model for --tagger lexicon|perceptron (else one is trained
-    /// on the corpus's train split).
-    #[arg(long)]
-    pub tagger_model: Option<PathBuf>,
     /// Compatibility matrix: default (built-in), all, diagonal, or a JSON file (one matrix
     /// or one per head).
     #[arg(long, default_value = "default")]
@@ -107,7 +144,7 @@ pub struct StatsArgs {
     #[arg(long)]
     pub no_nulls: bool,
     /// Seed of the null masks.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long = "null-seed", default_value_t = 1)]
     pub seed: u64,
     /// Also write the statistics as JSON.
     #[arg(long)]
@@ -126,7 +163,7 @@ pub struct ShowArgs {
     #[arg(long, default_value_t = 0)]
     pub head: usize,
     /// SVG output file.
-    #[arg(long, default_value = "mask.svg")]
+    #[arg(long = "out-file", default_value = "mask.svg")]
     pub out: PathBuf,
 }
 
@@ -170,48 +207,47 @@ pub fn prepare(source: &CorpusSource, a: &MaskArgs) -> Result<Prepared> {
         SplitArg::Test => &corpus.test,
     };
     let has_gold = split.iter().all(|s| s.upos.is_some()) && !split.is_empty();
-    let kind = match a.tagger {
+    let kind = match &a.tagger {
         TagSource::Auto if has_gold => TagSource::Gold,
         TagSource::Auto => TagSource::Builtin,
-        k => k,
+        k => k.clone(),
     };
     let trained = |what: &str| -> Result<()> {
         if corpus.train.iter().all(|s| s.upos.is_none()) {
             bail!(
-                "--tagger {what} needs a tagged train split to learn from (this corpus has no \
-                 UPOS tags); pass --tagger-model FILE or use --tagger rules"
+                "--tags {what} needs a tagged train split to learn from (this corpus has no \
+                 UPOS tags); use --tags model:FILE, builtin or rules"
             );
         }
         Ok(())
     };
-    let tagger: Option<std::sync::Arc<dyn Tagger>> = match (kind, &a.tagger_model) {
-        (TagSource::Gold, _) => {
+    let tagger: Option<std::sync::Arc<dyn Tagger>> = match &kind {
+        TagSource::Gold => {
             if !has_gold {
                 bail!(
-                    "--tagger gold: the {} split of {} has no UPOS tags",
+                    "--tags gold: the {} split of {} has no UPOS tags",
                     vname(&a.split),
                     source.label()
                 );
             }
             None
         }
-        (TagSource::Builtin, _) => TagsChoice::Builtin.tagger(source.is_synthetic())?,
-        (TagSource::Rules, _) => Some(std::sync::Arc::new(RuleTagger)),
-        (TagSource::Lexicon | TagSource::Perceptron, Some(p)) => {
-            Some(std::sync::Arc::from(tagger::load_model(p)?))
+        TagSource::Builtin | TagSource::Auto => {
+            TagsChoice::Builtin.tagger(source.is_synthetic())?
         }
-        (TagSource::Lexicon, None) => {
+        TagSource::Rules => Some(std::sync::Arc::new(RuleTagger)),
+        TagSource::Model(p) => Some(std::sync::Arc::from(tagger::load_model(p)?)),
+        TagSource::Lexicon => {
             trained("lexicon")?;
             Some(std::sync::Arc::new(LexiconTagger::train(&corpus.train)?))
         }
-        (TagSource::Perceptron, None) => {
+        TagSource::Perceptron => {
             trained("perceptron")?;
             Some(std::sync::Arc::new(PerceptronTagger::train(
                 &corpus.train,
                 &TrainOptions::default(),
             )?))
         }
-        (TagSource::Auto, _) => unreachable!("resolved above"),
     };
     let (sents, tagger_name, accuracy) = match &tagger {
         None => (split.clone(), "gold".to_string(), None),

@@ -14,9 +14,6 @@ pub struct TagArgs {
     /// Tagger: builtin (default), rules or model:PATH (gold has no meaning for raw text).
     #[arg(long, default_value = "builtin", value_parser = parse_tags)]
     pub tags: TagsChoice,
-    /// A saved lexicon or perceptron model (the same as --tags model:PATH).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
     /// Text file, one sentence per line, tokens separated by spaces (default: stdin). Lines
     /// starting with `#` are skipped.
     #[arg(long)]
@@ -51,10 +48,7 @@ pub(super) fn parse_tokenizer(s: &str) -> std::result::Result<Tokenizer, String>
 /// `asa tag`: tag whitespace-tokenised lines from `input` (or `--input`), causally (word by
 /// word, or BPE piece by piece with `--tokenizer gpt2`).
 pub fn tag(a: &TagArgs, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<()> {
-    let choice = match &a.model {
-        Some(p) => TagsChoice::Model(p.clone()),
-        None => a.tags.clone(),
-    };
+    let choice = a.tags.clone();
     if choice.is_gold() {
         bail!("--tags gold: raw text has no gold tags (use builtin, rules or model:PATH)");
     }

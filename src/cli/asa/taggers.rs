@@ -40,8 +40,8 @@ pub struct TagEvalArgs {
     /// Perceptron training passes.
     #[arg(long, default_value_t = 12)]
     pub iterations: usize,
-    /// Perceptron shuffle seed.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the perceptron's per-pass shuffles.
+    #[arg(long = "shuffle-seed", default_value_t = 1)]
     pub seed: u64,
     /// Also write the figures as JSON.
     #[arg(long)]
@@ -74,13 +74,13 @@ pub struct TrainTaggerArgs {
     #[arg(long, value_enum, default_value = "perceptron")]
     pub kind: ModelKind,
     /// Output model file (written atomically).
-    #[arg(long)]
+    #[arg(long = "out-file")]
     pub out: PathBuf,
     /// Perceptron training passes.
     #[arg(long, default_value_t = 12)]
     pub iterations: usize,
-    /// Perceptron shuffle seed.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the perceptron's per-pass shuffles.
+    #[arg(long = "shuffle-seed", default_value_t = 1)]
     pub seed: u64,
     /// Output format.
     #[arg(long, value_enum, default_value = "json")]
@@ -383,7 +383,7 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
                 let (dev_accuracy, test_accuracy) = (score(&a.dev)?, score(&a.test)?);
                 let mut command = format!(
                     "asa-lth asa train-tagger --train {} --kind perceptron --format builtin \
-                     --iterations {} --seed {}",
+                     --iterations {} --shuffle-seed {}",
                     a.train.display(),
                     a.iterations,
                     a.seed
@@ -399,7 +399,7 @@ pub fn train_tagger(a: &TrainTaggerArgs, out: &mut dyn Write) -> Result<()> {
                         command.push_str(&format!(" {flag} {}", f.display()));
                     }
                 }
-                command.push_str(&format!(" --out {}", a.out.display()));
+                command.push_str(&format!(" --out-file {}", a.out.display()));
                 let header = tagger::ModelHeader {
                     kind: String::new(),
                     feature_set: 0,
