@@ -171,10 +171,12 @@ impl CorpusArgs {
     }
 }
 
+/// The library's default run, so the CLI's defaults and `TrainConfig::default()` never drift.
 pub(crate) fn defaults() -> TrainConfig {
     TrainConfig::default()
 }
 
+/// A backend chosen at run time; [`on_device!`] runs generic code on either.
 pub(crate) enum Device {
     Cpu(Cpu),
     Cuda(Box<CudaOps>),

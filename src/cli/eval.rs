@@ -32,8 +32,6 @@ pub(crate) enum Split {
     Test,
 }
 
-/// The library's default run, so the CLI's defaults and `TrainConfig::default()` never drift.
-
 pub(crate) fn eval_cmd(a: EvalArgs) -> Result<()> {
     let ck = Checkpoint::open(&a.run.join("checkpoint.safetensors"))?;
     let cfg: TrainConfig = ck.meta_json("config")?;

@@ -14,8 +14,6 @@ pub(crate) fn info(verbose: bool) -> Result<()> {
     Ok(())
 }
 
-/// A backend chosen at run time; [`on_device!`] runs generic code on either.
-
 pub(crate) fn sample_cmd(n: usize, seed: u64) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
