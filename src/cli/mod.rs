@@ -171,3 +171,80 @@ pub(crate) fn run() -> Result<()> {
         Command::Report(a) => report_cmd(a),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    /// Every `asa-lth …` (or `cargo run --release -- …`) command README shows — inline or in a
+    /// code block, without `[optional]`/`a|b`/`…` placeholders — parses: its subcommands and
+    /// flags exist and their values are accepted.
+    #[test]
+    fn readme_examples_parse() {
+        let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+        let readme = std::fs::read_to_string(std::path::Path::new(&root).join("README.md"))
+            .expect("README.md");
+        // Code blocks line by line (continuations joined); prose by inline spans, which may
+        // cross a line break.
+        let mut texts: Vec<String> = Vec::new();
+        let mut prose = String::new();
+        let mut in_block = false;
+        for line in readme.replace("\\\n", " ").lines() {
+            if line.trim_start().starts_with("```") {
+                in_block = !in_block;
+                continue;
+            }
+            if in_block {
+                texts.push(line.trim().trim_start_matches("$ ").to_string());
+            } else {
+                prose.push_str(line);
+                prose.push(' ');
+            }
+        }
+        texts.extend(prose.split('`').skip(1).step_by(2).map(str::to_string));
+        let mut candidates = Vec::new();
+        for p in &texts {
+            let p = p.split(" #").next().unwrap_or(p).trim();
+            let p = p
+                .split_whitespace()
+                .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let rest = p
+                .strip_prefix("cargo run --release -- ")
+                .or_else(|| p.strip_prefix("asa-lth "));
+            if let Some(rest) = rest {
+                if !rest.contains(['[', '|', '…', '<', '(']) && !rest.ends_with("...") {
+                    candidates.push(rest.to_string());
+                }
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        assert!(candidates.len() >= 15, "found only {candidates:?}");
+        let bad: Vec<String> = candidates
+            .iter()
+            .filter_map(|c| {
+                let args = std::iter::once("asa-lth").chain(c.split_whitespace());
+                let err = Cli::try_parse_from(args).err()?;
+                // A bare command name in prose (`asa-lth eval`) names it; it is no example.
+                let bare = !c.split_whitespace().any(|w| w.starts_with('-'));
+                if bare && err.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+                    return None;
+                }
+                Some(err).map(|e| {
+                    format!(
+                        "`asa-lth {c}`: {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    )
+                })
+            })
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "README examples that do not parse:\n{}",
+            bad.join("\n")
+        );
+    }
+}
