@@ -73,3 +73,54 @@ pub fn median_spread(xs: &[f64]) -> (f64, f64) {
     let med = q(0.5);
     (med, 0.5 * (q(0.75) - q(0.25)) / med)
 }
+
+/// The environment variables that shape a benchmark run, checked before any case is built: a
+/// value the sweep would not understand is an error naming the variable, never a quietly
+/// different sweep.
+pub fn check_env() -> Result<(), String> {
+    check_env_with(|k| std::env::var(k).ok())
+}
+
+/// [`check_env`] over any lookup (tests pass their own).
+pub fn check_env_with(get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    for var in ["ASA_LTH_BENCH_ATTN", "ASA_LTH_BENCH_GEMM24"] {
+        if let Some(v) = get(var) {
+            if !matches!(v.as_str(), "full" | "quick" | "") {
+                return Err(format!("{var}={v}: expected `full` or `quick` (or unset)"));
+            }
+        }
+    }
+    for var in ["ASA_LTH_BENCH_ATTN_MAX_T", "ASA_LTH_BENCH_GEMM24_MAX_M"] {
+        if let Some(v) = get(var) {
+            if !matches!(v.trim().parse::<usize>(), Ok(n) if n > 0) {
+                return Err(format!("{var}={v}: expected a positive whole number"));
+            }
+        }
+    }
+    if let Some(v) = get("ASA_LTH_CUSPARSELT_SEARCH") {
+        if !matches!(v.as_str(), "0" | "1") {
+            return Err(format!("ASA_LTH_CUSPARSELT_SEARCH={v}: expected 0 or 1"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::check_env_with;
+
+    #[test]
+    fn bench_environment_is_checked() {
+        let with = |k: &'static str, v: &'static str| {
+            check_env_with(move |q| (q == k).then(|| v.to_string()))
+        };
+        assert!(with("ASA_LTH_BENCH_ATTN", "full").is_ok());
+        assert!(with("ASA_LTH_BENCH_ATTN_MAX_T", "1024").is_ok());
+        let e = with("ASA_LTH_BENCH_ATTN", "fulll").unwrap_err();
+        assert!(e.contains("ASA_LTH_BENCH_ATTN=fulll"), "{e}");
+        let e = with("ASA_LTH_BENCH_GEMM24_MAX_M", "abc").unwrap_err();
+        assert!(e.contains("ASA_LTH_BENCH_GEMM24_MAX_M"), "{e}");
+        assert!(with("ASA_LTH_BENCH_ATTN_MAX_T", "0").is_err());
+        assert!(with("ASA_LTH_CUSPARSELT_SEARCH", "no").is_err());
+    }
+}

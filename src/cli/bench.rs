@@ -31,6 +31,7 @@ pub(crate) struct BenchArgs {
 
 pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
     use crate::bench::{self, cases::KERNELS, BenchReport, Figure, Machine, Roofline, Timing};
+    bench::check_env().map_err(anyhow::Error::msg)?;
     if let Some(dir) = &a.dump_masks {
         use bench::attention_cases::{dump_masks, AttnSweep};
         let index = dump_masks(dir, &AttnSweep::gpu())?;
