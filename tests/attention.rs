@@ -4,7 +4,8 @@
 // The dense reference reads most clearly as plain index loops.
 #![allow(clippy::needless_range_loop)]
 
-use asa_lth::backend::cpu::attention::{attention_bwd, attention_fwd, set_max_isa, MaskView, TILE};
+use asa_lth::backend::cpu::attention::{attention_bwd, attention_fwd, MaskView, TILE};
+use asa_lth::backend::cpu::isa::{with_level, Isa};
 use asa_lth::backend::AttnShape;
 use asa_lth::mask::{BitMask, TileClass, TileMap};
 use asa_lth::Error;
@@ -458,9 +459,7 @@ fn backward_matches_dense_reference_and_accumulates() {
 /// the portable path; every path is correct.
 #[test]
 fn portable_build_matches_reference() {
-    set_max_isa(0);
-    isa_level_matches_reference();
-    set_max_isa(u8::MAX);
+    with_level(Isa::Portable, isa_level_matches_reference);
 }
 
 fn isa_level_matches_reference() {

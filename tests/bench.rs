@@ -25,6 +25,7 @@ fn report(figures: Vec<Figure>) -> BenchReport {
         git_commit: "abc123".into(),
         machine: Machine {
             cpu: "Test CPU (2 threads)".into(),
+            isa: "avx2".into(),
             threads: 2,
             devices: vec!["cpu".into()],
             os: "linux".into(),

@@ -9,6 +9,10 @@ pub const FORMAT: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
+    /// The CPU kernels' instruction-set level (`avx512`, `avx2`, `portable`); empty in
+    /// reports written before it was recorded and in peers' reports.
+    #[serde(default)]
+    pub isa: String,
     pub threads: usize,
     /// Devices the run measured, e.g. `["cpu"]`.
     pub devices: Vec<String>,

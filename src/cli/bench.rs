@@ -161,6 +161,7 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         git_commit: crate::provenance::git_commit(),
         machine: Machine {
             cpu: crate::provenance::cpu_summary(),
+            isa: crate::backend::cpu::isa::active().name().into(),
             threads: rayon::current_num_threads(),
             devices,
             os: std::env::consts::OS.into(),
@@ -169,6 +170,10 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         figures,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    println!(
+        "cpu: {}; instruction set {}; {} threads",
+        report.machine.cpu, report.machine.isa, report.machine.threads
+    );
     let cmp = baseline
         .as_ref()
         .map(|b| bench::compare(&report, b))

@@ -6,6 +6,16 @@ pub(crate) fn info(verbose: bool) -> Result<()> {
     let probe = crate::backend::cuda::probe();
     println!("asa-lth {}", env!("CARGO_PKG_VERSION"));
     println!("cpu: {}", crate::provenance::cpu_summary());
+    {
+        use crate::backend::cpu::isa;
+        let (active, best) = (isa::active(), isa::detected());
+        let how = if active == best {
+            format!("the best this CPU has; {}=… forces a lower level", isa::ENV)
+        } else {
+            format!("forced by {}; this CPU has {best}", isa::ENV)
+        };
+        println!("cpu instruction set: {active} ({how})");
+    }
     println!("gpu: {}", probe.one_line_summary());
     println!("tags: {}", crate::ling::tagger::builtin::provenance());
     if verbose {

@@ -146,6 +146,8 @@ pub fn main() {
 
 pub(crate) fn run() -> Result<()> {
     let cli = Cli::parse();
+    // A forced instruction-set level the CPU lacks, or no level at all, stops here.
+    crate::backend::cpu::isa::requested().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Info { verbose } => info(verbose),
         Command::Train(a) => train_cmd(a),

@@ -928,6 +928,9 @@ fn run_cell<O: Ops>(
     };
     pb.set_position(done_step as u64);
     pb.set_message(format!("level {level} {}", variant.dir_name()));
+    // Without a terminal (a log file, a batch job) the bar draws nothing: plain lines instead.
+    let log_lines = ctx.progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = Instant::now();
     let save_progress = |model: &Gpt<O>,
                          rng: &Rng,
                          step: u32,
@@ -974,6 +977,14 @@ fn run_cell<O: Ops>(
             *n -= 1;
         }
         pb.set_position(step as u64);
+        if log_lines && (last_line.elapsed().as_secs() >= train::LOG_EVERY_SECS || step == steps) {
+            last_line = Instant::now();
+            eprintln!(
+                "level {level} {}  step {step}/{steps}  loss {:.4}",
+                variant.dir_name(),
+                rec.loss
+            );
+        }
         train_curve.push(rec);
         if level == 0 && step == k {
             save_rewind(model, &rng, k, &ctx.root)?;

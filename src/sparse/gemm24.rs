@@ -142,15 +142,11 @@ fn dot24_scalar<W: TopkWeight>(vals: &[W], meta: &[u16], x: &[f32]) -> f32 {
 fn dot24_f32(vals: &[f32], meta: &[u16], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::sync::OnceLock;
-        static AVX2: OnceLock<bool> = OnceLock::new();
-        if *AVX2.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        }) {
+        use crate::backend::cpu::isa::{active, Isa};
+        if active() >= Isa::Avx2 {
             assert!(vals.len() == 8 * meta.len() && x.len() == 16 * meta.len());
-            // SAFETY: the CPU has AVX2 and FMA (detected just above); the lengths the
-            // function's loads rely on were asserted.
+            // SAFETY: the active level never exceeds what the CPU has, so it has AVX2 and
+            // FMA; the lengths the function's loads rely on were asserted.
             return unsafe { dot24_avx2(vals, meta, x) };
         }
     }

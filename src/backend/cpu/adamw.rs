@@ -43,16 +43,39 @@ pub fn adamw(
         let vhat = *v / bc2;
         *p -= hp.lr * (mhat / (vhat.sqrt() + hp.eps) + hp.weight_decay * *p);
     };
+    // Chunks, so each runs as one vectorised loop at the active instruction-set level
+    // (elementwise, so every level gives the same bits).
+    const CHUNK: usize = 4096;
     let it = param
-        .par_iter_mut()
-        .zip(grad)
-        .zip(m.par_iter_mut().zip(v.par_iter_mut()));
-    match mask {
-        None => it.for_each(|((p, &g), (m, v))| step(p, g, m, v, true)),
-        Some(mk) => it
-            .zip(mk)
-            .for_each(|(((p, &g), (m, v)), &k)| step(p, g, m, v, k != 0.0)),
-    }
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .enumerate();
+    it.for_each(|(ci, ((p, g), (m, v)))| {
+        super::fastmath::dispatch(
+            #[inline(always)]
+            || match mask {
+                None => {
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        step(p, g, m, v, true);
+                    }
+                }
+                Some(mk) => {
+                    let mk = &mk[ci * CHUNK..ci * CHUNK + p.len()];
+                    for ((((p, &g), m), v), &k) in p
+                        .iter_mut()
+                        .zip(g)
+                        .zip(m.iter_mut())
+                        .zip(v.iter_mut())
+                        .zip(mk)
+                    {
+                        step(p, g, m, v, k != 0.0);
+                    }
+                }
+            },
+        )
+    });
     Ok(())
 }
 

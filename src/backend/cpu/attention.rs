@@ -535,35 +535,21 @@ fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
 
-/// Instruction-set level the kernels run at.
+/// Instruction-set level the kernels run at: the hand-written AVX2+FMA kernels at the AVX2
+/// and AVX-512 levels (they are 8-wide; see [`super::isa`]), portable code otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isa {
     Portable,
     Avx2,
 }
 
-/// Highest level allowed (0 portable, 1 or more: the best available).
-static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
-
-/// Cap the instruction set the kernels may use: 0 = portable code only, anything else
-/// (the default) = the best the CPU supports (AVX2+FMA on x86-64 when present). For tests
-/// and benchmarks; results differ only by rounding.
-#[doc(hidden)]
-pub fn set_max_isa(level: u8) {
-    MAX_ISA.store(level, std::sync::atomic::Ordering::Relaxed);
-}
-
 #[inline]
 fn isa() -> Isa {
-    let cap = MAX_ISA.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cap >= 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
+    if super::isa::active() >= super::isa::Isa::Avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Portable
     }
-    let _ = cap;
-    Isa::Portable
 }
 
 // ---------------------------------------------------------------------------------------

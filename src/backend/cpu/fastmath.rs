@@ -45,21 +45,22 @@ pub fn tanh_f32(x: f32) -> f32 {
     1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
 }
 
-/// Run `f` compiled for AVX2+FMA when this CPU has them (detected once), else as built.
-/// `f` must be a closure whose body is inlined here (hot loops over slices are), so LLVM
-/// generates its loops with 8-wide vectors; the portable build stays 4-wide SSE2.
+/// Run `f` compiled for the active instruction-set level ([`super::isa::active`]): AVX-512
+/// or AVX2+FMA when the CPU has them and no lower level is forced, else as built. `f` must be
+/// a closure whose body is inlined here (hot loops over slices are), so LLVM generates its
+/// loops with 16- or 8-wide vectors; the portable build stays 4-wide SSE2.
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::sync::OnceLock;
-        static AVX2: OnceLock<bool> = OnceLock::new();
-        if *AVX2.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        }) {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-            return unsafe { run_avx2(f) };
+        use super::isa::{active, Isa};
+        match active() {
+            // SAFETY: `active` never exceeds the detected level, so the CPU has AVX-512
+            // F/BW/DQ/VL, AVX2 and FMA.
+            Isa::Avx512 => return unsafe { run_avx512(f) },
+            // SAFETY: as above, the CPU has AVX2 and FMA.
+            Isa::Avx2 => return unsafe { run_avx2(f) },
+            Isa::Portable => {}
         }
     }
     f()
@@ -69,6 +70,13 @@ pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+#[inline]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 

@@ -42,14 +42,19 @@ pub fn gelu_bwd<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) -> Result<()> {
     dinp.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
         .for_each(|(d, (x, g))| {
-            for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-                let u = s * (x + k * x * x * x);
-                let th = u.tanh_fast();
-                let sech2 = F::one() - th * th;
-                let grad =
-                    half * (F::one() + th) + half * x * sech2 * s * (F::one() + three * k * x * x);
-                *d += grad * g;
-            }
+            super::fastmath::dispatch(
+                #[inline(always)]
+                || {
+                    for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+                        let u = s * (x + k * x * x * x);
+                        let th = u.tanh_fast();
+                        let sech2 = F::one() - th * th;
+                        let grad = half * (F::one() + th)
+                            + half * x * sech2 * s * (F::one() + three * k * x * x);
+                        *d += grad * g;
+                    }
+                },
+            )
         });
     Ok(())
 }

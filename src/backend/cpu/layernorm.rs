@@ -37,14 +37,19 @@ pub fn layernorm_fwd<F: Real>(
         .zip(inp.par_chunks(c))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .for_each(|((o, x), (mu, rs))| {
-            let m = x.iter().copied().sum::<F>() / cf;
-            let var = x.iter().map(|&xi| (xi - m) * (xi - m)).sum::<F>() / cf;
-            let r = F::one() / (var + F::c(EPS)).sqrt();
-            for i in 0..c {
-                o[i] = (x[i] - m) * r * weight[i] + bias[i];
-            }
-            *mu = m;
-            *rs = r;
+            super::fastmath::dispatch(
+                #[inline(always)]
+                || {
+                    let m = x.iter().copied().sum::<F>() / cf;
+                    let var = x.iter().map(|&xi| (xi - m) * (xi - m)).sum::<F>() / cf;
+                    let r = F::one() / (var + F::c(EPS)).sqrt();
+                    for i in 0..c {
+                        o[i] = (x[i] - m) * r * weight[i] + bias[i];
+                    }
+                    *mu = m;
+                    *rs = r;
+                },
+            )
         });
     Ok(())
 }
@@ -86,32 +91,37 @@ pub fn layernorm_bwd<F: Real>(
         .par_chunks_mut(rows_per_task * c)
         .enumerate()
         .map(|(task, dx_chunk)| {
-            let mut dw = vec![F::zero(); c];
-            let mut db = vec![F::zero(); c];
-            for (ri, dx) in dx_chunk.chunks_exact_mut(c).enumerate() {
-                let r = task * rows_per_task + ri;
-                let x = &inp[r * c..(r + 1) * c];
-                let dy = &dout[r * c..(r + 1) * c];
-                let (m, rs) = (mean[r], rstd[r]);
-                let mut dnorm_mean = F::zero();
-                let mut dnorm_norm_mean = F::zero();
-                for i in 0..c {
-                    let norm = (x[i] - m) * rs;
-                    let dnorm = weight[i] * dy[i];
-                    dnorm_mean += dnorm;
-                    dnorm_norm_mean += dnorm * norm;
-                }
-                dnorm_mean = dnorm_mean / cf;
-                dnorm_norm_mean = dnorm_norm_mean / cf;
-                for i in 0..c {
-                    let norm = (x[i] - m) * rs;
-                    let dnorm = weight[i] * dy[i];
-                    db[i] += dy[i];
-                    dw[i] += norm * dy[i];
-                    dx[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
-                }
-            }
-            (dw, db)
+            super::fastmath::dispatch(
+                #[inline(always)]
+                || {
+                    let mut dw = vec![F::zero(); c];
+                    let mut db = vec![F::zero(); c];
+                    for (ri, dx) in dx_chunk.chunks_exact_mut(c).enumerate() {
+                        let r = task * rows_per_task + ri;
+                        let x = &inp[r * c..(r + 1) * c];
+                        let dy = &dout[r * c..(r + 1) * c];
+                        let (m, rs) = (mean[r], rstd[r]);
+                        let mut dnorm_mean = F::zero();
+                        let mut dnorm_norm_mean = F::zero();
+                        for i in 0..c {
+                            let norm = (x[i] - m) * rs;
+                            let dnorm = weight[i] * dy[i];
+                            dnorm_mean += dnorm;
+                            dnorm_norm_mean += dnorm * norm;
+                        }
+                        dnorm_mean = dnorm_mean / cf;
+                        dnorm_norm_mean = dnorm_norm_mean / cf;
+                        for i in 0..c {
+                            let norm = (x[i] - m) * rs;
+                            let dnorm = weight[i] * dy[i];
+                            db[i] += dy[i];
+                            dw[i] += norm * dy[i];
+                            dx[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rs;
+                        }
+                    }
+                    (dw, db)
+                },
+            )
         })
         .collect();
     for (dw, db) in partials {

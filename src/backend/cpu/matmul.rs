@@ -25,6 +25,20 @@ fn gemm_acc<F: Real>(
         return;
     }
     debug_assert!(dst.len() >= m * n);
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: F is f32 (checked just above), so the slices reinterpret in place.
+        let (dst, lhs, rhs) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len()),
+                std::slice::from_raw_parts(lhs.as_ptr().cast::<f32>(), lhs.len()),
+                std::slice::from_raw_parts(rhs.as_ptr().cast::<f32>(), rhs.len()),
+            )
+        };
+        let level = super::isa::active();
+        return sgemm_at(
+            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+        );
+    }
     // SAFETY: callers pass slices whose lengths were validated against (m, n, k) and the
     // strides above, so every index gemm forms lies inside the slices; dst does not alias
     // lhs or rhs (distinct borrows).
@@ -50,6 +64,109 @@ fn gemm_acc<F: Real>(
             false,
             gemm::Parallelism::Rayon(0),
         )
+    }
+}
+
+/// f32 `dst (m×n, row-major) = [dst +] lhs·rhs` at the instruction-set `level`: the `gemm`
+/// crate's packed, cache-blocked driver with that level's microkernels (16-wide AVX-512,
+/// 8-wide AVX2+FMA, or scalar), so a level can be forced and compared on one machine.
+/// `level` must not exceed [`super::isa::detected`].
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_at(
+    level: super::isa::Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: &[f32],
+    rhs_rs: isize,
+    rhs_cs: isize,
+) {
+    use super::isa::Isa;
+    use gemm_common::gemm::gemm_basic_generic;
+    assert!(
+        level <= super::isa::detected(),
+        "sgemm_at: level {level} is above this CPU's {}",
+        super::isa::detected()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let span = |rows: usize, rs: isize, cols: usize, cs: isize| {
+        (rows.saturating_sub(1) as isize * rs + cols.saturating_sub(1) as isize * cs) as usize
+    };
+    assert!(
+        dst.len() >= m * n
+            && (k == 0 || lhs.len() > span(m, lhs_rs, k, lhs_cs))
+            && (k == 0 || rhs.len() > span(k, rhs_rs, n, rhs_cs)),
+        "sgemm_at: slices too short for m={m} n={n} k={k}"
+    );
+    let par = gemm::Parallelism::Rayon(0);
+    macro_rules! run {
+        ($simd:ty, $ukr:path, $n:literal) => {{
+            use $ukr as u;
+            // SAFETY: the CPU has the level's features (asserted against `detected` above,
+            // so `try_new` succeeds); the asserted lengths cover every index formed from
+            // (m, n, k) and the strides; dst does not alias lhs or rhs (distinct borrows).
+            unsafe {
+                let simd = <$simd as gemm_common::simd::MixedSimd<f32, f32, f32, f32>>::try_new()
+                    .expect("CPU features checked against the detected level");
+                gemm_basic_generic::<
+                    _,
+                    f32,
+                    $n,
+                    { u::MR_DIV_N * $n },
+                    { u::NR },
+                    { u::MR_DIV_N },
+                    { u::H_M },
+                    { u::H_N },
+                >(
+                    simd,
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    accumulate,
+                    lhs.as_ptr(),
+                    lhs_cs,
+                    lhs_rs,
+                    rhs.as_ptr(),
+                    rhs_cs,
+                    rhs_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    |a, b, c| a * b + c,
+                    &u::UKR,
+                    &u::H_UKR,
+                    false,
+                    par,
+                )
+            }
+        }};
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => run!(
+            gemm_common::simd::V4,
+            gemm_f32::microkernel::avx512f::f32,
+            16
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => run!(gemm_common::simd::V3, gemm_f32::microkernel::fma::f32, 8),
+        _ => run!(
+            gemm_common::simd::Scalar,
+            gemm_f32::microkernel::scalar::f32,
+            1
+        ),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod attention;
 pub mod embedding;
 pub mod fastmath;
 pub mod gelu;
+pub mod isa;
 pub mod layernorm;
 pub mod matmul;
 pub mod real;
