@@ -43,6 +43,8 @@ pub struct BenchCase {
 
 /// The kernel families `cpu_cases` knows.
 pub const KERNELS: &[&str] = &[
+    "peak",
+    "read",
     "copy",
     "gemm",
     "matmul",
@@ -102,6 +104,40 @@ pub fn cpu_cases_with_sweeps(
     let (b, t, c) = (16usize, 128usize, 128usize);
     let n = b * t;
 
+    if want("peak") {
+        // The machine's f32 FMA peak at each FMA level it has (the portable SSE2 build has
+        // no FMA instruction: it is no peak of the machine).
+        use crate::backend::cpu::isa::Isa;
+        const ITERS: usize = 1 << 18;
+        let fma = |l: Isa| l >= Isa::Avx2 || crate::backend::cpu::isa::detected() == Isa::Portable;
+        for level in Isa::available().into_iter().filter(|&l| fma(l)) {
+            cases.push(BenchCase {
+                kernel: "peak",
+                name: format!("peak/fma_f32/{level}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: super::peak::fma_flops_per_call(level, ITERS)
+                    * rayon::current_num_threads() as f64,
+                run: Box::new(move || {
+                    std::hint::black_box(super::peak::fma_all_threads(level, ITERS));
+                }),
+            });
+        }
+    }
+    if want("read") {
+        let len = 32 << 20; // 128 MiB of f32: far beyond the caches
+        let src = rand(&mut rng, len);
+        cases.push(BenchCase {
+            kernel: "read",
+            name: "read/f32/128MiB".into(),
+            device: dev(),
+            unit: Unit::Bytes,
+            work: (4 * len) as f64,
+            run: Box::new(move || {
+                std::hint::black_box(super::peak::read_all_threads(&src));
+            }),
+        });
+    }
     if want("copy") {
         let len = 16 << 20; // 64 MiB of f32: far beyond the caches
         let src = rand(&mut rng, len);
@@ -113,26 +149,28 @@ pub fn cpu_cases_with_sweeps(
             unit: Unit::Bytes,
             work: (2 * 4 * len) as f64,
             run: Box::new(move || {
-                dst.copy_from_slice(&src);
+                super::peak::copy_all_threads(&mut dst, &src);
                 std::hint::black_box(&dst);
             }),
         });
     }
     if want("gemm") {
-        let m = 1024;
-        let s = MatmulShape { n: m, k: m, oc: m };
-        let (x, w) = (rand(&mut rng, m * m), rand(&mut rng, m * m));
-        let mut y = vec![0.0f32; m * m];
-        cases.push(BenchCase {
-            kernel: "gemm",
-            name: "gemm/f32/1024x1024x1024".into(),
-            device: dev(),
-            unit: Unit::Flops,
-            work: 2.0 * (m * m * m) as f64,
-            run: Box::new(move || {
-                matmul::matmul_fwd(&mut y, &x, &w, None, None, s).expect("shapes fixed above");
-            }),
-        });
+        // Square sizes a reference BLAS is measured at too (benches/peers/blas_gemm.py).
+        for m in [1024usize, 2048] {
+            let s = MatmulShape { n: m, k: m, oc: m };
+            let (x, w) = (rand(&mut rng, m * m), rand(&mut rng, m * m));
+            let mut y = vec![0.0f32; m * m];
+            cases.push(BenchCase {
+                kernel: "gemm",
+                name: format!("gemm/f32/{m}x{m}x{m}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: 2.0 * (m * m * m) as f64,
+                run: Box::new(move || {
+                    matmul::matmul_fwd(&mut y, &x, &w, None, None, s).expect("shapes fixed above");
+                }),
+            });
+        }
     }
     if want("matmul") {
         for (label, k, oc) in [

@@ -7,6 +7,7 @@
 pub mod attention_cases;
 pub mod cases;
 pub mod gemm24_cases;
+pub mod peak;
 pub mod report;
 pub mod topk_cases;
 

@@ -22,10 +22,32 @@ pub struct Machine {
 /// The rooflines measured in the same run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Roofline {
-    /// Memory copy bandwidth, bytes read + written per second.
+    /// Memory copy bandwidth on every thread, bytes read + written per second: the yardstick
+    /// of `B/s` figures.
     pub copy_bytes_per_sec: f64,
-    /// Dense f32 GEMM rate, FLOP/s.
+    /// Memory read bandwidth on every thread, bytes per second (0 in reports written before
+    /// it was measured).
+    #[serde(default)]
+    pub read_bytes_per_sec: f64,
+    /// The cores' f32 FMA peak at the best instruction-set level, FLOP/s: the yardstick of
+    /// `FLOP/s` figures (0 in reports written before it was measured, which used
+    /// `gemm_flops`).
+    #[serde(default)]
+    pub fma_flops: f64,
+    /// This project's dense f32 GEMM at 1024³, FLOP/s: a figure beside the peak, no longer
+    /// the yardstick.
     pub gemm_flops: f64,
+}
+
+impl Roofline {
+    /// The FLOP/s yardstick: the FMA peak, or the GEMM rate in reports from before it.
+    pub fn flops(&self) -> f64 {
+        if self.fma_flops > 0.0 {
+            self.fma_flops
+        } else {
+            self.gemm_flops
+        }
+    }
 }
 
 /// One measured figure.
@@ -45,7 +67,7 @@ pub struct Figure {
     pub samples: usize,
     /// Median throughput in `unit`.
     pub throughput: f64,
-    /// Throughput over the matching roofline of this run (GEMM rate for FLOP/s, copy
+    /// Throughput over the matching roofline of this run (the FMA peak for FLOP/s, copy
     /// bandwidth for B/s), if one applies.
     pub roofline_ratio: Option<f64>,
 }

@@ -76,7 +76,7 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
     // The rooflines are always measured, so every ratio refers to this run.
     let mut wanted = a.kernels.clone();
     if !wanted.is_empty() {
-        wanted.extend(["copy".to_string(), "gemm".to_string()]);
+        wanted.extend(["peak", "read", "copy", "gemm"].map(String::from));
     }
     let cases = bench::cpu_cases(&wanted);
     let mut figures: Vec<Figure> = Vec::new();
@@ -139,9 +139,16 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         }
     }
     let rate = |k: &str| figures.iter().find(|f| f.kernel == k).map(|f| f.throughput);
-    let roofline = match (rate("copy"), rate("gemm")) {
-        (Some(copy), Some(gemm)) => Some(Roofline {
+    let peak = figures
+        .iter()
+        .filter(|f| f.kernel == "peak")
+        .map(|f| f.throughput)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let roofline = match (rate("copy"), rate("gemm"), peak) {
+        (Some(copy), Some(gemm), Some(peak)) => Some(Roofline {
             copy_bytes_per_sec: copy,
+            read_bytes_per_sec: rate("read").unwrap_or(0.0),
+            fma_flops: peak,
             gemm_flops: gemm,
         }),
         _ => None,
@@ -149,7 +156,8 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
     if let Some(r) = &roofline {
         for f in figures.iter_mut().filter(|f| f.device == "cpu") {
             f.roofline_ratio = match f.unit.as_str() {
-                "FLOP/s" => Some(f.throughput / r.gemm_flops),
+                "FLOP/s" => Some(f.throughput / r.flops()),
+                "B/s" if f.kernel == "read" => Some(f.throughput / r.read_bytes_per_sec),
                 "B/s" => Some(f.throughput / r.copy_bytes_per_sec),
                 _ => None,
             };
