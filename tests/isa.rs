@@ -53,6 +53,9 @@ fn sgemm_matches_f64_at_every_level() {
         (64, 48, 128),
         (129, 67, 257),
         (300, 200, 96),
+        // Beyond every cache block: k > 384 (two depth blocks), n > 480, m > 4080.
+        (50, 1000, 800),
+        (4100, 40, 20),
     ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = rand_vec(&mut rng, m * k);
@@ -67,48 +70,68 @@ fn sgemm_matches_f64_at_every_level() {
             }
             let af: Vec<f32> = a.iter().map(|&x| x as f32).collect();
             let bf: Vec<f32> = b.iter().map(|&x| x as f32).collect();
+            type Gemm = fn(
+                Isa,
+                usize,
+                usize,
+                usize,
+                &mut [f32],
+                bool,
+                &[f32],
+                isize,
+                isize,
+                &[f32],
+                isize,
+                isize,
+            );
+            let impls: [(&str, Gemm); 2] = [
+                ("asa-lth sgemm", matmul::sgemm_at),
+                ("gemm crate", matmul::sgemm_crate_at),
+            ];
             for &level in &levels {
-                // Poisoned where overwritten, the accumulator where accumulated.
-                let mut over = vec![f32::NAN; m * n];
-                matmul::sgemm_at(
-                    level,
-                    m,
-                    n,
-                    k,
-                    &mut over,
-                    false,
-                    &af,
-                    a_rs as isize,
-                    a_cs as isize,
-                    &bf,
-                    b_rs as isize,
-                    b_cs as isize,
-                );
-                let mut accd: Vec<f32> = acc.iter().map(|&x| x as f32).collect();
-                matmul::sgemm_at(
-                    level,
-                    m,
-                    n,
-                    k,
-                    &mut accd,
-                    true,
-                    &af,
-                    a_rs as isize,
-                    a_cs as isize,
-                    &bf,
-                    b_rs as isize,
-                    b_cs as isize,
-                );
-                let over64: Vec<f64> = over.iter().map(|&x| x as f64).collect();
-                let acc64: Vec<f64> = accd.iter().map(|&x| x as f64).collect();
-                let plain: Vec<f64> = want.iter().zip(&acc).map(|(w, c)| w - c).collect();
-                let e1 = rel_l2(&over64, &plain);
-                let e2 = rel_l2(&acc64, &want);
-                let tol = 2e-6 * (k as f64).sqrt().max(1.0);
-                assert!(
-                    e1 < tol && e2 < tol,
-                    "{level} m{m} n{n} k{k} ta{ta} tb{tb}: {e1:.2e} {e2:.2e}"
-                );
+                for (name, gemm) in impls {
+                    // Poisoned where overwritten, the accumulator where accumulated.
+                    let mut over = vec![f32::NAN; m * n];
+                    gemm(
+                        level,
+                        m,
+                        n,
+                        k,
+                        &mut over,
+                        false,
+                        &af,
+                        a_rs as isize,
+                        a_cs as isize,
+                        &bf,
+                        b_rs as isize,
+                        b_cs as isize,
+                    );
+                    let mut accd: Vec<f32> = acc.iter().map(|&x| x as f32).collect();
+                    gemm(
+                        level,
+                        m,
+                        n,
+                        k,
+                        &mut accd,
+                        true,
+                        &af,
+                        a_rs as isize,
+                        a_cs as isize,
+                        &bf,
+                        b_rs as isize,
+                        b_cs as isize,
+                    );
+                    let over64: Vec<f64> = over.iter().map(|&x| x as f64).collect();
+                    let acc64: Vec<f64> = accd.iter().map(|&x| x as f64).collect();
+                    let plain: Vec<f64> = want.iter().zip(&acc).map(|(w, c)| w - c).collect();
+                    let e1 = rel_l2(&over64, &plain);
+                    let e2 = rel_l2(&acc64, &want);
+                    let tol = 2e-6 * (k as f64).sqrt().max(1.0);
+                    assert!(
+                        e1 < tol && e2 < tol,
+                        "{name} at {level}, m{m} n{n} k{k} ta{ta} tb{tb}: {e1:.2e} {e2:.2e}"
+                    );
+                }
             }
         }
     }

@@ -67,12 +67,40 @@ fn gemm_acc<F: Real>(
     }
 }
 
-/// f32 `dst (m×n, row-major) = [dst +] lhs·rhs` at the instruction-set `level`: the `gemm`
-/// crate's packed, cache-blocked driver with that level's microkernels (16-wide AVX-512,
-/// 8-wide AVX2+FMA, or scalar), so a level can be forced and compared on one machine.
-/// `level` must not exceed [`super::isa::detected`].
+/// f32 `dst (m×n, row-major) = [dst +] lhs·rhs` at the instruction-set `level`: this
+/// project's GEMM ([`super::sgemm`]) where the level has a microkernel (AVX-512, AVX2),
+/// else the `gemm` crate's scalar kernels. `level` must not exceed [`super::isa::detected`].
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_at(
+    level: super::isa::Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: &[f32],
+    rhs_rs: isize,
+    rhs_cs: isize,
+) {
+    if super::sgemm::supports(level) {
+        super::sgemm::sgemm(
+            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+        )
+    } else {
+        sgemm_crate_at(
+            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+        )
+    }
+}
+
+/// [`sgemm_at`] through the `gemm` crate's packed, cache-blocked driver with that level's
+/// microkernels (16-wide AVX-512, 8-wide AVX2+FMA, or scalar): the baseline this project's
+/// GEMM is benchmarked against, and its fallback.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_crate_at(
     level: super::isa::Isa,
     m: usize,
     n: usize,

@@ -11,6 +11,7 @@ pub mod isa;
 pub mod layernorm;
 pub mod matmul;
 pub mod real;
+pub mod sgemm;
 pub mod xent;
 
 pub use real::Real;
