@@ -38,6 +38,7 @@ fn report(figures: Vec<Figure>) -> BenchReport {
         }),
         figures,
         command: "asa-lth bench".into(),
+        peers: vec![],
     }
 }
 

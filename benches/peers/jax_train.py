@@ -107,7 +107,7 @@ def main():
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=2)
-    ap.add_argument("--vocabs", default="synthetic:153,wt2vocab:33278",
+    ap.add_argument("--vocabs", default="synthetic:153,vocab2k:2000,wt2vocab:33278",
                     help="label:size pairs; labels match asa-lth's train_step figure names")
     ap.add_argument("--samples", type=int, default=11)
     ap.add_argument("--min-sample-secs", type=float, default=0.3)

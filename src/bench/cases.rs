@@ -66,6 +66,8 @@ fn rand(rng: &mut Rng, n: usize) -> Vec<f32> {
 /// Vocabulary of the embedded synthetic corpus at its default size, and of WikiText-2.
 pub const VOCAB_SYNTHETIC: usize = 153;
 pub const VOCAB_WIKITEXT2: usize = 33_278;
+/// A mid-sized vocabulary (a small BPE), between the two.
+pub const VOCAB_2K: usize = 2_000;
 
 /// The default model shape with vocabulary `vocab`.
 pub fn default_model(vocab: usize) -> GptConfig {
@@ -171,6 +173,23 @@ pub fn cpu_cases_with_sweeps(
                 }),
             });
         }
+        // The same product through the `gemm` crate (the previous CPU GEMM) at the same
+        // level: the in-run baseline of our own kernel.
+        let m = 1024;
+        let (x, w) = (rand(&mut rng, m * m), rand(&mut rng, m * m));
+        let mut y = vec![0.0f32; m * m];
+        cases.push(BenchCase {
+            kernel: "gemm",
+            name: format!("gemm/f32_gemm-crate/{m}x{m}x{m}"),
+            device: dev(),
+            unit: Unit::Flops,
+            work: 2.0 * (m * m * m) as f64,
+            run: Box::new(move || {
+                let level = crate::backend::cpu::isa::active();
+                let mi = m as isize;
+                matmul::sgemm_crate_at(level, m, m, m, &mut y, false, &x, mi, 1, &w, 1, mi);
+            }),
+        });
     }
     if want("matmul") {
         for (label, k, oc) in [
@@ -367,6 +386,7 @@ pub fn cpu_cases_with_sweeps(
     if want("train_step") {
         for (label, vocab) in [
             ("synthetic", VOCAB_SYNTHETIC),
+            ("vocab2k", VOCAB_2K),
             ("wt2vocab", VOCAB_WIKITEXT2),
         ] {
             let cfg = default_model(vocab);

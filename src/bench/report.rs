@@ -83,6 +83,9 @@ pub struct BenchReport {
     pub roofline: Option<Roofline>,
     pub figures: Vec<Figure>,
     pub command: String,
+    /// Peers measured in the same run (`asa-lth bench --peer`), each its own report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<BenchReport>,
 }
 
 /// One figure compared with a baseline figure of the same name and device.

@@ -23,6 +23,12 @@ pub(crate) struct BenchArgs {
     /// Minimum milliseconds per repeat.
     #[arg(long, default_value_t = 50.0)]
     pub(crate) min_sample_ms: f64,
+    /// Measure a peer in the same run and compare figure by figure: `blas` (numpy's f32
+    /// matmul, i.e. OpenBLAS: benches/peers/blas_gemm.py, the GEMM rows) or `jax` (the same
+    /// training step in JAX: benches/peers/jax_train.py, the train_step rows). Runs
+    /// `$ASA_LTH_PYTHON` (default python3) with the caller's PYTHONPATH.
+    #[arg(long, value_parser = ["blas", "jax"])]
+    pub(crate) peer: Vec<String>,
     /// Write the GPU attention sweep's masks (and index.json) to this directory for
     /// benches/peers/torch_attention.py, and exit without benchmarking.
     #[arg(long)]
@@ -67,6 +73,14 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
             "--min-sample-ms {}: must be a positive number of milliseconds",
             a.min_sample_ms
         );
+    }
+    let peers: Vec<Peer> = a
+        .peer
+        .iter()
+        .map(|p| Peer::find(p))
+        .collect::<Result<_>>()?;
+    for p in &peers {
+        p.check()?;
     }
     let timing = Timing {
         samples: a.samples,
@@ -163,6 +177,11 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
             };
         }
     }
+    let mut peer_reports = Vec::new();
+    for p in &peers {
+        println!("peer {}: {}", p.name, p.describe());
+        peer_reports.push(p.run(a.samples, a.min_sample_ms)?);
+    }
     let report = BenchReport {
         format: bench::report::FORMAT,
         implementation: "asa-lth".into(),
@@ -177,6 +196,7 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         roofline,
         figures,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        peers: peer_reports,
     };
     println!(
         "cpu: {}; instruction set {}; {} threads",
@@ -239,6 +259,32 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
             println!("{l}");
         }
     }
+    for peer in &report.peers {
+        let cmp = bench::compare(&report, peer);
+        if cmp.is_empty() {
+            println!("\npeer {}: no figure in common", peer.implementation);
+            continue;
+        }
+        println!(
+            "\nvs {} (same run; ratio = asa-lth throughput over the peer's, * = beyond the measured spread)",
+            peer.implementation
+        );
+        for c in cmp {
+            let theirs = peer
+                .figures
+                .iter()
+                .find(|f| f.name == c.name)
+                .map(|f| human(f.throughput, &f.unit))
+                .unwrap_or_default();
+            println!(
+                "{:<48} peer {:>14}  {:.2}x{}",
+                c.name,
+                theirs,
+                c.ratio,
+                if c.significant { " *" } else { "" }
+            );
+        }
+    }
     if let Some(p) = &a.json {
         let json = serde_json::to_string_pretty(&report)?;
         crate::io::write_atomic(p, json.as_bytes())?;
@@ -285,4 +331,110 @@ pub(crate) fn push_device_figure(
         throughput: case.work / med,
         roofline_ratio: None,
     });
+}
+
+/// A peer implementation measured in the same run (`--peer`).
+struct Peer {
+    name: &'static str,
+    python: String,
+    script: PathBuf,
+    /// The module it imports, checked before any benchmark runs.
+    module: &'static str,
+}
+
+impl Peer {
+    fn find(name: &str) -> Result<Peer> {
+        let (name, file, module) = match name {
+            "blas" => ("blas", "blas_gemm.py", "numpy"),
+            "jax" => ("jax", "jax_train.py", "jax"),
+            other => bail!("--peer {other}: unknown peer; known: blas, jax"),
+        };
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/peers")
+            .join(file);
+        if !script.is_file() {
+            bail!(
+                "--peer {name}: {} not found (the peers live in the asa-lth checkout this binary was built from)",
+                script.display()
+            );
+        }
+        let python = std::env::var("ASA_LTH_PYTHON").unwrap_or_else(|_| "python3".into());
+        Ok(Peer {
+            name,
+            python,
+            script,
+            module,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}", self.python, self.script.display())
+    }
+
+    /// Fail before the benchmarks when the interpreter or the peer's module is missing.
+    fn check(&self) -> Result<()> {
+        let out = std::process::Command::new(&self.python)
+            .args(["-c", &format!("import {}", self.module)])
+            .output()
+            .with_context(|| {
+                format!(
+                    "--peer {}: cannot run `{}` (set ASA_LTH_PYTHON)",
+                    self.name, self.python
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "--peer {}: `{}` cannot import {} (install it, e.g. `{} -m pip install --target .peer-env {}` and set PYTHONPATH=.peer-env)",
+                self.name,
+                self.python,
+                self.module,
+                self.python,
+                if self.module == "jax" { "\"jax[cpu]\"" } else { self.module }
+            );
+        }
+        Ok(())
+    }
+
+    fn run(&self, samples: usize, min_sample_ms: f64) -> Result<crate::bench::BenchReport> {
+        let json = std::env::temp_dir().join(format!(
+            "asa-lth-peer-{}-{}.json",
+            self.name,
+            std::process::id()
+        ));
+        let mut cmd = std::process::Command::new(&self.python);
+        cmd.arg(&self.script)
+            .arg("--json")
+            .arg(&json)
+            .arg("--samples")
+            .arg(samples.to_string());
+        match self.name {
+            "jax" => cmd
+                .arg("--min-sample-secs")
+                .arg((min_sample_ms / 1e3).max(0.3).to_string()),
+            _ => cmd.arg("--min-sample-ms").arg(min_sample_ms.to_string()),
+        };
+        let out = cmd
+            .output()
+            .with_context(|| format!("--peer {}: {}", self.name, self.describe()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(5).collect();
+            bail!(
+                "--peer {} failed ({}): {}",
+                self.name,
+                self.describe(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("--peer {}: its report {}", self.name, json.display()))?;
+        let _ = std::fs::remove_file(&json);
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "--peer {}: {} is not a benchmark report",
+                self.name,
+                json.display()
+            )
+        })
+    }
 }
