@@ -146,9 +146,14 @@ fn cli_bench_writes_a_report_and_compares_with_it() {
     let roof = r.roofline.as_ref().expect("roofline measured");
     assert!(roof.copy_bytes_per_sec > 1e8 && roof.read_bytes_per_sec > 1e8);
     assert!(roof.gemm_flops > 1e8 && roof.fma_flops > 1e8);
-    // The yardstick is the machine's peak, and no kernel of ours exceeds it.
+    // The yardstick of FLOP/s rows is the machine's FMA peak, not our GEMM (no ordering is
+    // asserted: on a shared machine either can be measured low).
     let gemm = r.figures.iter().find(|f| f.kernel == "gemm").unwrap();
-    assert!(gemm.roofline_ratio.unwrap() < 1.0, "{gemm:?} vs {roof:?}");
+    let want = gemm.throughput / roof.fma_flops;
+    assert!(
+        (gemm.roofline_ratio.unwrap() - want).abs() < 1e-9 * want,
+        "{gemm:?} vs {roof:?}"
+    );
     let adamw = r.figures.iter().find(|f| f.kernel == "adamw").unwrap();
     assert!(adamw.throughput > 0.0 && adamw.roofline_ratio.is_some());
     assert!(r.git_commit.len() >= 7 || r.git_commit == "unknown");
