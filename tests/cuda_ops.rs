@@ -1220,3 +1220,72 @@ impl<O: Ops> Train for Gpt<O> {
         self.step(3e-3, step, opt).unwrap();
     }
 }
+
+#[test]
+fn gpu_lm_head_xent_matches_cpu() {
+    let Some(g) = gpu_ops("gpu_lm_head_xent_matches_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new(19);
+    // Several chunks at a large vocabulary (with a partial last chunk), one at a small one.
+    for (n, c, v) in [(300usize, 64usize, 33_278usize), (37, 32, 153)] {
+        let x = rand_vec_f32(&mut rng, n * c);
+        let w = rand_vec_f32(&mut rng, v * c);
+        let targets: Vec<u32> = (0..n)
+            .map(|i| {
+                if i % 5 == 2 {
+                    IGNORE_INDEX
+                } else {
+                    rng.below(v) as u32
+                }
+            })
+            .collect();
+        let dloss = 0.37f32;
+        let (mut cl, mut cz, mut cdx, mut cdw) = (nan(n), nan(n), nan(n * c), nan(v * c));
+        Cpu.lm_head_xent(
+            &mut cl,
+            &mut cz,
+            Some((&mut cdx, &mut cdw)),
+            &x,
+            &w,
+            &targets,
+            dloss,
+            n,
+            c,
+            v,
+        )
+        .unwrap();
+        let (gx, gw, gt) = (
+            g.upload(&x).unwrap(),
+            g.upload(&w).unwrap(),
+            g.upload_idx(&targets).unwrap(),
+        );
+        let (mut gl, mut gz) = (g.upload(&nan(n)).unwrap(), g.upload(&nan(n)).unwrap());
+        let (mut gdx, mut gdw) = (
+            g.upload(&nan(n * c)).unwrap(),
+            g.upload(&nan(v * c)).unwrap(),
+        );
+        g.lm_head_xent(
+            &mut gl,
+            &mut gz,
+            Some((&mut gdx, &mut gdw)),
+            &gx,
+            &gw,
+            &gt,
+            dloss,
+            n,
+            c,
+            v,
+        )
+        .unwrap();
+        // The GPU's GEMMs take bf16 operands: compare at the matmul tolerance.
+        for (name, got, want) in [
+            ("losses", g.download(&gl).unwrap(), &cl),
+            ("lse", g.download(&gz).unwrap(), &cz),
+            ("dx", g.download(&gdx).unwrap(), &cdx),
+            ("dweight", g.download(&gdw).unwrap(), &cdw),
+        ] {
+            assert_close(&format!("{name} n={n} c={c} v={v}"), &got, want, BF16_TOL);
+        }
+    }
+}

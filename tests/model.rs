@@ -144,9 +144,30 @@ fn model_gradients_match_finite_differences() {
             per_head: false,
         })
     };
-    model.forward(&x, &y, b, t, mask()).unwrap();
+    // A training forward forms the head's gradients with the loss; a plain forward leaves
+    // them to the backward. Both give the same bits.
+    let lt = model.forward_train(&x, &y, b, t, mask()).unwrap();
     model.zero_grad().unwrap();
     model.backward(mask()).unwrap();
+    let eager: Vec<Vec<f32>> = model
+        .table
+        .specs
+        .clone()
+        .iter()
+        .map(|s| model.grad(&s.name).unwrap())
+        .collect();
+    let lp = model.forward(&x, &y, b, t, mask()).unwrap();
+    assert_eq!(lt.sum.to_bits(), lp.sum.to_bits());
+    model.zero_grad().unwrap();
+    model.backward(mask()).unwrap();
+    for (spec, e) in model.table.specs.clone().iter().zip(&eager) {
+        assert_eq!(
+            &model.grad(&spec.name).unwrap(),
+            e,
+            "{}: forward_train vs forward",
+            spec.name
+        );
+    }
     let h = 1e-2f32;
     for spec in model.table.specs.clone() {
         let w = model.param(&spec.name).unwrap();

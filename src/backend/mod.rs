@@ -316,6 +316,29 @@ pub trait Ops: Send + Sync {
         v: usize,
     ) -> Result<()>;
 
+    /// The tied LM head fused with cross-entropy (logits a block at a time, see
+    /// [`lm_head_blocks`]): for each row `r` of `x` (`n × c`) the
+    /// logits `z_r = x_r·Wᵀ` (`W` = `weight`, `v × c`) give `lse[r] = log Σ_j e^{z_rj}` and
+    /// `losses[r] = lse[r] − z_r[target_r]` (0 where the target is [`IGNORE_INDEX`]). With
+    /// `grads = Some((dx, dweight))` it also overwrites `dx = G·W` and `dweight = Gᵀ·x`, where
+    /// `G_r = dloss·(softmax(z_r) − onehot(target_r))` for scored rows and 0 for ignored ones
+    /// — the forward and backward of `xent(matmul(x, W))` in one pass, whose `n × v` logits an
+    /// implementation need never hold at once (the CPU's takes rows a chunk at a time).
+    #[allow(clippy::too_many_arguments)]
+    fn lm_head_xent(
+        &self,
+        losses: &mut Self::Buf,
+        lse: &mut Self::Buf,
+        grads: Option<(&mut Self::Buf, &mut Self::Buf)>,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        targets: &Self::Idx,
+        dloss: f32,
+        n: usize,
+        c: usize,
+        v: usize,
+    ) -> Result<()>;
+
     // ---- optimiser ----
     /// One AdamW step on one tensor. With a prune `mask`, entries where the mask is 0 are set
     /// to exactly 0 in the parameter and both moments, whatever the gradient says.
@@ -371,4 +394,21 @@ pub trait Ops: Send + Sync {
         self.matmul24_fwd(pre, inp, weight, bias, s)?;
         self.gelu_fwd(out, pre)
     }
+}
+
+/// How the fused LM head ([`Ops::lm_head_xent`]) walks the logits at `n` rows and
+/// vocabulary `v`: `(rows, cols)` — chunks of at most `rows` rows, and within a chunk blocks
+/// of at most `cols` vocabulary entries, so one block of logits (`rows × cols`, ≤ about 16 MB)
+/// stays in the caches.
+pub fn lm_head_blocks(n: usize, v: usize) -> (usize, usize) {
+    const BLOCK_FLOATS: usize = 4 << 20;
+    let rows = n.clamp(1, 8192);
+    let cols = (BLOCK_FLOATS / rows).clamp(64, 4096) / 32 * 32;
+    (rows, cols.min(v.max(1)))
+}
+
+/// `(rows, v)`: the row chunks of the CUDA backend's fused head (whole vocabulary rows, about
+/// 16 M logits per chunk), whose logits and their gradient it holds at once.
+pub fn lm_head_gpu_chunk(n: usize, v: usize) -> (usize, usize) {
+    (((16usize << 20) / v.max(1)).clamp(1, n.max(1)), v)
 }

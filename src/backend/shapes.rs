@@ -266,3 +266,31 @@ pub(crate) fn embedding_bwd(
     }
     Ok(dwte / c)
 }
+
+/// `lm_head_xent`'s buffer lengths: losses, lse and targets `n`; x `n·c`; weight `v·c`; with
+/// gradients, dx `n·c` and dweight `v·c`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lm_head_xent(
+    losses: usize,
+    lse: usize,
+    grads: Option<(usize, usize)>,
+    x: usize,
+    weight: usize,
+    targets: usize,
+    n: usize,
+    c: usize,
+    v: usize,
+) -> Result<()> {
+    const OP: &str = "lm_head_xent";
+    let sh = || format!("n={n} c={c} v={v}");
+    check_len(OP, "losses", losses, n, sh)?;
+    check_len(OP, "lse", lse, n, sh)?;
+    check_len(OP, "x", x, n * c, sh)?;
+    check_len(OP, "weight", weight, v * c, sh)?;
+    check_len(OP, "targets", targets, n, sh)?;
+    if let Some((dx, dw)) = grads {
+        check_len(OP, "dx", dx, n * c, sh)?;
+        check_len(OP, "dweight", dw, v * c, sh)?;
+    }
+    Ok(())
+}

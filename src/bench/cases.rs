@@ -3,7 +3,7 @@
 //! probes. The same list feeds the criterion benches and `asa-lth bench`.
 
 use super::gemm24_cases::Gemm24Sweep;
-use crate::backend::cpu::{adamw, attention, gelu, layernorm, matmul, xent};
+use crate::backend::cpu::{adamw, attention, gelu, layernorm, lm_head, matmul, xent};
 use crate::backend::{AdamWStep, AttnShape, MatmulShape};
 use crate::model::{AdamWConfig, Gpt, GptConfig};
 use crate::rng::Rng;
@@ -52,6 +52,7 @@ pub const KERNELS: &[&str] = &[
     "gelu",
     "attention",
     "xent",
+    "lm_head",
     "adamw",
     "train_step",
     "gemm24",
@@ -359,6 +360,62 @@ pub fn cpu_cases_with_sweeps(
             });
         }
     }
+    if want("lm_head") {
+        // The tied head with cross-entropy, forward and backward at the default batch: fused
+        // (blocks over V, nothing of n × V kept) beside the unfused ops it replaced (logits
+        // and their gradient stored) — the price and the memory of not storing them.
+        for v in [VOCAB_SYNTHETIC, VOCAB_2K, VOCAB_WIKITEXT2] {
+            let (x, w) = (rand(&mut rng, n * c), rand(&mut rng, v * c));
+            let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+            let flops = 6.0 * (n * c * v) as f64;
+            let (mut losses, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let (mut dx, mut dw) = (vec![0.0f32; n * c], vec![0.0f32; v * c]);
+            let (x2, w2, t2) = (x.clone(), w.clone(), targets.clone());
+            cases.push(BenchCase {
+                kernel: "lm_head",
+                name: format!("lm_head/fused_fwd_bwd/n{n}_c{c}_v{v}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: flops,
+                run: Box::new(move || {
+                    let g = Some((&mut dx[..], &mut dw[..]));
+                    lm_head::lm_head_xent(
+                        &mut losses,
+                        &mut lse,
+                        g,
+                        &x,
+                        &w,
+                        &targets,
+                        1.0 / n as f32,
+                        n,
+                        c,
+                        v,
+                    )
+                    .expect("fixed shapes");
+                }),
+            });
+            let (mut losses, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let (mut dx, mut dw) = (vec![0.0f32; n * c], vec![0.0f32; v * c]);
+            let (mut z, mut dz) = (vec![0.0f32; n * v], vec![0.0f32; n * v]);
+            let s = MatmulShape { n, k: c, oc: v };
+            cases.push(BenchCase {
+                kernel: "lm_head",
+                name: format!("lm_head/unfused_fwd_bwd/n{n}_c{c}_v{v}"),
+                device: dev(),
+                unit: Unit::Flops,
+                work: flops,
+                run: Box::new(move || {
+                    matmul::matmul_fwd(&mut z, &x2, &w2, None, None, s).expect("fixed");
+                    xent::xent_fwd(&mut losses, &mut lse, &z, &t2, n, v).expect("fixed");
+                    xent::xent_bwd(&mut dz, &z, &lse, &t2, 1.0 / n as f32, n, v).expect("fixed");
+                    dx.fill(0.0);
+                    dw.fill(0.0);
+                    matmul::matmul_bwd(Some(&mut dx), &mut dw, None, &dz, &x2, &w2, None, s)
+                        .expect("fixed");
+                }),
+            });
+        }
+    }
     if want("adamw") {
         let len = 1 << 20;
         let (mut p, g) = (rand(&mut rng, len), rand(&mut rng, len));
@@ -404,7 +461,9 @@ pub fn cpu_cases_with_sweeps(
                 work: n as f64,
                 run: Box::new(move || {
                     step += 1;
-                    model.forward(&x, &y, b, t, None).expect("fixed shapes");
+                    model
+                        .forward_train(&x, &y, b, t, None)
+                        .expect("fixed shapes");
                     model.zero_grad().expect("cpu");
                     model.backward(None).expect("after forward");
                     model.step(1e-3, step, &opt).expect("finite gradients");

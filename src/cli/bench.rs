@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// Kernel families to run (all when none): copy, gemm, matmul, layernorm, gelu,
-    /// attention, xent, adamw, train_step, gemm24, topk, asa_mask.
+    /// Kernel families to run (all when none): peak, read, copy, gemm, matmul, layernorm,
+    /// gelu, attention, xent, lm_head, adamw, train_step, gemm24, topk, asa_mask.
     pub(crate) kernels: Vec<String>,
     /// Write the report as JSON to this file.
     #[arg(long)]

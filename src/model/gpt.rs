@@ -2,7 +2,8 @@
 //!
 //! Per block (pre-LN):  `x1 = x + Wo·attn(LN1(x))`,  `x2 = x1 + Wproj·gelu(Wfc·LN2(x1))`;
 //! then `logits = LN_f(x_L)·wteᵀ` (tied head) and a token-weighted cross-entropy that never
-//! scores positions whose target is [`IGNORE_INDEX`](crate::backend::IGNORE_INDEX).
+//! scores positions whose target is [`IGNORE_INDEX`](crate::backend::IGNORE_INDEX) — the two
+//! fused ([`Ops::lm_head_xent`]), so the `B·T × V` logits are never stored.
 
 use super::params::{BlockIds, ParamKind, ParamTable};
 use super::tag_bias::{self, TagBiasInit};
@@ -83,7 +84,6 @@ struct Acts<O: Ops> {
     lnf: O::Buf,
     lnf_mean: O::Buf,
     lnf_rstd: O::Buf,
-    logits: O::Buf,
     losses: O::Buf,
     logits_lse: O::Buf,
     // gradient scratch
@@ -95,7 +95,11 @@ struct Acts<O: Ops> {
     d_att: O::Buf,
     d_4c: O::Buf,
     d_fch: O::Buf,
-    d_logits: O::Buf,
+    /// The tied head's weight gradient (`V × C`), from the fused head op.
+    d_head_w: O::Buf,
+    /// `d_c` and `d_head_w` already hold the head's gradients for the last forward
+    /// ([`Gpt::forward_train`] computes them with the loss).
+    head_grads_ready: bool,
     n_scored: usize,
     /// Widened attention buffers of the tag bias (None when the model has none).
     tag: Option<TagActs<O::Buf>>,
@@ -170,7 +174,6 @@ impl<O: Ops> Acts<O> {
             lnf: z(n * c)?,
             lnf_mean: z(n)?,
             lnf_rstd: z(n)?,
-            logits: z(n * v)?,
             losses: z(n)?,
             logits_lse: z(n)?,
             d_res: z(n * c)?,
@@ -181,7 +184,8 @@ impl<O: Ops> Acts<O> {
             d_att: z(n * c)?,
             d_4c: z(n * 4 * c)?,
             d_fch: z(n * 4 * c)?,
-            d_logits: z(n * v)?,
+            d_head_w: z(v * c)?,
+            head_grads_ready: false,
             n_scored: 0,
             tag,
         })
@@ -432,6 +436,32 @@ impl<O: Ops> Gpt<O> {
         t: usize,
         mask: Option<MaskRef<'_, O::Idx>>,
     ) -> Result<LossStats> {
+        self.forward_impl(tokens, targets, b, t, mask, false)
+    }
+
+    /// [`forward`](Self::forward) for a training step: the fused head also computes its
+    /// gradients (of the mean loss over scored tokens) in the same pass over the logits, so
+    /// the [`backward`](Self::backward) that follows need not form them again. Same results.
+    pub fn forward_train(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        mask: Option<MaskRef<'_, O::Idx>>,
+    ) -> Result<LossStats> {
+        self.forward_impl(tokens, targets, b, t, mask, true)
+    }
+
+    fn forward_impl(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        mask: Option<MaskRef<'_, O::Idx>>,
+        head_grads: bool,
+    ) -> Result<LossStats> {
         self.forward_done = false;
         // Taken whether or not this pass succeeds, so a later batch never runs on stale tags.
         let tags = self.pending_tags.take();
@@ -577,15 +607,21 @@ impl<O: Ops> Gpt<O> {
             n,
             c,
         )?;
-        ops.matmul_fwd(&mut a.logits, &a.lnf, &p[tab.wte], None, None, mm(c, v))?;
-        ops.xent_fwd(
+        a.head_grads_ready = false;
+        let grads = head_grads.then_some((&mut a.d_c, &mut a.d_head_w));
+        ops.lm_head_xent(
             &mut a.losses,
             &mut a.logits_lse,
-            &a.logits,
+            grads,
+            &a.lnf,
+            &p[tab.wte],
             &a.targets,
+            mean_loss_scale(a.n_scored),
             n,
+            c,
             v,
         )?;
+        a.head_grads_ready = head_grads;
         let losses = ops.download(&a.losses)?;
         let sum: f64 = losses.iter().map(|&x| x as f64).sum();
         self.forward_done = true;
@@ -634,31 +670,23 @@ impl<O: Ops> Gpt<O> {
             h,
             d: self.cfg.head_dim(),
         };
-        let dloss = if a.n_scored == 0 {
-            0.0
-        } else {
-            1.0 / a.n_scored as f32
-        };
-        ops.xent_bwd(
-            &mut a.d_logits,
-            &a.logits,
-            &a.logits_lse,
-            &a.targets,
-            dloss,
-            n,
-            v,
-        )?;
-        ops.fill(&mut a.d_c, 0.0)?;
-        ops.matmul_bwd(
-            Some(&mut a.d_c),
-            &mut g[tab.wte],
-            None,
-            &a.d_logits,
-            &a.lnf,
-            &p[tab.wte],
-            None,
-            mm(c, v),
-        )?;
+        if !a.head_grads_ready {
+            // A plain forward: the fused head forms its gradients now (one more pass).
+            ops.lm_head_xent(
+                &mut a.losses,
+                &mut a.logits_lse,
+                Some((&mut a.d_c, &mut a.d_head_w)),
+                &a.lnf,
+                &p[tab.wte],
+                &a.targets,
+                mean_loss_scale(a.n_scored),
+                n,
+                c,
+                v,
+            )?;
+        }
+        a.head_grads_ready = false;
+        ops.accumulate(&mut g[tab.wte], &a.d_head_w)?;
         ops.fill(&mut a.d_res, 0.0)?;
         {
             let x_last = match a.blocks.last() {
@@ -1156,5 +1184,14 @@ impl<O: Ops> Gpt<O> {
             }
         }
         Ok(())
+    }
+}
+
+/// `1 / scored` (0 when nothing is scored): the gradient scale of the mean loss.
+fn mean_loss_scale(scored: usize) -> f32 {
+    if scored == 0 {
+        0.0
+    } else {
+        1.0 / scored as f32
     }
 }

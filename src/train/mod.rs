@@ -116,12 +116,14 @@ impl MaskPlan {
     }
 }
 
-/// Run `forward` on a batch with the plan's mask (uploaded to the device).
+/// Run `forward` (or, for a training step, `forward_train`) on a batch with the plan's mask
+/// (uploaded to the device).
 fn forward_masked<O: Ops>(
     model: &mut Gpt<O>,
     plan: &MaskPlan,
     batch: &Batch,
     salt: u64,
+    train: bool,
 ) -> Result<(LossStats, Option<O::Idx>)> {
     let bits = match plan.words(batch, salt)? {
         Some(w) => Some(model.ops.upload_idx(&w)?),
@@ -147,7 +149,11 @@ fn forward_masked<O: Ops>(
         }
         model.set_tags(&batch.upos)?;
     }
-    let s = model.forward(&batch.tokens, &batch.targets, batch.b, batch.t, mask)?;
+    let s = if train {
+        model.forward_train(&batch.tokens, &batch.targets, batch.b, batch.t, mask)?
+    } else {
+        model.forward(&batch.tokens, &batch.targets, batch.b, batch.t, mask)?
+    };
     Ok((s, bits))
 }
 
@@ -548,7 +554,7 @@ pub fn evaluate<O: Ops>(
 ) -> Result<LossStats> {
     let mut total = LossStats::default();
     for (i, batch) in EvalWindows::new(stream, b, t)?.enumerate() {
-        let (s, _) = forward_masked(model, plan, &batch, u64::MAX - i as u64)?;
+        let (s, _) = forward_masked(model, plan, &batch, u64::MAX - i as u64, false)?;
         total.sum += s.sum;
         total.count += s.count;
         if max_tokens.is_some_and(|m| total.count >= m) {
@@ -630,7 +636,7 @@ pub fn train_step<O: Ops>(
         )));
     }
     let batch = batch::random_batch(train, cfg.batch, cfg.seq_len, rng)?;
-    let (loss, bits) = forward_masked(model, plan, &batch, step as u64)?;
+    let (loss, bits) = forward_masked(model, plan, &batch, step as u64, true)?;
     model.zero_grad()?;
     model.backward(bits.as_ref().map(|bits| MaskRef {
         bits,

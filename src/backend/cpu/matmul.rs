@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 /// `dst (m×n, row stride dst_rs) = [dst +] lhs·rhs` with explicit strides (row, col).
 #[allow(clippy::too_many_arguments)]
-fn gemm_acc<F: Real>(
+pub(crate) fn gemm_acc<F: Real>(
     m: usize,
     n: usize,
     k: usize,

@@ -9,6 +9,7 @@ pub mod fastmath;
 pub mod gelu;
 pub mod isa;
 pub mod layernorm;
+pub mod lm_head;
 pub mod matmul;
 pub mod real;
 pub mod sgemm;
@@ -237,6 +238,23 @@ impl Ops for Cpu {
         v: usize,
     ) -> Result<()> {
         xent::xent_bwd(dlogits, logits, lse, targets, dloss, n, v)
+    }
+
+    fn lm_head_xent(
+        &self,
+        losses: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
+        grads: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+        x: &Vec<f32>,
+        weight: &Vec<f32>,
+        targets: &Vec<u32>,
+        dloss: f32,
+        n: usize,
+        c: usize,
+        v: usize,
+    ) -> Result<()> {
+        let grads = grads.map(|(dx, dw)| (&mut dx[..], &mut dw[..]));
+        lm_head::lm_head_xent(losses, lse, grads, x, weight, targets, dloss, n, c, v)
     }
 
     fn adamw(

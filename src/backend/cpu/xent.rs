@@ -11,7 +11,7 @@ use rayon::prelude::*;
 /// Rows per rayon task.
 const ROWS: usize = 16;
 
-fn check_targets(targets: &[u32], v: usize) -> Result<()> {
+pub(crate) fn check_targets(targets: &[u32], v: usize) -> Result<()> {
     match targets
         .iter()
         .position(|&t| t != IGNORE_INDEX && t as usize >= v)
@@ -27,7 +27,7 @@ fn check_targets(targets: &[u32], v: usize) -> Result<()> {
 /// Log-sum-exp of a row (numerically stable). Eight independent lanes so the max and the
 /// sum vectorise (a single running accumulator serialises on the add latency).
 #[inline(always)]
-fn row_lse<F: Real>(row: &[F]) -> F {
+pub(crate) fn row_lse<F: Real>(row: &[F]) -> F {
     let mut mx = [F::neg_infinity(); 8];
     let chunks = row.chunks_exact(8);
     let tail = chunks.remainder();

@@ -1712,6 +1712,79 @@ impl Ops for CudaOps {
         unsafe { self.launch("xent_bwd_f32", (grid, 1, 1), XENT_BLOCK, 0, args) }
     }
 
+    fn lm_head_xent(
+        &self,
+        losses: &mut CudaBuf,
+        lse: &mut CudaBuf,
+        grads: Option<(&mut CudaBuf, &mut CudaBuf)>,
+        x: &CudaBuf,
+        weight: &CudaBuf,
+        targets: &CudaIdx,
+        dloss: f32,
+        n: usize,
+        c: usize,
+        v: usize,
+    ) -> Result<()> {
+        shapes::lm_head_xent(
+            losses.len(),
+            lse.len(),
+            grads.as_ref().map(|(dx, dw)| (dx.len(), dw.len())),
+            x.len(),
+            weight.len(),
+            targets.buf.len(),
+            n,
+            c,
+            v,
+        )?;
+        self.check_targets(targets, v)?;
+        shapes::xent_vocab(v)?;
+        // Rows a chunk at a time (`lm_head_gpu_chunk`), each chunk through the unfused
+        // kernels on chunk-sized scratch: the n × v logits never exist at once. The head's
+        // weight gradient accumulates over chunks (matmul_bwd adds).
+        let mut grads = grads;
+        if let Some((_, dw)) = grads.as_mut() {
+            self.fill(dw, 0.0)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let host_targets = self.download_u32(&targets.buf)?;
+        let rows = crate::backend::lm_head_gpu_chunk(n, v).0;
+        let st = self.stream.clone();
+        let dtod = |what: &str, e| drv(what, e);
+        let mut r0 = 0;
+        while r0 < n {
+            let r = rows.min(n - r0);
+            let s = MatmulShape { n: r, k: c, oc: v };
+            let mut xc = self.zeros(r * c)?;
+            st.memcpy_dtod(&x.slice().slice(r0 * c..(r0 + r) * c), xc.slice_mut())
+                .map_err(|e| dtod("copy head input rows", e))?;
+            let tc = self.new_idx(&host_targets[r0..r0 + r])?;
+            let (mut lc, mut sc) = (self.zeros(r)?, self.zeros(r)?);
+            let mut z = self.zeros(r * v)?;
+            self.matmul_fwd(&mut z, &xc, weight, None, None, s)?;
+            self.xent_fwd(&mut lc, &mut sc, &z, &tc, r, v)?;
+            st.memcpy_dtod(lc.slice(), &mut losses.slice_mut().slice_mut(r0..r0 + r))
+                .map_err(|e| dtod("copy head losses", e))?;
+            st.memcpy_dtod(sc.slice(), &mut lse.slice_mut().slice_mut(r0..r0 + r))
+                .map_err(|e| dtod("copy head log-sum-exps", e))?;
+            if let Some((dx, dw)) = grads.as_mut() {
+                let mut dz = self.zeros(r * v)?;
+                self.xent_bwd(&mut dz, &z, &sc, &tc, dloss, r, v)?;
+                drop(z);
+                let mut dxc = self.zeros(r * c)?;
+                self.matmul_bwd(Some(&mut dxc), dw, None, &dz, &xc, weight, None, s)?;
+                st.memcpy_dtod(
+                    dxc.slice(),
+                    &mut dx.slice_mut().slice_mut(r0 * c..(r0 + r) * c),
+                )
+                .map_err(|e| dtod("copy head input gradient", e))?;
+            }
+            r0 += r;
+        }
+        Ok(())
+    }
+
     fn adamw(
         &self,
         param: &mut CudaBuf,
