@@ -44,6 +44,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::backend::cpu::fastmath::dispatch;
 use crate::{Error, Result};
 
 /// Bits per radix digit (`ASA_TOPK_DIGIT_BITS` in kernels/topk.cuh).
@@ -661,10 +662,25 @@ fn pass_chunk<W: TopkWeight>(w: &[W], m: &[f32], pass: u32, prefix: u32) -> Hist
     let pshift = prefix_shift(W::KEY_BITS, pass);
     let shift = digit_shift(W::KEY_BITS, pass);
     let dmask = (1u32 << digit_width(W::KEY_BITS, pass)) - 1;
-    for (&wi, &mi) in w.iter().zip(m) {
-        let k = wi.key();
-        let hit = (mi != 0.0) & (k >> pshift == prefix);
-        hist[((k >> shift) & dmask) as usize] += hit as u32;
+    let hit = |wi: W, mi: f32| (mi != 0.0) & (wi.key() >> pshift == prefix);
+    // After pass 0 few keys match the prefix: test 16 at a time (one vector compare) and
+    // histogram only the groups that hold a match.
+    const G: usize = 16;
+    let (wg, mg) = (w.chunks_exact(G), m.chunks_exact(G));
+    let (wr, mr) = (wg.remainder(), mg.remainder());
+    for (wc, mc) in wg.zip(mg) {
+        let mut any = false;
+        for i in 0..G {
+            any |= hit(wc[i], mc[i]);
+        }
+        if any {
+            for (&wi, &mi) in wc.iter().zip(mc) {
+                hist[((wi.key() >> shift) & dmask) as usize] += hit(wi, mi) as u32;
+            }
+        }
+    }
+    for (&wi, &mi) in wr.iter().zip(mr) {
+        hist[((wi.key() >> shift) & dmask) as usize] += hit(wi, mi) as u32;
     }
     hist
 }
@@ -764,7 +780,10 @@ pub fn prune<W: TopkWeight>(
         &chunks,
         |c| {
             let (w, m) = slices(c);
-            pass0_chunk(w, m)
+            dispatch(
+                #[inline(always)]
+                || pass0_chunk(w, m),
+            )
         },
         |c, (h, n, bad)| {
             if let Some(i) = bad {
@@ -801,7 +820,10 @@ pub fn prune<W: TopkWeight>(
             |c| {
                 prefixes[c.group].map(|p| {
                     let (w, m) = slices(c);
-                    pass_chunk(w, m, pass, p)
+                    dispatch(
+                        #[inline(always)]
+                        || pass_chunk(w, m, pass, p),
+                    )
                 })
             },
             |c, h| acc.add(c.group, h.as_deref(), |g, hist| sel[g].feed(hist)),
@@ -822,7 +844,10 @@ pub fn prune<W: TopkWeight>(
             .map(|c| match sel[c.group].threshold_key() {
                 Some(t) if scan[c.group] => {
                     let (w, m) = slices(c);
-                    count_ties(w, m, t)
+                    dispatch(
+                        #[inline(always)]
+                        || count_ties(w, m, t),
+                    )
                 }
                 _ => 0,
             })
@@ -875,7 +900,13 @@ pub fn prune<W: TopkWeight>(
     }
     let pruned_per_chunk: Vec<(usize, u64)> = work
         .into_par_iter()
-        .map(|(ti, k, cut, w, m)| (ti, mask_chunk(w, m, k, cut)))
+        .map(|(ti, k, cut, w, m)| {
+            let pruned = dispatch(
+                #[inline(always)]
+                || mask_chunk(w, m, k, cut),
+            );
+            (ti, pruned)
+        })
         .collect();
     let mut pruned = vec![0u64; nt];
     for (ti, p) in pruned_per_chunk {
