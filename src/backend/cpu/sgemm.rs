@@ -186,17 +186,56 @@ fn pack_a(dst: &mut [f32], a: View, i0: usize, mc: usize, p0: usize, kc: usize, 
             break;
         }
         let rows = mr.min(mc - r0);
-        for p in 0..kc {
-            let out = &mut d[p * mr..(p + 1) * mr];
-            for (i, o) in out.iter_mut().enumerate() {
-                // SAFETY: (i0 + r0 + i, p0 + p) lies inside A (rows < mc, depth < kc, both
-                // within the shape the caller validated).
-                *o = if i < rows {
-                    unsafe { a.at(i0 + r0 + i, p0 + p) }
-                } else {
-                    0.0
+        if rows == mr && a.rs == 1 {
+            // Column-major A (a transposed operand): each depth step is MR contiguous values.
+            for p in 0..kc {
+                // SAFETY: rows i0+r0 .. +mr at depth p0+p lie inside A (validated shape).
+                let src = unsafe {
+                    std::slice::from_raw_parts(
+                        a.ptr.offset((i0 + r0) as isize + (p0 + p) as isize * a.cs),
+                        mr,
+                    )
                 };
+                d[p * mr..(p + 1) * mr].copy_from_slice(src);
             }
+        } else if rows == mr && a.cs == 1 {
+            // Row-major A: interleave MR row segments of length kc.
+            match mr {
+                12 => pack_rows::<12>(d, a, i0 + r0, p0, kc),
+                6 => pack_rows::<6>(d, a, i0 + r0, p0, kc),
+                _ => pack_general(d, a, i0 + r0, rows, p0, kc, mr),
+            }
+        } else {
+            pack_general(d, a, i0 + r0, rows, p0, kc, mr);
+        }
+    }
+}
+
+/// [`pack_a`] of one full panel of a row-major A: `MR` rows from `i`, depth `p0..p0+kc`.
+#[inline(always)]
+fn pack_rows<const MR: usize>(d: &mut [f32], a: View, i: usize, p0: usize, kc: usize) {
+    // SAFETY: rows i..i+MR, columns p0..p0+kc lie inside A (validated shape), and cs == 1.
+    let rows: [&[f32]; MR] = std::array::from_fn(|r| unsafe {
+        std::slice::from_raw_parts(a.ptr.offset((i + r) as isize * a.rs + p0 as isize), kc)
+    });
+    for (p, out) in d.chunks_exact_mut(MR).take(kc).enumerate() {
+        for r in 0..MR {
+            out[r] = rows[r][p];
+        }
+    }
+}
+
+/// [`pack_a`] of one panel in any layout, zero-padding rows past `rows`.
+fn pack_general(d: &mut [f32], a: View, i: usize, rows: usize, p0: usize, kc: usize, mr: usize) {
+    for p in 0..kc {
+        let out = &mut d[p * mr..(p + 1) * mr];
+        for (r, o) in out.iter_mut().enumerate() {
+            // SAFETY: (i + r, p0 + p) lies inside A for r < rows (validated shape).
+            *o = if r < rows {
+                unsafe { a.at(i + r, p0 + p) }
+            } else {
+                0.0
+            };
         }
     }
 }
