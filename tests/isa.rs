@@ -250,3 +250,32 @@ fn training_curve_agrees_across_levels() {
         );
     }
 }
+
+/// The Linear forward with a bias (the bias is the f32 GEMM's epilogue) and a prune mask, at
+/// every level, against f64 — shapes with edge tiles and an empty reduction.
+#[test]
+fn matmul_forward_with_bias_at_every_level() {
+    use asa_lth::backend::MatmulShape;
+    let _g = LEVEL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(13);
+    for (n, k, oc) in [(37, 19, 45), (100, 128, 512), (5, 0, 7)] {
+        let x = rand_vec(&mut rng, n * k);
+        let w = rand_vec(&mut rng, oc * k);
+        let b = rand_vec(&mut rng, oc);
+        let mask: Vec<f64> = (0..oc * k).map(|i| (i % 3 != 0) as u8 as f64).collect();
+        let s = MatmulShape { n, k, oc };
+        let mut want = vec![f64::NAN; n * oc];
+        matmul::matmul_fwd(&mut want, &x, &w, Some(&b), Some(&mask), s).unwrap();
+        let f = |a: &[f64]| a.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        for level in Isa::available() {
+            with_level(level, || {
+                let mut got = vec![f32::NAN; n * oc];
+                matmul::matmul_fwd(&mut got, &f(&x), &f(&w), Some(&f(&b)), Some(&f(&mask)), s)
+                    .unwrap();
+                let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+                let e = rel_l2(&got, &want);
+                assert!(e < 1e-5, "{level} n{n} k{k} oc{oc}: {e:.2e}");
+            });
+        }
+    }
+}

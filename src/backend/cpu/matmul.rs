@@ -87,7 +87,7 @@ pub fn sgemm_at(
 ) {
     if super::sgemm::supports(level) {
         super::sgemm::sgemm(
-            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, None,
         )
     } else {
         sgemm_crate_at(
@@ -226,6 +226,35 @@ pub fn matmul_fwd<F: Real>(
         }
         None => weight,
     };
+    let level = super::isa::active();
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && super::sgemm::supports(level)
+    {
+        // f32 with our GEMM: the bias is its epilogue, not a separate pass over `out`.
+        let f = |x: &[F]| {
+            // SAFETY: F is f32 (checked above).
+            unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) }
+        };
+        // SAFETY: F is f32 (checked above).
+        let o =
+            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()) };
+        let ki = s.k as isize;
+        super::sgemm::sgemm(
+            level,
+            s.n,
+            s.oc,
+            s.k,
+            o,
+            false,
+            f(inp),
+            ki,
+            1,
+            f(w),
+            1,
+            ki,
+            bias.map(f),
+        );
+        return Ok(());
+    }
     if let Some(b) = bias {
         out.par_chunks_mut(s.oc)
             .for_each(|row| row.copy_from_slice(b));

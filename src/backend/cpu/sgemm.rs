@@ -37,6 +37,19 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+#[derive(Clone, Copy)]
+struct BiasPtr(*const f32);
+// SAFETY: only read, from a slice that outlives the GEMM call.
+unsafe impl Send for BiasPtr {}
+unsafe impl Sync for BiasPtr {}
+
+impl BiasPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper.
+    fn get(&self) -> *const f32 {
+        self.0
+    }
+}
+
 impl OutPtr {
     /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
     fn get(&self) -> *mut f32 {
@@ -45,8 +58,17 @@ impl OutPtr {
 }
 
 /// `c[MR×NR] (row stride ldc) = [c +] Σ_k a[k·MR + i]·b[k·NR + j]`, full tile.
-type Microkernel =
-    unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, add: bool);
+/// Without `add`, a non-null `bias` (the tile's NR columns) is added instead: the bias
+/// epilogue of the first depth block.
+type Microkernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+    bias: *const f32,
+);
 
 /// Register tile and cache blocks of one level.
 struct Kernel {
@@ -92,10 +114,18 @@ pub fn supports(level: Isa) -> bool {
 
 /// # Safety
 /// AVX-512F present; `a` holds `kc·12`, `b` `kc·32` floats; `c` a 12×32 tile with row
-/// stride `ldc`.
+/// stride `ldc`; `bias` null or 32 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn ukr_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, add: bool) {
+unsafe fn ukr_avx512(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+    bias: *const f32,
+) {
     use std::arch::x86_64::*;
     const MR: usize = 12;
     let mut acc = [_mm512_setzero_ps(); 2 * MR];
@@ -117,6 +147,9 @@ unsafe fn ukr_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: 
         if add {
             x0 = _mm512_add_ps(x0, _mm512_loadu_ps(row));
             x1 = _mm512_add_ps(x1, _mm512_loadu_ps(row.add(16)));
+        } else if !bias.is_null() {
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(bias));
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(bias.add(16)));
         }
         _mm512_storeu_ps(row, x0);
         _mm512_storeu_ps(row.add(16), x1);
@@ -125,10 +158,18 @@ unsafe fn ukr_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: 
 
 /// # Safety
 /// AVX2 and FMA present; `a` holds `kc·6`, `b` `kc·16` floats; `c` a 6×16 tile with row
-/// stride `ldc`.
+/// stride `ldc`; `bias` null or 16 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn ukr_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, add: bool) {
+unsafe fn ukr_avx2(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+    bias: *const f32,
+) {
     use std::arch::x86_64::*;
     const MR: usize = 6;
     let mut acc = [_mm256_setzero_ps(); 2 * MR];
@@ -150,6 +191,9 @@ unsafe fn ukr_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: us
         if add {
             x0 = _mm256_add_ps(x0, _mm256_loadu_ps(row));
             x1 = _mm256_add_ps(x1, _mm256_loadu_ps(row.add(8)));
+        } else if !bias.is_null() {
+            x0 = _mm256_add_ps(x0, _mm256_loadu_ps(bias));
+            x1 = _mm256_add_ps(x1, _mm256_loadu_ps(bias.add(8)));
         }
         _mm256_storeu_ps(row, x0);
         _mm256_storeu_ps(row.add(8), x1);
@@ -290,6 +334,7 @@ unsafe fn serial(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    bias: Option<*const f32>,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     let mut tile = [0.0f32; 12 * 32];
@@ -317,8 +362,13 @@ unsafe fn serial(
                                 let j = jp * nr;
                                 let cols = nr.min(nc - j);
                                 let cij = c.add((ib + i) * ldc + jb + j);
+                                // The bias joins the first depth block of an overwrite.
+                                let bj = match bias {
+                                    Some(b) if !add => b.add(jb + j),
+                                    _ => std::ptr::null(),
+                                };
                                 if rows == mr && cols == nr {
-                                    (kern.ukr)(kc, ap.as_ptr(), bp.as_ptr(), cij, ldc, add);
+                                    (kern.ukr)(kc, ap.as_ptr(), bp.as_ptr(), cij, ldc, add, bj);
                                 } else {
                                     // Edge tile: through a full-size buffer, then the part
                                     // that exists.
@@ -329,6 +379,7 @@ unsafe fn serial(
                                         tile.as_mut_ptr(),
                                         nr,
                                         false,
+                                        std::ptr::null(),
                                     );
                                     for r in 0..rows {
                                         let dst =
@@ -336,6 +387,11 @@ unsafe fn serial(
                                         let src = &tile[r * nr..r * nr + cols];
                                         if add {
                                             dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                                        } else if !bj.is_null() {
+                                            let bs = std::slice::from_raw_parts(bj, cols);
+                                            for ((d, s), b) in dst.iter_mut().zip(src).zip(bs) {
+                                                *d = s + b;
+                                            }
                                         } else {
                                             dst.copy_from_slice(src);
                                         }
@@ -386,8 +442,13 @@ pub fn sgemm(
     rhs: &[f32],
     rhs_rs: isize,
     rhs_cs: isize,
+    bias: Option<&[f32]>,
 ) {
     let kern = kernel(level).unwrap_or_else(|| panic!("sgemm: no microkernel for {level}"));
+    if let Some(b) = bias {
+        assert!(!accumulate, "sgemm: a bias needs an overwrite");
+        assert!(b.len() >= n, "sgemm: bias holds {} < n = {n}", b.len());
+    }
     assert!(
         level <= super::isa::detected(),
         "sgemm: {level} is above this CPU's level"
@@ -406,7 +467,12 @@ pub fn sgemm(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            match bias {
+                Some(b) => dst[..m * n]
+                    .chunks_exact_mut(n)
+                    .for_each(|r| r.copy_from_slice(&b[..n])),
+                None => dst[..m * n].fill(0.0),
+            }
         }
         return;
     }
@@ -426,6 +492,7 @@ pub fn sgemm(
         cs: rhs_cs,
     };
     let c = OutPtr(dst.as_mut_ptr());
+    let bias = bias.map(|b| BiasPtr(b.as_ptr()));
     // Threads: rectangles of C. Split the rows while every thread gets a few row panels,
     // else the columns; tiny products stay on this thread.
     let threads = rayon::current_num_threads();
@@ -446,7 +513,20 @@ pub fn sgemm(
     let run = |(rows, cols): ((usize, usize), (usize, usize))| {
         // SAFETY: the rectangles are disjoint and inside C (split of 0..m or 0..n); the
         // asserts above cover every element of A and B they read; level ≤ detected.
-        unsafe { serial(&kern, rows, cols, k, a, b, c.get(), n, accumulate) }
+        unsafe {
+            serial(
+                &kern,
+                rows,
+                cols,
+                k,
+                a,
+                b,
+                c.get(),
+                n,
+                accumulate,
+                bias.map(|b| b.get()),
+            )
+        }
     };
     if tasks.len() == 1 {
         run(tasks[0]);
