@@ -28,6 +28,10 @@ pub enum Error {
         index: usize,
         value: f32,
     },
+    /// Work whose memory estimate exceeds what the machine or device has, refused before it
+    /// starts.
+    #[error("not enough memory: {0}")]
+    Memory(String),
     /// A device (CUDA) failure or an unavailable device.
     #[error("device: {0}")]
     Device(String),

@@ -84,7 +84,8 @@ pub fn read_file(path: &Path) -> Result<String> {
 }
 
 /// Memory this process can still take on this machine: `MemAvailable` from `/proc/meminfo`,
-/// capped by a cgroup (v2) limit when one is set. None where unknown.
+/// capped by a cgroup (v2) limit and by the address-space limit (`ulimit -v`) less what the
+/// process already maps, when they are set. None where unknown.
 pub fn available_memory_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -99,7 +100,33 @@ pub fn available_memory_bytes() -> Option<u64> {
             avail = avail.min(limit.saturating_sub(used));
         }
     }
+    if let Some(room) = address_space_room() {
+        avail = avail.min(room);
+    }
     Some(avail)
+}
+
+/// `ulimit -v` less the address space this process maps already (None without a limit).
+fn address_space_room() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let limit: u64 = line
+        .trim_start_matches("Max address space")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?; // "unlimited" does not parse: no limit
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let vm_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(limit.saturating_sub(vm_kb * 1024))
 }
 
 /// An error before work starts when `need` bytes (an estimate of what `what` will allocate)
@@ -107,7 +134,7 @@ pub fn available_memory_bytes() -> Option<u64> {
 pub fn check_memory(what: &str, need: u64, available: Option<u64>, hint: &str) -> Result<()> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     match available {
-        Some(avail) if need > avail => Err(Error::Config(format!(
+        Some(avail) if need > avail => Err(Error::Memory(format!(
             "{what} needs about {:.2} GiB but only {:.2} GiB are available; {hint}",
             gib(need),
             gib(avail)

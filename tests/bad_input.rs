@@ -372,3 +372,30 @@ fn bad_input_table() {
         failures.join("\n")
     );
 }
+
+/// A benchmark family whose buffers cannot fit is refused before they exist, naming the
+/// family, the estimate and what to run instead (here under a 500 MB address-space cap; the
+/// LM-head family holds about 0.65 GiB).
+#[test]
+fn bench_family_that_cannot_fit_is_refused_before_allocating() {
+    let t0 = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 500000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_asa-lth"))
+        .args(["bench", "lm_head", "--samples", "3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not enough memory: benchmark family `lm_head`") && err.contains("GiB"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
+}

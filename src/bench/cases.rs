@@ -81,6 +81,52 @@ pub fn default_model(vocab: usize) -> GptConfig {
     }
 }
 
+/// Bytes the CPU cases of kernel family `kernel` hold once built (inputs, outputs, scratch
+/// their calls allocate), from the same shapes the builders below use — checked against the
+/// machine's memory before the family is built. Families not listed hold less than
+/// [`SMALL_FAMILY_BYTES`].
+pub fn family_bytes(kernel: &str) -> u64 {
+    let (n, c) = (16 * 128usize, 128usize);
+    let f = |floats: usize| 4 * floats as u64;
+    match kernel {
+        "read" => f(32 << 20),
+        "copy" => f(2 * (16 << 20)),
+        "gemm" => f(3 * 2048 * 2048 + 6 * 1024 * 1024),
+        "matmul" => [(c, c), (c, 4 * c), (4 * c, c), (c, VOCAB_WIKITEXT2)]
+            .iter()
+            .map(|&(k, oc)| f(3 * n * k + 3 * oc * k + 2 * oc + 3 * n * oc))
+            .sum(),
+        "xent" => [VOCAB_SYNTHETIC, VOCAB_WIKITEXT2]
+            .iter()
+            .map(|&v| f(2 * n * v + 3 * n))
+            .sum(),
+        "lm_head" => [VOCAB_SYNTHETIC, VOCAB_2K, VOCAB_WIKITEXT2]
+            .iter()
+            .map(|&v| {
+                let (rows, cols) = crate::backend::lm_head_blocks(n, v);
+                // Two sets of x, W, dx, dW (fused and unfused), the unfused logits and their
+                // gradient, the fused op's block.
+                f(2 * (2 * n * c + 2 * v * c + 2 * n) + 2 * n * v + rows.min(n) * cols)
+            })
+            .sum(),
+        "train_step" => [VOCAB_SYNTHETIC, VOCAB_2K, VOCAB_WIKITEXT2]
+            .iter()
+            .map(|&v| default_model(v).training_bytes(16, 128, false))
+            .sum(),
+        // Weights, masks and saved masks of four cases (one bf16), and the sort baseline's
+        // keys (16 bytes per weight).
+        "topk" => {
+            let w = super::topk_cases::WEIGHTS as u64;
+            (12 + 12 + 10 + 12 + 16) * w
+        }
+        _ => SMALL_FAMILY_BYTES,
+    }
+}
+
+/// The bound [`family_bytes`] assumes for the families it does not itemise (attention at
+/// T ≤ 2048, the 2:4 GEMM's CPU sweep, layer norm, GELU, AdamW, masks).
+pub const SMALL_FAMILY_BYTES: u64 = 256 << 20;
+
 /// CPU cases whose kernel family is in `only` (all when empty); the attention sweep is
 /// [`AttnSweep::cpu`](super::attention_cases::AttnSweep::cpu) unless `ASA_LTH_BENCH_ATTN`
 /// says otherwise, the 2:4 GEMM sweep [`Gemm24Sweep::cpu`] unless `ASA_LTH_BENCH_GEMM24` does.

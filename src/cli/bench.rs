@@ -92,25 +92,44 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
     if !wanted.is_empty() {
         wanted.extend(["peak", "read", "copy", "gemm"].map(String::from));
     }
-    let cases = bench::cpu_cases(&wanted);
+    // One family at a time, each checked against the memory the machine has before its
+    // buffers exist, so a run holds one family's buffers, not every family's.
+    let families: Vec<&str> = KERNELS
+        .iter()
+        .copied()
+        .filter(|k| wanted.is_empty() || wanted.iter().any(|w| w == k))
+        .collect();
+    let available = crate::io::available_memory_bytes();
+    for fam in &families {
+        crate::io::check_memory(
+            &format!("benchmark family `{fam}`"),
+            bench::cases::family_bytes(fam),
+            available,
+            "run other kernel families (e.g. `asa-lth bench gemm attention`)",
+        )?;
+    }
     let mut figures: Vec<Figure> = Vec::new();
-    let pb = indicatif::ProgressBar::new(cases.len() as u64);
-    for mut case in cases {
-        pb.set_message(case.name.clone());
-        let secs = bench::time_calls(&mut *case.run, timing);
-        let (med, spread) = bench::median_spread(&secs);
-        figures.push(Figure {
-            kernel: case.kernel.to_string(),
-            name: case.name,
-            device: case.device,
-            unit: case.unit.label().to_string(),
-            median_secs: med,
-            rel_spread: spread,
-            samples: secs.len(),
-            throughput: case.work / med,
-            roofline_ratio: None,
-        });
-        pb.inc(1);
+    let pb = indicatif::ProgressBar::new(0);
+    for fam in families {
+        let cases = bench::cpu_cases(&[fam.to_string()]);
+        pb.inc_length(cases.len() as u64);
+        for mut case in cases {
+            pb.set_message(case.name.clone());
+            let secs = bench::time_calls(&mut *case.run, timing);
+            let (med, spread) = bench::median_spread(&secs);
+            figures.push(Figure {
+                kernel: case.kernel.to_string(),
+                name: case.name,
+                device: case.device,
+                unit: case.unit.label().to_string(),
+                median_secs: med,
+                rel_spread: spread,
+                samples: secs.len(),
+                throughput: case.work / med,
+                roofline_ratio: None,
+            });
+            pb.inc(1);
+        }
     }
     pb.finish_and_clear();
     // GPU attention cases (timed with CUDA events through the Ops interface), when a GPU is
