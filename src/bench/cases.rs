@@ -70,13 +70,18 @@ pub const VOCAB_WIKITEXT2: usize = 33_278;
 /// A mid-sized vocabulary (a small BPE), between the two.
 pub const VOCAB_2K: usize = 2_000;
 
+/// The default batch the cases run at: B × T tokens of width d_model.
+pub const BATCH: usize = 16;
+pub const SEQ: usize = 128;
+pub const D_MODEL: usize = 128;
+
 /// The default model shape with vocabulary `vocab`.
 pub fn default_model(vocab: usize) -> GptConfig {
     GptConfig {
         n_layer: 2,
         n_head: 2,
-        d_model: 128,
-        ctx: 128,
+        d_model: D_MODEL,
+        ctx: SEQ,
         vocab,
     }
 }
@@ -86,7 +91,7 @@ pub fn default_model(vocab: usize) -> GptConfig {
 /// machine's memory before the family is built. Families not listed hold less than
 /// [`SMALL_FAMILY_BYTES`].
 pub fn family_bytes(kernel: &str) -> u64 {
-    let (n, c) = (16 * 128usize, 128usize);
+    let (n, c) = (BATCH * SEQ, D_MODEL);
     let f = |floats: usize| 4 * floats as u64;
     match kernel {
         "read" => f(32 << 20),
@@ -111,7 +116,7 @@ pub fn family_bytes(kernel: &str) -> u64 {
             .sum(),
         "train_step" => [VOCAB_SYNTHETIC, VOCAB_2K, VOCAB_WIKITEXT2]
             .iter()
-            .map(|&v| default_model(v).training_bytes(16, 128, false))
+            .map(|&v| default_model(v).training_bytes(BATCH, SEQ, false))
             .sum(),
         // Weights, masks and saved masks of four cases (one bf16), and the sort baseline's
         // keys (16 bytes per weight).
@@ -150,7 +155,7 @@ pub fn cpu_cases_with_sweeps(
     let dev = || "cpu".to_string();
     let mut rng = Rng::new(1234);
     let mut cases = Vec::new();
-    let (b, t, c) = (16usize, 128usize, 128usize);
+    let (b, t, c) = (BATCH, SEQ, D_MODEL);
     let n = b * t;
 
     if want("peak") {

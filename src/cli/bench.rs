@@ -116,18 +116,14 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         for mut case in cases {
             pb.set_message(case.name.clone());
             let secs = bench::time_calls(&mut *case.run, timing);
-            let (med, spread) = bench::median_spread(&secs);
-            figures.push(Figure {
-                kernel: case.kernel.to_string(),
-                name: case.name,
-                device: case.device,
-                unit: case.unit.label().to_string(),
-                median_secs: med,
-                rel_spread: spread,
-                samples: secs.len(),
-                throughput: case.work / med,
-                roofline_ratio: None,
-            });
+            figures.push(figure(
+                case.kernel,
+                case.name,
+                case.device,
+                case.unit,
+                case.work,
+                &secs,
+            ));
             pb.inc(1);
         }
     }
@@ -335,21 +331,41 @@ pub(crate) fn push_device_figure(
     case: crate::bench::attention_cases::DeviceCase,
     secs: &[f64],
 ) {
-    let (med, spread) = crate::bench::median_spread(secs);
     if !devices.contains(&case.device) {
         devices.push(case.device.clone());
     }
-    figures.push(crate::bench::Figure {
-        kernel: case.kernel.to_string(),
-        name: case.name,
-        device: case.device,
-        unit: case.unit.label().to_string(),
+    figures.push(figure(
+        case.kernel,
+        case.name,
+        case.device,
+        case.unit,
+        case.work,
+        secs,
+    ));
+}
+
+/// The figure (median and spread) of a case timed `secs` per call; its ratio to the
+/// rooflines is filled in once they are known.
+fn figure(
+    kernel: &str,
+    name: String,
+    device: String,
+    unit: crate::bench::Unit,
+    work: f64,
+    secs: &[f64],
+) -> crate::bench::Figure {
+    let (med, spread) = crate::bench::median_spread(secs);
+    crate::bench::Figure {
+        kernel: kernel.to_string(),
+        name,
+        device,
+        unit: unit.label().to_string(),
         median_secs: med,
         rel_spread: spread,
         samples: secs.len(),
-        throughput: case.work / med,
+        throughput: work / med,
         roofline_ratio: None,
-    });
+    }
 }
 
 /// A peer implementation measured in the same run (`--peer`).

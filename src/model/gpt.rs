@@ -121,6 +121,32 @@ struct TagActs<B> {
 }
 
 impl<O: Ops> Acts<O> {
+    /// The fused head over `lnf` and the tied `wte`: losses and log-sum-exps, and with
+    /// `grads` the head's gradients of the mean loss over scored tokens into `d_c` and
+    /// `d_head_w` (recorded in `head_grads_ready`).
+    fn head(&mut self, ops: &O, wte: &O::Buf, grads: bool, c: usize, v: usize) -> Result<()> {
+        self.head_grads_ready = false;
+        let scale = if self.n_scored == 0 {
+            0.0
+        } else {
+            1.0 / self.n_scored as f32
+        };
+        ops.lm_head_xent(
+            &mut self.losses,
+            &mut self.logits_lse,
+            grads.then_some((&mut self.d_c, &mut self.d_head_w)),
+            &self.lnf,
+            wte,
+            &self.targets,
+            scale,
+            self.b * self.t,
+            c,
+            v,
+        )?;
+        self.head_grads_ready = grads;
+        Ok(())
+    }
+
     fn new(ops: &O, cfg: &GptConfig, b: usize, t: usize, tagged: bool) -> Result<Self> {
         let (c, n, v) = (cfg.d_model, b * t, cfg.vocab);
         let z = |len| ops.zeros(len);
@@ -607,21 +633,7 @@ impl<O: Ops> Gpt<O> {
             n,
             c,
         )?;
-        a.head_grads_ready = false;
-        let grads = head_grads.then_some((&mut a.d_c, &mut a.d_head_w));
-        ops.lm_head_xent(
-            &mut a.losses,
-            &mut a.logits_lse,
-            grads,
-            &a.lnf,
-            &p[tab.wte],
-            &a.targets,
-            mean_loss_scale(a.n_scored),
-            n,
-            c,
-            v,
-        )?;
-        a.head_grads_ready = head_grads;
+        a.head(ops, &p[tab.wte], head_grads, c, v)?;
         let losses = ops.download(&a.losses)?;
         let sum: f64 = losses.iter().map(|&x| x as f64).sum();
         self.forward_done = true;
@@ -672,18 +684,7 @@ impl<O: Ops> Gpt<O> {
         };
         if !a.head_grads_ready {
             // A plain forward: the fused head forms its gradients now (one more pass).
-            ops.lm_head_xent(
-                &mut a.losses,
-                &mut a.logits_lse,
-                Some((&mut a.d_c, &mut a.d_head_w)),
-                &a.lnf,
-                &p[tab.wte],
-                &a.targets,
-                mean_loss_scale(a.n_scored),
-                n,
-                c,
-                v,
-            )?;
+            a.head(ops, &p[tab.wte], true, c, v)?;
         }
         a.head_grads_ready = false;
         ops.accumulate(&mut g[tab.wte], &a.d_head_w)?;
@@ -1184,14 +1185,5 @@ impl<O: Ops> Gpt<O> {
             }
         }
         Ok(())
-    }
-}
-
-/// `1 / scored` (0 when nothing is scored): the gradient scale of the mean loss.
-fn mean_loss_scale(scored: usize) -> f32 {
-    if scored == 0 {
-        0.0
-    } else {
-        1.0 / scored as f32
     }
 }

@@ -535,21 +535,12 @@ fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
 
-/// Instruction-set level the kernels run at: the hand-written AVX2+FMA kernels at the AVX2
-/// and AVX-512 levels (they are 8-wide; see [`super::isa`]), portable code otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    Portable,
-    Avx2,
-}
-
+/// Whether the hand-written AVX2+FMA kernels run: at the AVX2 and AVX-512 levels (they are
+/// 8-wide; see [`super::isa`]); portable code otherwise.
+#[cfg(target_arch = "x86_64")]
 #[inline]
-fn isa() -> Isa {
-    if super::isa::active() >= super::isa::Isa::Avx2 {
-        Isa::Avx2
-    } else {
-        Isa::Portable
-    }
+fn avx2() -> bool {
+    super::isa::active() >= super::isa::Isa::Avx2
 }
 
 // ---------------------------------------------------------------------------------------
@@ -680,13 +671,13 @@ fn fwd_block<F: Real>(
     o: &mut [F],
     lse: &mut [F],
 ) {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `fwd_block_avx2` only requires AVX2 and FMA, which `isa` detected on this
-        // CPU at run time.
-        Isa::Avx2 => unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) },
-        _ => fwd_block_impl::<F, false>(a, scr, b, qt, o, lse),
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: `fwd_block_avx2` only requires AVX2 and FMA, which the active level (never
+        // above what this CPU has) includes.
+        return unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) };
     }
+    fwd_block_impl::<F, false>(a, scr, b, qt, o, lse)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -930,13 +921,13 @@ pub fn attention_bwd<F: Real>(
 }
 
 fn bwd_head<F: Real>(a: &BwdArgs<F>, scr: &mut BwdScratch<F>, b: usize, h: usize) -> HeadGrads<F> {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `bwd_head_avx2` only requires AVX2 and FMA, which `isa` detected on this
-        // CPU at run time.
-        Isa::Avx2 => unsafe { bwd_head_avx2(a, scr, b, h) },
-        _ => bwd_head_impl::<F, false>(a, scr, b, h),
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: `bwd_head_avx2` only requires AVX2 and FMA, which the active level (never
+        // above what this CPU has) includes.
+        return unsafe { bwd_head_avx2(a, scr, b, h) };
     }
+    bwd_head_impl::<F, false>(a, scr, b, h)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -10,7 +10,7 @@
 use super::fastmath::dispatch;
 use super::matmul::gemm_acc;
 use super::real::Real;
-use super::xent::check_targets;
+use super::xent::{check_targets, max_sum_exp};
 use crate::backend::{lm_head_blocks, shapes, IGNORE_INDEX};
 use crate::Result;
 use rayon::prelude::*;
@@ -65,7 +65,20 @@ pub fn lm_head_xent<F: Real>(
             let vb = cols.min(v - j0);
             let z = &mut z[..r * vb];
             // z = x_c · W[j0..j0+vb]ᵀ  (r × vb).
-            gemm_acc(r, vb, c, z, false, xc, ci, 1, &weight[j0 * c..], 1, ci);
+            gemm_acc(
+                r,
+                vb,
+                c,
+                z,
+                false,
+                xc,
+                ci,
+                1,
+                &weight[j0 * c..],
+                1,
+                ci,
+                None,
+            );
             z.par_chunks(ROWS * vb)
                 .zip(run.par_chunks_mut(ROWS))
                 .zip(picked.par_chunks_mut(ROWS).zip(tc.par_chunks(ROWS)))
@@ -74,7 +87,8 @@ pub fn lm_head_xent<F: Real>(
                         #[inline(always)]
                         || {
                             for (i, row) in zr.chunks_exact(vb).enumerate() {
-                                let (bm, bs) = max_sum_exp(row);
+                                // 16 lanes: one AVX-512 vector per chain.
+                                let (bm, bs) = max_sum_exp::<F, 16>(row);
                                 let (m, s) = run[i];
                                 let nm = if bm > m { bm } else { m };
                                 run[i] = (nm, s * (m - nm).exp_fast() + bs * (bm - nm).exp_fast());
@@ -110,7 +124,7 @@ pub fn lm_head_xent<F: Real>(
             let wb = &weight[j0 * c..(j0 + vb) * c];
             // With the whole vocabulary in one block, pass 1 left its logits in `z`.
             if !one_block {
-                gemm_acc(r, vb, c, z, false, xc, ci, 1, wb, 1, ci);
+                gemm_acc(r, vb, c, z, false, xc, ci, 1, wb, 1, ci, None);
             }
             z.par_chunks_mut(ROWS * vb)
                 .zip(lc.par_chunks(ROWS).zip(tc.par_chunks(ROWS)))
@@ -136,38 +150,11 @@ pub fn lm_head_xent<F: Real>(
                 });
             let vbi = vb as isize;
             // dx_c (+)= G · W_block  (r × c): overwritten by the first block.
-            gemm_acc(r, c, vb, dxc, bi > 0, z, vbi, 1, wb, ci, 1);
+            gemm_acc(r, c, vb, dxc, bi > 0, z, vbi, 1, wb, ci, 1, None);
             // dW_block (+)= Gᵀ · x_c  (vb × c): overwritten by the first chunk of rows.
             let dwb = &mut dw[j0 * c..(j0 + vb) * c];
-            gemm_acc(vb, c, r, dwb, chunk > 0, z, 1, vbi, xc, ci, 1);
+            gemm_acc(vb, c, r, dwb, chunk > 0, z, 1, vbi, xc, ci, 1, None);
         }
     }
     Ok(())
-}
-
-/// `(max, Σ e^{x−max})` of a row, [`LANES`] independent lanes so both loops vectorise at
-/// the widest level (a single running accumulator serialises on the add latency).
-#[inline(always)]
-fn max_sum_exp<F: Real>(row: &[F]) -> (F, F) {
-    const LANES: usize = 16;
-    let mut mx = [F::neg_infinity(); LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for ch in chunks {
-        for l in 0..LANES {
-            mx[l] = if ch[l] > mx[l] { ch[l] } else { mx[l] };
-        }
-    }
-    let m = tail
-        .iter()
-        .chain(&mx)
-        .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a });
-    let mut acc = [F::zero(); LANES];
-    for ch in row.chunks_exact(LANES) {
-        for l in 0..LANES {
-            acc[l] += (ch[l] - m).exp_fast();
-        }
-    }
-    let s = tail.iter().map(|&x| (x - m).exp_fast()).sum::<F>() + acc.iter().copied().sum::<F>();
-    (m, s)
 }

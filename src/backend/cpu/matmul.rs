@@ -1,12 +1,14 @@
 //! `Y = X·(W⊙M)ᵀ + b` and its backward on the CPU, through the `gemm` crate (packed,
 //! cache-blocked, SIMD, rayon-threaded). Contract: [`crate::backend::Ops::matmul_fwd`].
 
-use super::real::Real;
+use super::real::{as_f32, as_f32_mut, Real};
 use crate::backend::MatmulShape;
 use crate::Result;
 use rayon::prelude::*;
 
-/// `dst (m×n, row stride dst_rs) = [dst +] lhs·rhs` with explicit strides (row, col).
+/// `dst (m×n, row-major) = [dst +] lhs·rhs [+ bias]` with explicit strides (row, col); a
+/// `bias` (length n, added to every row) only with an overwrite. f32 goes through this
+/// project's GEMM at the active level (the bias in its epilogue), f64 through the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_acc<F: Real>(
     m: usize,
@@ -20,24 +22,35 @@ pub(crate) fn gemm_acc<F: Real>(
     rhs: &[F],
     rhs_rs: isize,
     rhs_cs: isize,
+    bias: Option<&[F]>,
 ) {
     if m == 0 || n == 0 {
         return;
     }
     debug_assert!(dst.len() >= m * n);
-    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: F is f32 (checked just above), so the slices reinterpret in place.
-        let (dst, lhs, rhs) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len()),
-                std::slice::from_raw_parts(lhs.as_ptr().cast::<f32>(), lhs.len()),
-                std::slice::from_raw_parts(rhs.as_ptr().cast::<f32>(), rhs.len()),
-            )
-        };
-        let level = super::isa::active();
-        return sgemm_at(
-            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
-        );
+    debug_assert!(bias.is_none() || !accumulate);
+    let level = super::isa::active();
+    let epilogue = as_f32(lhs).is_some() && super::sgemm::supports(level);
+    // Without our GEMM's epilogue the bias is a pass of its own, then accumulated onto.
+    if let (false, Some(b)) = (epilogue, bias) {
+        dst[..m * n]
+            .par_chunks_mut(n)
+            .for_each(|row| row.copy_from_slice(&b[..n]));
+    }
+    let accumulate = accumulate || (bias.is_some() && !epilogue);
+    if let (Some(l), Some(r)) = (as_f32(lhs), as_f32(rhs)) {
+        let d = as_f32_mut(dst).expect("F is f32, as lhs is");
+        if epilogue {
+            let b = bias.and_then(as_f32);
+            super::sgemm::sgemm(
+                level, m, n, k, d, accumulate, l, lhs_rs, lhs_cs, r, rhs_rs, rhs_cs, b,
+            );
+        } else {
+            sgemm_crate_at(
+                level, m, n, k, d, accumulate, l, lhs_rs, lhs_cs, r, rhs_rs, rhs_cs,
+            );
+        }
+        return;
     }
     // SAFETY: callers pass slices whose lengths were validated against (m, n, k) and the
     // strides above, so every index gemm forms lies inside the slices; dst does not alias
@@ -124,13 +137,13 @@ pub fn sgemm_crate_at(
     if m == 0 || n == 0 {
         return;
     }
-    let span = |rows: usize, rs: isize, cols: usize, cs: isize| {
-        (rows.saturating_sub(1) as isize * rs + cols.saturating_sub(1) as isize * cs) as usize
+    let fits = |len: usize, rows, rs, cols, cs| {
+        super::sgemm::last_index(rows, rs, cols, cs).is_some_and(|l| l < len)
     };
     assert!(
         dst.len() >= m * n
-            && (k == 0 || lhs.len() > span(m, lhs_rs, k, lhs_cs))
-            && (k == 0 || rhs.len() > span(k, rhs_rs, n, rhs_cs)),
+            && (k == 0 || fits(lhs.len(), m, lhs_rs, k, lhs_cs))
+            && (k == 0 || fits(rhs.len(), k, rhs_rs, n, rhs_cs)),
         "sgemm_at: slices too short for m={m} n={n} k={k}"
     );
     let par = gemm::Parallelism::Rayon(0);
@@ -226,53 +239,9 @@ pub fn matmul_fwd<F: Real>(
         }
         None => weight,
     };
-    let level = super::isa::active();
-    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && super::sgemm::supports(level)
-    {
-        // f32 with our GEMM: the bias is its epilogue, not a separate pass over `out`.
-        let f = |x: &[F]| {
-            // SAFETY: F is f32 (checked above).
-            unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) }
-        };
-        // SAFETY: F is f32 (checked above).
-        let o =
-            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()) };
-        let ki = s.k as isize;
-        super::sgemm::sgemm(
-            level,
-            s.n,
-            s.oc,
-            s.k,
-            o,
-            false,
-            f(inp),
-            ki,
-            1,
-            f(w),
-            1,
-            ki,
-            bias.map(f),
-        );
-        return Ok(());
-    }
-    if let Some(b) = bias {
-        out.par_chunks_mut(s.oc)
-            .for_each(|row| row.copy_from_slice(b));
-    }
-    // rhs = Wᵀ (k×oc): element (p, j) = W[j·k + p].
-    gemm_acc(
-        s.n,
-        s.oc,
-        s.k,
-        out,
-        bias.is_some(),
-        inp,
-        s.k as isize,
-        1,
-        w,
-        1,
-        s.k as isize,
-    );
+    // rhs = Wᵀ (k×oc): element (p, j) = W[j·k + p]; the bias joins as the GEMM's epilogue.
+    let ki = s.k as isize;
+    gemm_acc(s.n, s.oc, s.k, out, false, inp, ki, 1, w, 1, ki, bias);
     if s.k == 0 && bias.is_none() {
         out.fill(F::zero());
     }
@@ -322,6 +291,7 @@ pub fn matmul_bwd<F: Real>(
             w,
             s.k as isize,
             1,
+            None,
         );
     }
     // dW (oc×k) += doutᵀ (oc×n) · inp (n×k); lhs element (o, r) = dout[r·oc + o].
@@ -338,6 +308,7 @@ pub fn matmul_bwd<F: Real>(
             inp,
             s.k as isize,
             1,
+            None,
         ),
         Some(m) => {
             let mut tmp = vec![F::zero(); s.oc * s.k];
@@ -353,6 +324,7 @@ pub fn matmul_bwd<F: Real>(
                 inp,
                 s.k as isize,
                 1,
+                None,
             );
             dweight
                 .par_iter_mut()

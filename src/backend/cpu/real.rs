@@ -46,3 +46,17 @@ impl Real for f32 {
     }
 }
 impl Real for f64 {}
+
+/// `x` as f32, when `F` is f32 (the kernels with an f32-only fast path use it).
+pub(crate) fn as_f32<F: Real>(x: &[F]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>())
+        // SAFETY: F is f32 (checked), so the slice reinterprets in place.
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+pub(crate) fn as_f32_mut<F: Real>(x: &mut [F]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>())
+        // SAFETY: F is f32 (checked), so the slice reinterprets in place.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
+}

@@ -409,6 +409,13 @@ unsafe fn serial(
     });
 }
 
+/// The largest index a `rows × cols` matrix with strides (`rs`, `cs`) touches (rows and
+/// cols ≥ 1); None for negative strides.
+pub(crate) fn last_index(rows: usize, rs: isize, cols: usize, cs: isize) -> Option<usize> {
+    let v = (rows as isize - 1) * rs + (cols as isize - 1) * cs;
+    (rs >= 0 && cs >= 0).then_some(v as usize)
+}
+
 /// Split `len` into `parts` contiguous ranges whose boundaries are multiples of `align`.
 fn split(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
     let units = len.div_ceil(align);
@@ -453,10 +460,6 @@ pub fn sgemm(
         level <= super::isa::detected(),
         "sgemm: {level} is above this CPU's level"
     );
-    let last = |rows: usize, rs: isize, cols: usize, cs: isize| -> Option<usize> {
-        let v = (rows as isize - 1) * rs + (cols as isize - 1) * cs;
-        (rs >= 0 && cs >= 0).then_some(v as usize)
-    };
     assert!(
         dst.len() >= m * n,
         "sgemm: dst holds {} < {m}×{n}",
@@ -477,8 +480,8 @@ pub fn sgemm(
         return;
     }
     assert!(
-        last(m, lhs_rs, k, lhs_cs).is_some_and(|l| l < lhs.len())
-            && last(k, rhs_rs, n, rhs_cs).is_some_and(|l| l < rhs.len()),
+        last_index(m, lhs_rs, k, lhs_cs).is_some_and(|l| l < lhs.len())
+            && last_index(k, rhs_rs, n, rhs_cs).is_some_and(|l| l < rhs.len()),
         "sgemm: lhs or rhs too short (or negative strides) for m={m} n={n} k={k}"
     );
     let a = View {

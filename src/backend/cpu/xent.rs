@@ -24,15 +24,22 @@ pub(crate) fn check_targets(targets: &[u32], v: usize) -> Result<()> {
     }
 }
 
-/// Log-sum-exp of a row (numerically stable). Eight independent lanes so the max and the
-/// sum vectorise (a single running accumulator serialises on the add latency).
+/// Log-sum-exp of a row (numerically stable), eight lanes at a time.
 #[inline(always)]
 pub(crate) fn row_lse<F: Real>(row: &[F]) -> F {
-    let mut mx = [F::neg_infinity(); 8];
-    let chunks = row.chunks_exact(8);
+    let (m, s) = max_sum_exp::<F, 8>(row);
+    m + s.ln()
+}
+
+/// `(max, Σ e^{x−max})` of a row with `LANES` independent lanes, so the max and the sum
+/// vectorise (a single running accumulator serialises on the add latency).
+#[inline(always)]
+pub(crate) fn max_sum_exp<F: Real, const LANES: usize>(row: &[F]) -> (F, F) {
+    let mut mx = [F::neg_infinity(); LANES];
+    let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
-        for l in 0..8 {
+        for l in 0..LANES {
             mx[l] = if c[l] > mx[l] { c[l] } else { mx[l] };
         }
     }
@@ -40,14 +47,14 @@ pub(crate) fn row_lse<F: Real>(row: &[F]) -> F {
         .iter()
         .chain(&mx)
         .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a });
-    let mut acc = [F::zero(); 8];
-    for c in row.chunks_exact(8) {
-        for l in 0..8 {
+    let mut acc = [F::zero(); LANES];
+    for c in row.chunks_exact(LANES) {
+        for l in 0..LANES {
             acc[l] += (c[l] - mx).exp_fast();
         }
     }
     let s = tail.iter().map(|&x| (x - mx).exp_fast()).sum::<F>() + acc.iter().copied().sum::<F>();
-    mx + s.ln()
+    (mx, s)
 }
 
 /// `losses[r] = lse(logits[r]) − logits[r][target[r]]` and `lse[r]`; ignored rows get loss 0

@@ -296,6 +296,37 @@ pub struct CudaOps {
 }
 
 impl CudaOps {
+    /// One chunk of [`Ops::lm_head_xent`] (all `losses.len()` rows) through the unfused
+    /// kernels: logits, cross-entropy, and with `grads` its backward — `dx` overwritten,
+    /// `dweight` accumulated (the caller zeroes it once for all chunks).
+    #[allow(clippy::too_many_arguments)]
+    fn head_chunk(
+        &self,
+        losses: &mut CudaBuf,
+        lse: &mut CudaBuf,
+        grads: Option<(&mut CudaBuf, &mut CudaBuf)>,
+        x: &CudaBuf,
+        weight: &CudaBuf,
+        targets: &CudaIdx,
+        dloss: f32,
+        c: usize,
+        v: usize,
+    ) -> Result<()> {
+        let r = losses.len();
+        let s = MatmulShape { n: r, k: c, oc: v };
+        let mut z = self.zeros(r * v)?;
+        self.matmul_fwd(&mut z, x, weight, None, None, s)?;
+        self.xent_fwd(losses, lse, &z, targets, r, v)?;
+        if let Some((dx, dw)) = grads {
+            let mut dz = self.zeros(r * v)?;
+            self.xent_bwd(&mut dz, &z, lse, targets, dloss, r, v)?;
+            drop(z);
+            self.fill(dx, 0.0)?;
+            self.matmul_bwd(Some(dx), dw, None, &dz, x, weight, None, s)?;
+        }
+        Ok(())
+    }
+
     /// Open GPU `ordinal`: checks that the driver library is present and the crate was built
     /// with kernels, creates the context and a stream, loads the kernels and (when
     /// libcublasLt is installed) a cuBLASLt handle; without it the matmuls run on the
@@ -1748,32 +1779,34 @@ impl Ops for CudaOps {
         if n == 0 {
             return Ok(());
         }
-        let host_targets = self.download_u32(&targets.buf)?;
         let rows = crate::backend::lm_head_gpu_chunk(n, v).0;
+        if n <= rows {
+            // One chunk: the caller's buffers themselves.
+            return self.head_chunk(losses, lse, grads, x, weight, targets, dloss, c, v);
+        }
+        let host_targets = self.download_u32(&targets.buf)?;
         let st = self.stream.clone();
         let dtod = |what: &str, e| drv(what, e);
+        // Row-chunk inputs and outputs, reallocated only for the shorter last chunk.
+        let mut scratch: Option<(usize, [CudaBuf; 4])> = None;
         let mut r0 = 0;
         while r0 < n {
             let r = rows.min(n - r0);
-            let s = MatmulShape { n: r, k: c, oc: v };
-            let mut xc = self.zeros(r * c)?;
+            if scratch.as_ref().is_none_or(|(sr, _)| *sr != r) {
+                let z = |len| self.zeros(len);
+                scratch = Some((r, [z(r * c)?, z(r)?, z(r)?, z(r * c)?]));
+            }
+            let [xc, lc, sc, dxc] = &mut scratch.as_mut().expect("allocated above").1;
             st.memcpy_dtod(&x.slice().slice(r0 * c..(r0 + r) * c), xc.slice_mut())
                 .map_err(|e| dtod("copy head input rows", e))?;
             let tc = self.new_idx(&host_targets[r0..r0 + r])?;
-            let (mut lc, mut sc) = (self.zeros(r)?, self.zeros(r)?);
-            let mut z = self.zeros(r * v)?;
-            self.matmul_fwd(&mut z, &xc, weight, None, None, s)?;
-            self.xent_fwd(&mut lc, &mut sc, &z, &tc, r, v)?;
+            let chunk_grads = grads.as_mut().map(|(_, dw)| (&mut *dxc, &mut **dw));
+            self.head_chunk(lc, sc, chunk_grads, xc, weight, &tc, dloss, c, v)?;
             st.memcpy_dtod(lc.slice(), &mut losses.slice_mut().slice_mut(r0..r0 + r))
                 .map_err(|e| dtod("copy head losses", e))?;
             st.memcpy_dtod(sc.slice(), &mut lse.slice_mut().slice_mut(r0..r0 + r))
                 .map_err(|e| dtod("copy head log-sum-exps", e))?;
-            if let Some((dx, dw)) = grads.as_mut() {
-                let mut dz = self.zeros(r * v)?;
-                self.xent_bwd(&mut dz, &z, &sc, &tc, dloss, r, v)?;
-                drop(z);
-                let mut dxc = self.zeros(r * c)?;
-                self.matmul_bwd(Some(&mut dxc), dw, None, &dz, &xc, weight, None, s)?;
+            if let Some((dx, _)) = grads.as_mut() {
                 st.memcpy_dtod(
                     dxc.slice(),
                     &mut dx.slice_mut().slice_mut(r0 * c..(r0 + r) * c),
