@@ -12,6 +12,7 @@
 #include "attention.cu"
 #include "topk.cu"
 #include "gemm24.cu"
+#include "lm_head.cu"
 
 uint3 threadIdx;
 uint3 blockIdx;
@@ -743,6 +744,46 @@ int asa_emu_selftest_divergent_barrier(char* err, size_t cap) {
     };
     return finish(asa_emu::launch("selftest_divergent_barrier", dim3{1, 1, 1}, dim3{128, 1, 1},
                                   kernel),
+                  err, cap);
+}
+
+// The fused LM head (kernels/lm_head.cu) with the grids of src/backend/cuda/ops.rs
+// `lm_head_xent`: the forward, then (bwd) the dx and dW kernels.
+int asa_emu_lm_head_fwd(float* losses, float* lse, const float* x, const float* w,
+                        const uint32_t* targets, uint32_t N, uint32_t C, uint32_t V, char* err,
+                        size_t cap) {
+    std::lock_guard<std::mutex> lock(asa_emu::g_lock);
+    asa_emu::S.smem_limit = 0;
+    const uint32_t rows = (N + asa_head::TILE - 1) / asa_head::TILE;
+    const std::function<void()> k = [=] { lm_head_fwd_f32(losses, lse, x, w, targets, N, C, V); };
+    return finish(asa_emu::launch("lm_head_fwd_f32", dim3{rows, 1, 1},
+                                  dim3{ASA_HEAD_THREADS, 1, 1}, k),
+                  err, cap);
+}
+
+int asa_emu_lm_head_bwd(float* dx, float* dw, const float* x, const float* w, const float* lse,
+                        const uint32_t* targets, float dloss, uint32_t N, uint32_t C, uint32_t V,
+                        char* err, size_t cap) {
+    std::lock_guard<std::mutex> lock(asa_emu::g_lock);
+    asa_emu::S.smem_limit = 0;
+    using asa_head::SLICE;
+    using asa_head::TILE;
+    const uint32_t slices = (C + SLICE - 1) / SLICE;
+    if (N > 0) {
+        const std::function<void()> kx = [=] {
+            lm_head_bwd_dx_f32(dx, x, w, lse, targets, dloss, N, C, V);
+        };
+        const std::string e = asa_emu::launch("lm_head_bwd_dx_f32", dim3{(N + TILE - 1) / TILE, slices, 1},
+                                              dim3{ASA_HEAD_THREADS, 1, 1}, kx);
+        if (!e.empty()) {
+            return finish(e, err, cap);
+        }
+    }
+    const std::function<void()> kw = [=] {
+        lm_head_bwd_dw_f32(dw, x, w, lse, targets, dloss, N, C, V);
+    };
+    return finish(asa_emu::launch("lm_head_bwd_dw_f32", dim3{(V + TILE - 1) / TILE, slices, 1},
+                                  dim3{ASA_HEAD_THREADS, 1, 1}, kw),
                   err, cap);
 }
 

@@ -13,6 +13,9 @@ if [[ ${1:-} == --sass ]]; then
 fi
 stamp="$dest/.installed-$(printf '%s\n' "${pkgs[@]}" | sha256sum | cut -c1-16)"
 if [[ ! -f $stamp ]]; then
+  # pip --target skips a top-level folder that already exists (every wheel here writes into
+  # nvidia/), so a second install beside an earlier one would add nothing: start clean.
+  rm -rf "$dest"
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$dest" "${pkgs[@]}" >&2
   touch "$stamp"

@@ -198,3 +198,109 @@ fn fused_head_refuses_bad_shapes_and_targets() {
         .unwrap_err();
     assert!(e.to_string().contains("dx"), "{e}");
 }
+
+/// The CUDA kernels of `kernels/lm_head.cu`, their own source run by the SIMT emulation with
+/// the backend's grids: against the f64 definition and the CPU twin, with tails in every
+/// dimension (rows past a 64-row tile, C not a multiple of the 16-deep stage nor of the
+/// 128-column slice, V past a 64-entry tile and below one), ignored rows and outputs poisoned;
+/// two thread interleavings give the same bits (no atomics, fixed summation order).
+#[test]
+fn emulated_cuda_head_matches_cpu() {
+    use asa_lth::backend::cuda::simt::{self, EmuConfig};
+    let mut rng = Rng::new(23);
+    let f = |a: &[f64]| a.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let up = |a: &[f32]| a.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    for (n, c, v) in [(70, 37, 150), (5, 140, 9), (64, 16, 64), (1, 3, 1)] {
+        let (x, w, targets, dloss) = case(&mut rng, n, c, v);
+        let want = reference(&x, &w, &targets, dloss, n, c, v);
+        let (x32, w32) = (f(&x), f(&w));
+        let run = |seed: u64| {
+            simt::configure(EmuConfig {
+                eager_copies: false,
+                seed,
+            });
+            let (mut losses, mut lse) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            let (mut dx, mut dw) = (vec![f32::NAN; n * c], vec![f32::NAN; v * c]);
+            simt::lm_head_xent(
+                &mut losses,
+                &mut lse,
+                Some((&mut dx, &mut dw)),
+                &x32,
+                &w32,
+                &targets,
+                dloss as f32,
+                n,
+                c,
+                v,
+            )
+            .unwrap();
+            (losses, lse, dx, dw)
+        };
+        let got = run(5);
+        let (mut cl, mut cs) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        let (mut cdx, mut cdw) = (vec![f32::NAN; n * c], vec![f32::NAN; v * c]);
+        Cpu.lm_head_xent(
+            &mut cl,
+            &mut cs,
+            Some((&mut cdx, &mut cdw)),
+            &x32,
+            &w32,
+            &targets,
+            dloss as f32,
+            n,
+            c,
+            v,
+        )
+        .unwrap();
+        for (name, emu, cpu, want) in [
+            ("losses", &got.0, &cl, &want.losses),
+            ("lse", &got.1, &cs, &want.lse),
+            ("dx", &got.2, &cdx, &want.dx),
+            ("dweight", &got.3, &cdw, &want.dw),
+        ] {
+            assert!(
+                emu.iter().all(|x| x.is_finite()),
+                "n{n} c{c} v{v} {name}: unwritten"
+            );
+            let e = rel_l2(&up(emu), want);
+            assert!(
+                e < 1e-5,
+                "n{n} c{c} v{v} {name}: emulated CUDA vs f64 {e:.2e}"
+            );
+            let e = rel_l2(&up(emu), &up(cpu));
+            assert!(
+                e < 1e-5,
+                "n{n} c{c} v{v} {name}: emulated CUDA vs CPU {e:.2e}"
+            );
+        }
+        let again = run(99);
+        assert!(
+            got.0 == again.0 && got.1 == again.1 && got.2 == again.2 && got.3 == again.3,
+            "n{n} c{c} v{v}: another interleaving changed the bits"
+        );
+        // Forward only: the same losses and lse; no rows: dweight all zeros.
+        let (mut l2, mut s2) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        simt::lm_head_xent(&mut l2, &mut s2, None, &x32, &w32, &targets, 1.0, n, c, v).unwrap();
+        assert!(
+            l2 == got.0 && s2 == got.1,
+            "n{n} c{c} v{v}: forward alone differs"
+        );
+    }
+    let (c, v) = (20, 70);
+    let w = f(&rand_vec(&mut rng, v * c));
+    let mut dw = vec![f32::NAN; v * c];
+    simt::lm_head_xent(
+        &mut [],
+        &mut [],
+        Some((&mut [], &mut dw)),
+        &[],
+        &w,
+        &[],
+        1.0,
+        0,
+        c,
+        v,
+    )
+    .unwrap();
+    assert!(dw.iter().all(|&x| x == 0.0), "n = 0: dweight must be zeros");
+}

@@ -14,7 +14,7 @@ pub mod cpu;
 pub mod cuda;
 pub(crate) mod shapes;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Target id meaning "do not score this position" (padding, masked targets).
 pub const IGNORE_INDEX: u32 = u32::MAX;
@@ -323,7 +323,8 @@ pub trait Ops: Send + Sync {
     /// `grads = Some((dx, dweight))` it also overwrites `dx = G·W` and `dweight = Gᵀ·x`, where
     /// `G_r = dloss·(softmax(z_r) − onehot(target_r))` for scored rows and 0 for ignored ones
     /// — the forward and backward of `xent(matmul(x, W))` in one pass, whose `n × v` logits an
-    /// implementation need never hold at once (the CPU's takes rows a chunk at a time).
+    /// implementation need never hold at once (the CPU walks blocks of vocabulary, the CUDA
+    /// kernels keep a tile in registers and recompute it in the backward).
     #[allow(clippy::too_many_arguments)]
     fn lm_head_xent(
         &self,
@@ -407,8 +408,21 @@ pub fn lm_head_blocks(n: usize, v: usize) -> (usize, usize) {
     (rows, cols.min(v.max(1)))
 }
 
-/// `(rows, v)`: the row chunks of the CUDA backend's fused head (whole vocabulary rows, about
-/// 16 M logits per chunk), whose logits and their gradient it holds at once.
-pub fn lm_head_gpu_chunk(n: usize, v: usize) -> (usize, usize) {
-    (((16usize << 20) / v.max(1)).clamp(1, n.max(1)), v)
+/// `(n, c, v)` as the 32-bit sizes of the fused head's kernels (kernels/lm_head.cu), checked
+/// against their limits: each at most 2³¹ (the tile loops step past the end in 32 bits) and
+/// `c` at most 2²³ (the backward grids' y dimension holds ⌈c/128⌉ < 65,536 slices).
+pub fn lm_head_grid_dims(n: usize, c: usize, v: usize) -> Result<(u32, u32, u32)> {
+    const MAX: usize = 1 << 31;
+    for (what, x, max) in [
+        ("rows", n, MAX),
+        ("width", c, 1 << 23),
+        ("vocabulary", v, MAX),
+    ] {
+        if x > max {
+            return Err(Error::Config(format!(
+                "lm_head_xent: {what} {x} exceeds the kernels' limit {max}"
+            )));
+        }
+    }
+    Ok((n as u32, c as u32, v as u32))
 }

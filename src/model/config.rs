@@ -62,11 +62,9 @@ impl GptConfig {
         let (c, n, v, h) = (self.d_model, b * t, self.vocab, self.n_head);
         let block = 18 * n * c + 4 * n + n * h;
         // The fused head holds no B·T × V logits: its V × C weight gradient, and while it
-        // runs one block of logits (CPU) or one chunk of rows' logits and their gradient
-        // (GPU), whichever is larger (the estimate serves both).
+        // runs one block of logits on the CPU (the CUDA kernels keep theirs in registers).
         let (rows, cols) = crate::backend::lm_head_blocks(n, v);
-        let (gpu_rows, _) = crate::backend::lm_head_gpu_chunk(n, v);
-        let head = (n.min(rows) * cols).max(2 * gpu_rows * v);
+        let head = n.min(rows) * cols;
         let global = 16 * n * c + v * c + head + 4 * n;
         let tag = if tagged {
             (4 * self.n_layer + 4) * n * h * (self.head_dim() + 17)

@@ -48,6 +48,8 @@ const MAX_BLOCKS: u32 = super::kernels::ELEMENTWISE_MAX_BLOCKS;
 pub const LN_BLOCK: u32 = 256;
 /// Threads per block of the classifier (`ASA_XENT_BLOCK`).
 pub const XENT_BLOCK: u32 = 256;
+/// Threads per block of the fused LM head (`ASA_HEAD_THREADS`).
+const HEAD_BLOCK: u32 = 256;
 /// Threads per block of `encoder_bwd_wte_f32` (`ASA_EMBED_BLOCK`).
 pub const EMBED_BLOCK: u32 = 256;
 /// Threads per block of the sum-of-squares passes (`ASA_SUMSQ_BLOCK`).
@@ -296,37 +298,6 @@ pub struct CudaOps {
 }
 
 impl CudaOps {
-    /// One chunk of [`Ops::lm_head_xent`] (all `losses.len()` rows) through the unfused
-    /// kernels: logits, cross-entropy, and with `grads` its backward — `dx` overwritten,
-    /// `dweight` accumulated (the caller zeroes it once for all chunks).
-    #[allow(clippy::too_many_arguments)]
-    fn head_chunk(
-        &self,
-        losses: &mut CudaBuf,
-        lse: &mut CudaBuf,
-        grads: Option<(&mut CudaBuf, &mut CudaBuf)>,
-        x: &CudaBuf,
-        weight: &CudaBuf,
-        targets: &CudaIdx,
-        dloss: f32,
-        c: usize,
-        v: usize,
-    ) -> Result<()> {
-        let r = losses.len();
-        let s = MatmulShape { n: r, k: c, oc: v };
-        let mut z = self.zeros(r * v)?;
-        self.matmul_fwd(&mut z, x, weight, None, None, s)?;
-        self.xent_fwd(losses, lse, &z, targets, r, v)?;
-        if let Some((dx, dw)) = grads {
-            let mut dz = self.zeros(r * v)?;
-            self.xent_bwd(&mut dz, &z, lse, targets, dloss, r, v)?;
-            drop(z);
-            self.fill(dx, 0.0)?;
-            self.matmul_bwd(Some(dx), dw, None, &dz, x, weight, None, s)?;
-        }
-        Ok(())
-    }
-
     /// Open GPU `ordinal`: checks that the driver library is present and the crate was built
     /// with kernels, creates the context and a stream, loads the kernels and (when
     /// libcublasLt is installed) a cuBLASLt handle; without it the matmuls run on the
@@ -1769,53 +1740,87 @@ impl Ops for CudaOps {
         )?;
         self.check_targets(targets, v)?;
         shapes::xent_vocab(v)?;
-        // Rows a chunk at a time (`lm_head_gpu_chunk`), each chunk through the unfused
-        // kernels on chunk-sized scratch: the n × v logits never exist at once. The head's
-        // weight gradient accumulates over chunks (matmul_bwd adds).
-        let mut grads = grads;
-        if let Some((_, dw)) = grads.as_mut() {
-            self.fill(dw, 0.0)?;
+        // kernels/lm_head.cu: the logits live a tile at a time in registers; the backward
+        // recomputes them (no n × v buffer, no scratch at all).
+        let (nu, cu, vu) = crate::backend::lm_head_grid_dims(n, c, v)?;
+        const TILE: u32 = 64;
+        const SLICE: u32 = 128;
+        let st = &self.stream;
+        if n > 0 {
+            let args = &mut [
+                KArg::Ptr(dptr_mut(losses, st)),
+                KArg::Ptr(dptr_mut(lse, st)),
+                KArg::Ptr(dptr(x, st)),
+                KArg::Ptr(dptr(weight, st)),
+                KArg::Ptr(dptr(&targets.buf, st)),
+                KArg::U32(nu),
+                KArg::U32(cu),
+                KArg::U32(vu),
+            ];
+            // SAFETY: lm_head_fwd_f32(losses, lse, x, w, const u32* targets, u32 N, u32 C, u32
+            // V): block per 64 rows < N; x holds N·C, w V·C, losses/lse/targets N (checked).
+            unsafe {
+                self.launch(
+                    "lm_head_fwd_f32",
+                    (nu.div_ceil(TILE), 1, 1),
+                    HEAD_BLOCK,
+                    0,
+                    args,
+                )?
+            };
         }
-        if n == 0 {
+        let Some((dx, dw)) = grads else {
             return Ok(());
+        };
+        let slices = cu.div_ceil(SLICE);
+        if n > 0 {
+            let args = &mut [
+                KArg::Ptr(dptr_mut(dx, st)),
+                KArg::Ptr(dptr(x, st)),
+                KArg::Ptr(dptr(weight, st)),
+                KArg::Ptr(dptr(lse, st)),
+                KArg::Ptr(dptr(&targets.buf, st)),
+                KArg::F32(dloss),
+                KArg::U32(nu),
+                KArg::U32(cu),
+                KArg::U32(vu),
+            ];
+            // SAFETY: lm_head_bwd_dx_f32(dx, x, w, lse, targets, float dloss, u32 N, u32 C, u32
+            // V): blocks (64 rows, 128 columns) inside N × C; dx and x hold N·C, w V·C,
+            // lse/targets N (checked).
+            unsafe {
+                self.launch(
+                    "lm_head_bwd_dx_f32",
+                    (nu.div_ceil(TILE), slices, 1),
+                    HEAD_BLOCK,
+                    0,
+                    args,
+                )?
+            };
         }
-        let rows = crate::backend::lm_head_gpu_chunk(n, v).0;
-        if n <= rows {
-            // One chunk: the caller's buffers themselves.
-            return self.head_chunk(losses, lse, grads, x, weight, targets, dloss, c, v);
+        let args = &mut [
+            KArg::Ptr(dptr_mut(dw, st)),
+            KArg::Ptr(dptr(x, st)),
+            KArg::Ptr(dptr(weight, st)),
+            KArg::Ptr(dptr(lse, st)),
+            KArg::Ptr(dptr(&targets.buf, st)),
+            KArg::F32(dloss),
+            KArg::U32(nu),
+            KArg::U32(cu),
+            KArg::U32(vu),
+        ];
+        // SAFETY: lm_head_bwd_dw_f32(dw, x, w, lse, targets, float dloss, u32 N, u32 C, u32 V):
+        // blocks (64 vocabulary rows, 128 columns) inside V × C (v ≥ 1, checked); dw and w hold
+        // V·C, x N·C, lse/targets N (checked); with N = 0 it writes dw's zeros.
+        unsafe {
+            self.launch(
+                "lm_head_bwd_dw_f32",
+                (vu.div_ceil(TILE), slices, 1),
+                HEAD_BLOCK,
+                0,
+                args,
+            )
         }
-        let host_targets = self.download_u32(&targets.buf)?;
-        let st = self.stream.clone();
-        let dtod = |what: &str, e| drv(what, e);
-        // Row-chunk inputs and outputs, reallocated only for the shorter last chunk.
-        let mut scratch: Option<(usize, [CudaBuf; 4])> = None;
-        let mut r0 = 0;
-        while r0 < n {
-            let r = rows.min(n - r0);
-            if scratch.as_ref().is_none_or(|(sr, _)| *sr != r) {
-                let z = |len| self.zeros(len);
-                scratch = Some((r, [z(r * c)?, z(r)?, z(r)?, z(r * c)?]));
-            }
-            let [xc, lc, sc, dxc] = &mut scratch.as_mut().expect("allocated above").1;
-            st.memcpy_dtod(&x.slice().slice(r0 * c..(r0 + r) * c), xc.slice_mut())
-                .map_err(|e| dtod("copy head input rows", e))?;
-            let tc = self.new_idx(&host_targets[r0..r0 + r])?;
-            let chunk_grads = grads.as_mut().map(|(_, dw)| (&mut *dxc, &mut **dw));
-            self.head_chunk(lc, sc, chunk_grads, xc, weight, &tc, dloss, c, v)?;
-            st.memcpy_dtod(lc.slice(), &mut losses.slice_mut().slice_mut(r0..r0 + r))
-                .map_err(|e| dtod("copy head losses", e))?;
-            st.memcpy_dtod(sc.slice(), &mut lse.slice_mut().slice_mut(r0..r0 + r))
-                .map_err(|e| dtod("copy head log-sum-exps", e))?;
-            if let Some((dx, _)) = grads.as_mut() {
-                st.memcpy_dtod(
-                    dxc.slice(),
-                    &mut dx.slice_mut().slice_mut(r0 * c..(r0 + r) * c),
-                )
-                .map_err(|e| dtod("copy head input gradient", e))?;
-            }
-            r0 += r;
-        }
-        Ok(())
     }
 
     fn adamw(

@@ -34,6 +34,33 @@ use crate::{Error, Result};
 mod ffi {
     use std::ffi::c_char;
     extern "C" {
+        pub fn asa_emu_lm_head_fwd(
+            losses: *mut f32,
+            lse: *mut f32,
+            x: *const f32,
+            w: *const f32,
+            targets: *const u32,
+            n: u32,
+            c: u32,
+            v: u32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
+        #[allow(clippy::too_many_arguments)]
+        pub fn asa_emu_lm_head_bwd(
+            dx: *mut f32,
+            dw: *mut f32,
+            x: *const f32,
+            w: *const f32,
+            lse: *const f32,
+            targets: *const u32,
+            dloss: f32,
+            n: u32,
+            c: u32,
+            v: u32,
+            err: *mut c_char,
+            cap: usize,
+        ) -> i32;
         pub fn asa_emu_configure(copy_mode: u32, seed: u64);
         pub fn asa_emu_attn_fwd(
             d: u32,
@@ -840,5 +867,77 @@ pub fn gemm24(
     // SAFETY: yb holds at least M·N f32 written by the kernels.
     let out: &[f32] = unsafe { std::slice::from_raw_parts(yb.as_ptr().cast::<f32>(), m * n) };
     y.copy_from_slice(out);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused LM head: kernels/lm_head.cu with the launches of the CUDA backend's `lm_head_xent`.
+
+/// [`crate::backend::Ops::lm_head_xent`] computed by the kernels of `kernels/lm_head.cu` run
+/// in the emulation (same contract, checks and grids as the CUDA backend's).
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head_xent(
+    losses: &mut [f32],
+    lse: &mut [f32],
+    grads: Option<(&mut [f32], &mut [f32])>,
+    x: &[f32],
+    weight: &[f32],
+    targets: &[u32],
+    dloss: f32,
+    n: usize,
+    c: usize,
+    v: usize,
+) -> Result<()> {
+    shapes::lm_head_xent(
+        losses.len(),
+        lse.len(),
+        grads.as_ref().map(|(dx, dw)| (dx.len(), dw.len())),
+        x.len(),
+        weight.len(),
+        targets.len(),
+        n,
+        c,
+        v,
+    )?;
+    crate::backend::cpu::xent::check_targets(targets, v)?;
+    shapes::xent_vocab(v)?;
+    let (nu, cu, vu) = crate::backend::lm_head_grid_dims(n, c, v)?;
+    if n > 0 {
+        // SAFETY: the kernels read x (n·c), weight (v·c), targets (n) and write losses and lse
+        // (n), all of those lengths (checked above); launches are serialised by the emulation.
+        run(|e, cap| unsafe {
+            ffi::asa_emu_lm_head_fwd(
+                losses.as_mut_ptr(),
+                lse.as_mut_ptr(),
+                x.as_ptr(),
+                weight.as_ptr(),
+                targets.as_ptr(),
+                nu,
+                cu,
+                vu,
+                e,
+                cap,
+            )
+        })?;
+    }
+    if let Some((dx, dw)) = grads {
+        // SAFETY: as above, plus dx (n·c) and dw (v·c) written, lse (n) read (checked above).
+        run(|e, cap| unsafe {
+            ffi::asa_emu_lm_head_bwd(
+                dx.as_mut_ptr(),
+                dw.as_mut_ptr(),
+                x.as_ptr(),
+                weight.as_ptr(),
+                lse.as_ptr(),
+                targets.as_ptr(),
+                dloss,
+                nu,
+                cu,
+                vu,
+                e,
+                cap,
+            )
+        })?;
+    }
     Ok(())
 }
