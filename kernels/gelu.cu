@@ -4,7 +4,7 @@ residual add, gradient fan-in, fill, and the broadcast bias add of the matmul fo
 
 Computes (src/backend/mod.rs contracts; CPU twins src/backend/cpu/gelu.rs):
   gelu_fwd_f32:     out = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-  gelu_bwd_f32:     dinp += [0.5·(1 + th) + 0.5·x·(1 − th²)·√(2/π)·(1 + 3·0.044715·x²)]·dout
+  gelu_bwd_f32:     dinp = [0.5·(1 + th) + 0.5·x·(1 − th²)·√(2/π)·(1 + 3·0.044715·x²)]·dout
   residual_fwd_f32: out = a + b
   accumulate_f32:   dst += src
   fill_f32:         x = value
@@ -50,7 +50,7 @@ gelu_bwd_f32(float* __restrict__ dinp, const float* __restrict__ inp,
         const float sech2 = 1.0f - th * th;
         const float grad = 0.5f * (1.0f + th) +
                            0.5f * x * sech2 * ASA_GELU_S * (1.0f + 3.0f * ASA_GELU_K * x * x);
-        dinp[i] += grad * dout[i];
+        dinp[i] = grad * dout[i];
     }
 }
 

@@ -39,6 +39,7 @@ fn report(figures: Vec<Figure>) -> BenchReport {
         figures,
         command: "asa-lth bench".into(),
         peers: vec![],
+        step_profiles: vec![],
     }
 }
 

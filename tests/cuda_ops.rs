@@ -13,7 +13,7 @@ use asa_lth::backend::cpu::Cpu;
 use asa_lth::backend::cuda::blas::{emulate, plan, GemmKind, Operand};
 use asa_lth::backend::cuda::ops::CudaOps;
 use asa_lth::backend::cuda::{self, kernels_built, libcuda_present};
-use asa_lth::backend::{AdamWStep, AttnShape, MaskRef, MatmulShape, Ops, IGNORE_INDEX};
+use asa_lth::backend::{AdamWStep, AttnShape, GradWrite, MaskRef, MatmulShape, Ops, IGNORE_INDEX};
 use asa_lth::model::{AdamWConfig, Gpt, GptConfig};
 use asa_lth::rng::Rng;
 use common::{rand_vec_f32, rel_l2, skip_or_fail};
@@ -93,8 +93,17 @@ fn host_gemm_argument_mapping_matches_the_cpu_twin() {
         let dx0 = rand_vec_f32(&mut rng, s.n * s.k);
         let dw0 = rand_vec_f32(&mut rng, s.oc * s.k);
         let (mut dx, mut dw) = (dx0.clone(), dw0.clone());
-        Cpu.matmul_bwd(Some(&mut dx), &mut dw, None, &dy, &x, &w, None, s)
-            .unwrap();
+        Cpu.matmul_bwd(
+            Some((&mut dx, GradWrite::Accumulate)),
+            &mut dw,
+            None,
+            &dy,
+            &x,
+            &w,
+            None,
+            s,
+        )
+        .unwrap();
         let g = plan(GemmKind::InputGrad, s);
         let mut got = dx0.clone();
         emulate(&g, pick(g.a), pick(g.b), &mut got, 1.0, 1.0);
@@ -164,9 +173,10 @@ fn gpu_elementwise_ops_match_cpu() {
         g.gelu_fwd(&mut out, &da).unwrap();
         assert_close("gelu_fwd", &g.download(&out).unwrap(), &want, F32_TOL);
 
-        let mut want = start.clone();
+        // Overwrites: NaN before.
+        let mut want = nan(n);
         Cpu.gelu_bwd(&mut want, &a, &b).unwrap();
-        let mut d = g.upload(&start).unwrap();
+        let mut d = g.upload(&nan(n)).unwrap();
         g.gelu_bwd(&mut d, &da, &db).unwrap();
         assert_close("gelu_bwd", &g.download(&d).unwrap(), &want, F32_TOL);
 
@@ -357,9 +367,19 @@ fn gpu_matmul_matches_cpu() {
             let dx0 = rand_vec_f32(&mut rng, s.n * s.k);
             let dw0 = rand_vec_f32(&mut rng, s.oc * s.k);
             let db0 = rand_vec_f32(&mut rng, s.oc);
+            // Both ways of writing dinp; an overwritten one starts as NaN (never read).
+            let write = if rng.bernoulli(0.5) {
+                GradWrite::Overwrite
+            } else {
+                GradWrite::Accumulate
+            };
+            let dx0 = match write {
+                GradWrite::Overwrite => nan(s.n * s.k),
+                GradWrite::Accumulate => dx0,
+            };
             let (mut cdx, mut cdw, mut cdb) = (dx0.clone(), dw0.clone(), db0.clone());
             Cpu.matmul_bwd(
-                with_dinp.then_some(&mut cdx),
+                with_dinp.then_some((&mut cdx, write)),
                 &mut cdw,
                 with_bias.then_some(&mut cdb),
                 &dy,
@@ -376,7 +396,7 @@ fn gpu_matmul_matches_cpu() {
                 g.upload(&db0).unwrap(),
             );
             g.matmul_bwd(
-                with_dinp.then_some(&mut gdx),
+                with_dinp.then_some((&mut gdx, write)),
                 &mut gdw,
                 with_bias.then_some(&mut gdb),
                 &gdy,
@@ -462,12 +482,23 @@ fn gpu_matmul_is_exact_on_exactly_representable_inputs() {
         let mut out = g.upload(&nan(s.n * s.oc)).unwrap();
         g.matmul_fwd(&mut out, &gx, &gw, None, None, s).unwrap();
         assert_eq!(g.download(&out).unwrap(), want, "fwd {s:?}");
-        let (mut cdx, mut cdw) = (vec![0.0f32; s.n * s.k], vec![0.0f32; s.oc * s.k]);
-        Cpu.matmul_bwd(Some(&mut cdx), &mut cdw, None, &dy, &x, &w, None, s)
+        let (mut cdx, mut cdw) = (nan(s.n * s.k), vec![0.0f32; s.oc * s.k]);
+        let ow = GradWrite::Overwrite;
+        Cpu.matmul_bwd(Some((&mut cdx, ow)), &mut cdw, None, &dy, &x, &w, None, s)
             .unwrap();
-        let (mut gdx, mut gdw) = (g.zeros(s.n * s.k).unwrap(), g.zeros(s.oc * s.k).unwrap());
-        g.matmul_bwd(Some(&mut gdx), &mut gdw, None, &gdy, &gx, &gw, None, s)
-            .unwrap();
+        let mut gdx = g.upload(&nan(s.n * s.k)).unwrap();
+        let mut gdw = g.zeros(s.oc * s.k).unwrap();
+        g.matmul_bwd(
+            Some((&mut gdx, ow)),
+            &mut gdw,
+            None,
+            &gdy,
+            &gx,
+            &gw,
+            None,
+            s,
+        )
+        .unwrap();
         assert_eq!(g.download(&gdx).unwrap(), cdx, "dinp {s:?}");
         assert_eq!(g.download(&gdw).unwrap(), cdw, "dweight {s:?}");
     }
@@ -520,7 +551,8 @@ fn gpu_gemm_fallback_matches_cublaslt() {
             let mut out = g.upload(&nan(s.n * s.oc)).unwrap();
             g.matmul_fwd(&mut out, &gx, &gw, None, None, s).unwrap();
             let (mut dx, mut dw) = (g.zeros(s.n * s.k).unwrap(), g.zeros(s.oc * s.k).unwrap());
-            g.matmul_bwd(Some(&mut dx), &mut dw, None, &gdy, &gx, &gw, None, s)
+            let ow = GradWrite::Overwrite;
+            g.matmul_bwd(Some((&mut dx, ow)), &mut dw, None, &gdy, &gx, &gw, None, s)
                 .unwrap();
             results.push((
                 g.gemm_backend(),

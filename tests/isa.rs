@@ -55,6 +55,8 @@ fn sgemm_matches_f64_at_every_level() {
         (300, 200, 96),
         // Beyond every cache block: k > 384 (two depth blocks), n > 480, m > 4080.
         (50, 1000, 800),
+        // A read in place (n within one B block) over three depth blocks, a partial panel.
+        (30, 70, 900),
         (4100, 40, 20),
     ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -152,10 +154,8 @@ fn elementwise_ops_match_f64_at_every_level() {
     let d32: Vec<f32> = dout.iter().map(|&a| a as f32).collect();
     let mut g64 = vec![0.0f64; n * v];
     gelu::gelu_fwd(&mut g64, &x).unwrap();
-    // gelu_bwd accumulates: start from a random gradient.
-    let acc = rand_vec(&mut rng, n * v);
-    let acc32: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
-    let mut gb64 = acc.clone();
+    // gelu_bwd overwrites: start from NaN.
+    let mut gb64 = vec![f64::NAN; n * v];
     gelu::gelu_bwd(&mut gb64, &x, &dout).unwrap();
     let (mut l64, mut z64) = (vec![0.0f64; n], vec![0.0f64; n]);
     xent::xent_fwd(&mut l64, &mut z64, &x, &targets, n, v).unwrap();
@@ -167,7 +167,7 @@ fn elementwise_ops_match_f64_at_every_level() {
             assert_eq!(isa::active(), level);
             let mut g = vec![f32::NAN; n * v];
             gelu::gelu_fwd(&mut g, &x32).unwrap();
-            let mut gb = acc32.clone();
+            let mut gb = vec![f32::NAN; n * v];
             gelu::gelu_bwd(&mut gb, &x32, &d32).unwrap();
             let (mut l, mut z) = (vec![f32::NAN; n], vec![f32::NAN; n]);
             xent::xent_fwd(&mut l, &mut z, &x32, &targets, n, v).unwrap();

@@ -6,7 +6,7 @@
 mod common;
 
 use asa_lth::backend::cpu::{embedding, gelu, layernorm, matmul, xent};
-use asa_lth::backend::{MatmulShape, IGNORE_INDEX};
+use asa_lth::backend::{GradWrite, MatmulShape, IGNORE_INDEX};
 use asa_lth::rng::Rng;
 use common::{dot, fd_check, rand_vec};
 
@@ -49,7 +49,7 @@ fn matmul_backward_matches_finite_differences() {
         );
         let (mut dx, mut dw, mut db) = (px.clone(), pw.clone(), pb.clone());
         matmul::matmul_bwd(
-            Some(&mut dx),
+            Some((&mut dx, GradWrite::Accumulate)),
             &mut dw,
             with_bias.then_some(&mut db[..]),
             &r,
@@ -60,6 +60,16 @@ fn matmul_backward_matches_finite_differences() {
         )
         .unwrap();
         let tag = format!("matmul n={n} k={k} oc={oc} bias={with_bias} mask={with_mask}");
+        // Overwriting dinp: what the accumulation added, whatever dinp held (NaN here).
+        let mut dx_w = vec![f64::NAN; n * k];
+        let mut dw_w = pw.clone();
+        let ow = Some((&mut dx_w[..], GradWrite::Overwrite));
+        matmul::matmul_bwd(ow, &mut dw_w, None, &r, &x, &w, mk, s).unwrap();
+        let want: Vec<f64> = dx.iter().zip(&px).map(|(d, p)| d - p).collect();
+        assert!(
+            common::rel_l2(&dx_w, &want) < 1e-12,
+            "{tag}: overwritten dinp differs from the accumulated one"
+        );
         fd_check(
             &format!("{tag} dinp"),
             &x,
@@ -160,9 +170,10 @@ fn gelu_and_residual_backward_match_finite_differences() {
         dot(&y, &r)
     };
     let pre = rand_vec(&mut rng, n);
-    let mut dx = pre.clone();
+    // gelu_bwd overwrites: NaN before, the gradient after.
+    let mut dx = vec![f64::NAN; n];
     gelu::gelu_bwd(&mut dx, &x, &r).unwrap();
-    fd_check("gelu dinp", &x, &added(&pre, &dx), fwd, RTOL, ATOL);
+    fd_check("gelu dinp", &x, &dx, fwd, RTOL, ATOL);
 
     // residual: y = a + b, so dL/da = dL/db = R; its backward is `accumulate`.
     let a = rand_vec(&mut rng, n);

@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod profiled;
 pub(crate) mod shapes;
 
 use crate::{Error, Result};
@@ -62,6 +63,15 @@ impl<I> Clone for MaskRef<'_, I> {
     }
 }
 impl<I> Copy for MaskRef<'_, I> {}
+
+/// How a backward op writes an activation's gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradWrite {
+    /// Overwrite it: its old contents are never read (no zero-fill needed first).
+    Overwrite,
+    /// Add to it: a fan-in, where several ops' gradients sum into one buffer.
+    Accumulate,
+}
 
 /// One AdamW step's hyper-parameters. `grad_scale` multiplies every gradient first (global
 /// norm clipping folds into it); `weight_decay` is decoupled (`p -= lr·wd·p`).
@@ -172,7 +182,7 @@ pub trait Ops: Send + Sync {
     fn accumulate(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
     /// GELU, tanh approximation (GPT-2).
     fn gelu_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf) -> Result<()>;
-    /// `dinp += gelu'(inp) · dout`.
+    /// `dinp = gelu'(inp) · dout` (overwrites: the pre-activation feeds nothing else).
     fn gelu_bwd(&self, dinp: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf) -> Result<()>;
 
     // ---- embeddings ----
@@ -242,12 +252,13 @@ pub trait Ops: Send + Sync {
         mask: Option<&Self::Buf>,
         s: MatmulShape,
     ) -> Result<()>;
-    /// Accumulates `dinp += dout·(W⊙M)`, `dweight += (doutᵀ·inp)⊙M`, `dbias += Σ_rows dout`.
-    /// `dinp` may be `None` when the input needs no gradient (e.g. the first layer's input).
+    /// `dinp = dout·(W⊙M)` or `dinp += dout·(W⊙M)` as its [`GradWrite`] says; accumulates
+    /// `dweight += (doutᵀ·inp)⊙M`, `dbias += Σ_rows dout`. `dinp` may be `None` when the input
+    /// needs no gradient (e.g. the first layer's input).
     #[allow(clippy::too_many_arguments)]
     fn matmul_bwd(
         &self,
-        dinp: Option<&mut Self::Buf>,
+        dinp: Option<(&mut Self::Buf, GradWrite)>,
         dweight: &mut Self::Buf,
         dbias: Option<&mut Self::Buf>,
         dout: &Self::Buf,

@@ -4,7 +4,7 @@
 
 use super::gemm24_cases::Gemm24Sweep;
 use crate::backend::cpu::{adamw, attention, gelu, layernorm, lm_head, matmul, xent};
-use crate::backend::{AdamWStep, AttnShape, MatmulShape};
+use crate::backend::{AdamWStep, AttnShape, GradWrite, MatmulShape};
 use crate::model::{AdamWConfig, Gpt, GptConfig};
 use crate::rng::Rng;
 
@@ -76,6 +76,18 @@ pub const SEQ: usize = 128;
 pub const D_MODEL: usize = 128;
 
 /// The default model shape with vocabulary `vocab`.
+/// The `train_step` cases: label and vocabulary (the synthetic corpus's, 2,000, WikiText-2's).
+pub const TRAIN_STEP_VOCABS: [(&str, usize); 3] = [
+    ("synthetic", VOCAB_SYNTHETIC),
+    ("vocab2k", VOCAB_2K),
+    ("wt2vocab", VOCAB_WIKITEXT2),
+];
+
+/// The figure name of the `train_step` case `label` (shared with the JAX peer's names).
+pub fn train_step_name(label: &str, vocab: usize) -> String {
+    format!("train_step/{label}/b{BATCH}_t{SEQ}_d{D_MODEL}_l2_h2_v{vocab}")
+}
+
 pub fn default_model(vocab: usize) -> GptConfig {
     GptConfig {
         n_layer: 2,
@@ -282,8 +294,17 @@ pub fn cpu_cases_with_sweeps(
                 unit: Unit::Flops,
                 work: 2.0 * flops,
                 run: Box::new(move || {
-                    matmul::matmul_bwd(Some(&mut dx), &mut dw, Some(&mut db), &dy, &x, &w, None, s)
-                        .expect("fixed shapes");
+                    matmul::matmul_bwd(
+                        Some((&mut dx, GradWrite::Overwrite)),
+                        &mut dw,
+                        Some(&mut db),
+                        &dy,
+                        &x,
+                        &w,
+                        None,
+                        s,
+                    )
+                    .expect("fixed shapes");
                 }),
             });
         }
@@ -461,8 +482,17 @@ pub fn cpu_cases_with_sweeps(
                     xent::xent_bwd(&mut dz, &z, &lse, &t2, 1.0 / n as f32, n, v).expect("fixed");
                     dx.fill(0.0);
                     dw.fill(0.0);
-                    matmul::matmul_bwd(Some(&mut dx), &mut dw, None, &dz, &x2, &w2, None, s)
-                        .expect("fixed");
+                    matmul::matmul_bwd(
+                        Some((&mut dx, GradWrite::Overwrite)),
+                        &mut dw,
+                        None,
+                        &dz,
+                        &x2,
+                        &w2,
+                        None,
+                        s,
+                    )
+                    .expect("fixed");
                 }),
             });
         }
@@ -492,11 +522,7 @@ pub fn cpu_cases_with_sweeps(
         });
     }
     if want("train_step") {
-        for (label, vocab) in [
-            ("synthetic", VOCAB_SYNTHETIC),
-            ("vocab2k", VOCAB_2K),
-            ("wt2vocab", VOCAB_WIKITEXT2),
-        ] {
+        for (label, vocab) in TRAIN_STEP_VOCABS {
             let cfg = default_model(vocab);
             let mut model =
                 Gpt::new(crate::backend::cpu::Cpu, cfg, 1).expect("the default model is valid");
@@ -506,7 +532,7 @@ pub fn cpu_cases_with_sweeps(
             let mut step = 0u32;
             cases.push(BenchCase {
                 kernel: "train_step",
-                name: format!("train_step/{label}/b{b}_t{t}_d{c}_l2_h2_v{vocab}"),
+                name: train_step_name(label, vocab),
                 device: dev(),
                 unit: Unit::Tokens,
                 work: n as f64,

@@ -9,6 +9,7 @@ pub mod cases;
 pub mod gemm24_cases;
 pub mod peak;
 pub mod report;
+pub mod step_profile;
 pub mod topk_cases;
 
 pub use cases::{cpu_cases, cpu_cases_with, cpu_cases_with_sweeps, BenchCase, Unit};

@@ -86,6 +86,9 @@ pub struct BenchReport {
     /// Peers measured in the same run (`asa-lth bench --peer`), each its own report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<BenchReport>,
+    /// The `train_step` cases itemised op by op ([`super::step_profile`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_profiles: Vec<super::step_profile::StepProfile>,
 }
 
 /// One figure compared with a baseline figure of the same name and device.

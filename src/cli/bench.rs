@@ -109,6 +109,7 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         )?;
     }
     let mut figures: Vec<Figure> = Vec::new();
+    let profile_steps = families.contains(&"train_step");
     let pb = indicatif::ProgressBar::new(0);
     for fam in families {
         let cases = bench::cpu_cases(&[fam.to_string()]);
@@ -125,6 +126,16 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
                 &secs,
             ));
             pb.inc(1);
+        }
+    }
+    // Each train_step case itemised op by op (a separate, profiled run of the same step).
+    let mut step_profiles = Vec::new();
+    if profile_steps {
+        use bench::cases::{train_step_name, TRAIN_STEP_VOCABS};
+        for (label, vocab) in TRAIN_STEP_VOCABS {
+            let name = train_step_name(label, vocab);
+            pb.set_message(format!("{name} (op by op)"));
+            step_profiles.push(bench::step_profile::profile_cpu_step(&name, vocab, 10)?);
         }
     }
     pb.finish_and_clear();
@@ -212,6 +223,7 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         figures,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         peers: peer_reports,
+        step_profiles,
     };
     println!(
         "cpu: {}; instruction set {}; {} threads",
@@ -264,6 +276,12 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
              speed-up over the naive CPU attention (cpu) or the reference kernels (cuda)"
         );
         for l in attn {
+            println!("{l}");
+        }
+    }
+    for p in &report.step_profiles {
+        println!();
+        for l in bench::step_profile::lines(p) {
             println!("{l}");
         }
     }

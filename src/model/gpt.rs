@@ -8,7 +8,7 @@
 use super::params::{BlockIds, ParamKind, ParamTable};
 use super::tag_bias::{self, TagBiasInit};
 use super::GptConfig;
-use crate::backend::{AdamWStep, AttnShape, MaskRef, MatmulShape, Ops, IGNORE_INDEX};
+use crate::backend::{AdamWStep, AttnShape, GradWrite, MaskRef, MatmulShape, Ops, IGNORE_INDEX};
 use crate::data::batch::NO_TAG;
 use crate::error::check_len;
 use crate::ling::compat::NTAGS;
@@ -719,11 +719,10 @@ impl<O: Ops> Gpt<O> {
             };
             let ba = &rest[0];
             // x2 = x1 + mo: d_res flows to both; mo = gelu(h)·Wprojᵀ + bproj.
-            ops.fill(&mut a.d_4c, 0.0)?;
             {
                 let (gw, gb) = pair_mut(g, id.w_proj, id.b_proj);
                 ops.matmul_bwd(
-                    Some(&mut a.d_4c),
+                    Some((&mut a.d_4c, GradWrite::Overwrite)),
                     gw,
                     Some(gb),
                     &a.d_res,
@@ -733,13 +732,11 @@ impl<O: Ops> Gpt<O> {
                     mm(4 * c, c),
                 )?;
             }
-            ops.fill(&mut a.d_fch, 0.0)?;
             ops.gelu_bwd(&mut a.d_fch, &ba.fch, &a.d_4c)?;
-            ops.fill(&mut a.d_c, 0.0)?;
             {
                 let (gw, gb) = pair_mut(g, id.w_fc, id.b_fc);
                 ops.matmul_bwd(
-                    Some(&mut a.d_c),
+                    Some((&mut a.d_c, GradWrite::Overwrite)),
                     gw,
                     Some(gb),
                     &a.d_fch,
@@ -765,11 +762,10 @@ impl<O: Ops> Gpt<O> {
                 )?;
             }
             // x1 = x + att·Woᵀ + bo
-            ops.fill(&mut a.d_att, 0.0)?;
             {
                 let (gw, gb) = pair_mut(g, id.wo, id.bo);
                 ops.matmul_bwd(
-                    Some(&mut a.d_att),
+                    Some((&mut a.d_att, GradWrite::Overwrite)),
                     gw,
                     Some(gb),
                     &a.d_res,
@@ -799,15 +795,15 @@ impl<O: Ops> Gpt<O> {
                     &ba.lse, mask, attn,
                 )?,
             }
-            ops.fill(&mut a.d_c, 0.0)?;
-            for (dy, w, bias) in [
-                (&a.d_q, id.wq, id.bq),
-                (&a.d_k, id.wk, id.bk),
-                (&a.d_v, id.wv, id.bv),
+            // The three projections share their input: the first writes d_c, the others add.
+            for (dy, w, bias, write) in [
+                (&a.d_q, id.wq, id.bq, GradWrite::Overwrite),
+                (&a.d_k, id.wk, id.bk, GradWrite::Accumulate),
+                (&a.d_v, id.wv, id.bv, GradWrite::Accumulate),
             ] {
                 let (gw, gb) = pair_mut(g, w, bias);
                 ops.matmul_bwd(
-                    Some(&mut a.d_c),
+                    Some((&mut a.d_c, write)),
                     gw,
                     Some(gb),
                     dy,

@@ -51,7 +51,7 @@ pub fn gelu_bwd<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) -> Result<()> {
                         let sech2 = F::one() - th * th;
                         let grad = half * (F::one() + th)
                             + half * x * sech2 * s * (F::one() + three * k * x * x);
-                        *d += grad * g;
+                        *d = grad * g;
                     }
                 },
             )

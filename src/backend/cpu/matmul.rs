@@ -2,7 +2,7 @@
 //! cache-blocked, SIMD, rayon-threaded). Contract: [`crate::backend::Ops::matmul_fwd`].
 
 use super::real::{as_f32, as_f32_mut, Real};
-use crate::backend::MatmulShape;
+use crate::backend::{GradWrite, MatmulShape};
 use crate::Result;
 use rayon::prelude::*;
 
@@ -251,7 +251,7 @@ pub fn matmul_fwd<F: Real>(
 /// Backward; accumulates into `dinp` (`n×k`), `dweight` (`oc×k`), `dbias` (`oc`).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bwd<F: Real>(
-    dinp: Option<&mut [F]>,
+    dinp: Option<(&mut [F], GradWrite)>,
     dweight: &mut [F],
     dbias: Option<&mut [F]>,
     dout: &[F],
@@ -261,7 +261,7 @@ pub fn matmul_bwd<F: Real>(
     s: MatmulShape,
 ) -> Result<()> {
     s.check_bwd(
-        dinp.as_deref().map(<[F]>::len),
+        dinp.as_ref().map(|(d, _)| d.len()),
         dweight.len(),
         dbias.as_deref().map(<[F]>::len),
         dout.len(),
@@ -277,14 +277,14 @@ pub fn matmul_bwd<F: Real>(
         }
         None => weight,
     };
-    if let Some(dinp) = dinp {
-        // dinp (n×k) += dout (n×oc) · W (oc×k)
+    if let Some((dinp, write)) = dinp {
+        // dinp (n×k) [+]= dout (n×oc) · W (oc×k)
         gemm_acc(
             s.n,
             s.k,
             s.oc,
             dinp,
-            true,
+            write == GradWrite::Accumulate,
             dout,
             s.oc as isize,
             1,

@@ -17,7 +17,7 @@ pub mod xent;
 
 pub use real::Real;
 
-use crate::backend::{AdamWStep, AttnShape, MaskRef, MatmulShape, Ops};
+use crate::backend::{AdamWStep, AttnShape, GradWrite, MaskRef, MatmulShape, Ops};
 use crate::error::check_len;
 use crate::Result;
 use attention::MaskView;
@@ -166,7 +166,7 @@ impl Ops for Cpu {
     }
     fn matmul_bwd(
         &self,
-        dinp: Option<&mut Vec<f32>>,
+        dinp: Option<(&mut Vec<f32>, GradWrite)>,
         dweight: &mut Vec<f32>,
         dbias: Option<&mut Vec<f32>>,
         dout: &Vec<f32>,
@@ -176,7 +176,7 @@ impl Ops for Cpu {
         s: MatmulShape,
     ) -> Result<()> {
         matmul::matmul_bwd(
-            dinp.map(|d| &mut d[..]),
+            dinp.map(|(d, w)| (&mut d[..], w)),
             dweight,
             dbias.map(|d| &mut d[..]),
             dout,

@@ -57,12 +57,16 @@ impl OutPtr {
     }
 }
 
-/// `c[MR×NR] (row stride ldc) = [c +] Σ_k a[k·MR + i]·b[k·NR + j]`, full tile.
-/// Without `add`, a non-null `bias` (the tile's NR columns) is added instead: the bias
-/// epilogue of the first depth block.
+/// `c[MR×NR] (row stride ldc) = [c +] Σ_k a[i·ars + k·acs]·b[k·NR + j]`, full tile: A's
+/// micro-panel packed (`ars` 1, `acs` MR) or read in place (a column-major A: `ars` 1, `acs`
+/// its column stride; a row-major A: `ars` its row stride, `acs` 1). Without `add`, a
+/// non-null `bias` (the tile's NR columns) is added instead: the bias epilogue of the first
+/// depth block.
 type Microkernel = unsafe fn(
     kc: usize,
     a: *const f32,
+    ars: usize,
+    acs: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -80,7 +84,10 @@ struct Kernel {
     nb: usize,
     /// Rows of C per A block (MB × KC in L3); a multiple of MR.
     mb: usize,
+    /// The microkernel for A micro-panels with unit row stride (packed, or column-major).
     ukr: Microkernel,
+    /// The same for a row-major A read in place (any row stride).
+    ukr_rows: Microkernel,
 }
 
 fn kernel(level: Isa) -> Option<Kernel> {
@@ -92,7 +99,8 @@ fn kernel(level: Isa) -> Option<Kernel> {
             kc: 384,
             nb: 480,
             mb: 3072,
-            ukr: ukr_avx512,
+            ukr: ukr_avx512::<true>,
+            ukr_rows: ukr_avx512::<false>,
         }),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some(Kernel {
@@ -101,7 +109,8 @@ fn kernel(level: Isa) -> Option<Kernel> {
             kc: 256,
             nb: 144,
             mb: 4080,
-            ukr: ukr_avx2,
+            ukr: ukr_avx2::<true>,
+            ukr_rows: ukr_avx2::<false>,
         }),
         _ => None,
     }
@@ -113,13 +122,17 @@ pub fn supports(level: Isa) -> bool {
 }
 
 /// # Safety
-/// AVX-512F present; `a` holds `kc·12`, `b` `kc·32` floats; `c` a 12×32 tile with row
+/// AVX-512F present; `a` covers 12 rows × `kc` depth at strides (`ars`, `acs`) (`ars` = 1
+/// when `UNIT_RS`), `b` holds `kc·32` floats; `c` a 12×32 tile with row
 /// stride `ldc`; `bias` null or 32 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn ukr_avx512(
+#[allow(clippy::too_many_arguments)]
+unsafe fn ukr_avx512<const UNIT_RS: bool>(
     kc: usize,
     a: *const f32,
+    ars: usize,
+    acs: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -134,11 +147,11 @@ unsafe fn ukr_avx512(
         let b0 = _mm512_load_ps(b);
         let b1 = _mm512_load_ps(b.add(16));
         for i in 0..MR {
-            let ai = _mm512_set1_ps(*a.add(i));
+            let ai = _mm512_set1_ps(*a.add(if UNIT_RS { i } else { i * ars }));
             acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
             acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
         }
-        a = a.add(MR);
+        a = a.add(acs);
         b = b.add(32);
     }
     for i in 0..MR {
@@ -157,13 +170,17 @@ unsafe fn ukr_avx512(
 }
 
 /// # Safety
-/// AVX2 and FMA present; `a` holds `kc·6`, `b` `kc·16` floats; `c` a 6×16 tile with row
+/// AVX2 and FMA present; `a` covers 6 rows × `kc` depth at strides (`ars`, `acs`) (`ars` = 1
+/// when `UNIT_RS`), `b` holds `kc·16` floats; `c` a 6×16 tile with row
 /// stride `ldc`; `bias` null or 16 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn ukr_avx2(
+#[allow(clippy::too_many_arguments)]
+unsafe fn ukr_avx2<const UNIT_RS: bool>(
     kc: usize,
     a: *const f32,
+    ars: usize,
+    acs: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -178,11 +195,11 @@ unsafe fn ukr_avx2(
         let b0 = _mm256_load_ps(b);
         let b1 = _mm256_load_ps(b.add(8));
         for i in 0..MR {
-            let ai = _mm256_broadcast_ss(&*a.add(i));
+            let ai = _mm256_broadcast_ss(&*a.add(if UNIT_RS { i } else { i * ars }));
             acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
             acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
         }
-        a = a.add(MR);
+        a = a.add(acs);
         b = b.add(16);
     }
     for i in 0..MR {
@@ -240,7 +257,7 @@ fn pack_a(dst: &mut [f32], a: View, i0: usize, mc: usize, p0: usize, kc: usize, 
                         mr,
                     )
                 };
-                d[p * mr..(p + 1) * mr].copy_from_slice(src);
+                copy_panel(&mut d[p * mr..(p + 1) * mr], src);
             }
         } else if rows == mr && a.cs == 1 {
             // Row-major A: interleave MR row segments of length kc.
@@ -284,6 +301,25 @@ fn pack_general(d: &mut [f32], a: View, i: usize, rows: usize, p0: usize, kc: us
     }
 }
 
+/// `dst.copy_from_slice(src)` for one panel row, at the microkernels' widths as fixed-size
+/// copies: the compiler inlines those as vector moves, where a slice copy of unknown length
+/// calls memmove (a large share of the packing time at these sizes).
+#[inline(always)]
+fn copy_panel(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().expect("panel width");
+        let s: &[f32; N] = src.try_into().expect("panel width");
+        *d = *s;
+    }
+    match dst.len() {
+        32 => fixed::<32>(dst, src),
+        16 => fixed::<16>(dst, src),
+        12 => fixed::<12>(dst, src),
+        6 => fixed::<6>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Pack depth `p0..p0+kc`, columns `j0..j0+nc` of B into NR-column micro-panels (k-major
 /// inside a panel), zero-padding the last panel's missing columns.
 fn pack_b(dst: &mut [f32], b: View, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
@@ -303,7 +339,7 @@ fn pack_b(dst: &mut [f32], b: View, p0: usize, kc: usize, j0: usize, nc: usize, 
                         nr,
                     )
                 };
-                out.copy_from_slice(src);
+                copy_panel(out, src);
             } else {
                 for (j, o) in out.iter_mut().enumerate() {
                     // SAFETY: as above, for the columns that exist.
@@ -338,6 +374,11 @@ unsafe fn serial(
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     let mut tile = [0.0f32; 12 * 32];
+    // A is read in place, unpacked, when one B block spans all the rectangle's columns (each
+    // A micro-panel is then used for one sweep of B panels, from L1, and packing it would be
+    // a copy per 2·n FLOPs: a large share of the skinny GEMMs of a small model) and one of
+    // its strides is 1. Partial panels are still packed (zero-padded).
+    let in_place = n1 - n0 <= kern.nb && (a.rs == 1 || a.cs == 1);
     PACK_A.with(|pa| {
         PACK_B.with(|pb| {
             let (mut pa, mut pb) = (pa.borrow_mut(), pb.borrow_mut());
@@ -348,16 +389,41 @@ unsafe fn serial(
                 while p0 < k {
                     let kc = kern.kc.min(k - p0);
                     let add = accumulate || p0 > 0;
-                    let apack = pa.get(mc.div_ceil(mr) * mr * kc);
-                    pack_a(apack, a, ib, mc, p0, kc, mr);
+                    let panels = mc.div_ceil(mr);
+                    let apack = if in_place {
+                        // Room for the last, partial panel only.
+                        let buf = pa.get(mr * kc);
+                        if mc % mr != 0 {
+                            pack_a(buf, a, ib + (panels - 1) * mr, mc % mr, p0, kc, mr);
+                        }
+                        buf
+                    } else {
+                        let buf = pa.get(panels * mr * kc);
+                        pack_a(buf, a, ib, mc, p0, kc, mr);
+                        buf
+                    };
                     let mut jb = n0;
                     while jb < n1 {
                         let nc = kern.nb.min(n1 - jb);
                         let bpack = pb.get(nc.div_ceil(nr) * nr * kc);
                         pack_b(bpack, b, p0, kc, jb, nc, nr);
-                        for (ip, ap) in apack.chunks_exact(mr * kc).enumerate() {
+                        for ip in 0..panels {
                             let i = ip * mr;
                             let rows = mr.min(mc - i);
+                            // The micro-panel: packed (unit row stride, depth stride MR), or
+                            // in place at A's own strides.
+                            let (ap, ars, acs, ukr) = if !in_place {
+                                (apack.as_ptr().add(ip * mr * kc), 1, mr, kern.ukr)
+                            } else if rows < mr {
+                                (apack.as_ptr(), 1, mr, kern.ukr)
+                            } else {
+                                let p = a.ptr.offset((ib + i) as isize * a.rs + p0 as isize * a.cs);
+                                if a.rs == 1 {
+                                    (p, 1, a.cs as usize, kern.ukr)
+                                } else {
+                                    (p, a.rs as usize, 1, kern.ukr_rows)
+                                }
+                            };
                             for (jp, bp) in bpack.chunks_exact(nr * kc).enumerate() {
                                 let j = jp * nr;
                                 let cols = nr.min(nc - j);
@@ -368,13 +434,15 @@ unsafe fn serial(
                                     _ => std::ptr::null(),
                                 };
                                 if rows == mr && cols == nr {
-                                    (kern.ukr)(kc, ap.as_ptr(), bp.as_ptr(), cij, ldc, add, bj);
+                                    ukr(kc, ap, ars, acs, bp.as_ptr(), cij, ldc, add, bj);
                                 } else {
                                     // Edge tile: through a full-size buffer, then the part
                                     // that exists.
-                                    (kern.ukr)(
+                                    ukr(
                                         kc,
-                                        ap.as_ptr(),
+                                        ap,
+                                        ars,
+                                        acs,
                                         bp.as_ptr(),
                                         tile.as_mut_ptr(),
                                         nr,

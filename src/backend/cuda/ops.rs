@@ -35,6 +35,7 @@ use super::memory::{alloc, Charge, DeviceBuffer, MemLedger};
 use super::timing::GpuTimer;
 use super::{drv, kernels_built, libcuda_present};
 use crate::backend::shapes;
+use crate::backend::GradWrite;
 use crate::backend::{
     AdamWStep, AttnShape, MaskRef, MatmulShape, MemoryReport, Ops, Timer, IGNORE_INDEX,
 };
@@ -1339,7 +1340,7 @@ impl Ops for CudaOps {
 
     fn matmul_bwd(
         &self,
-        dinp: Option<&mut CudaBuf>,
+        dinp: Option<(&mut CudaBuf, GradWrite)>,
         dweight: &mut CudaBuf,
         dbias: Option<&mut CudaBuf>,
         dout: &CudaBuf,
@@ -1350,7 +1351,7 @@ impl Ops for CudaOps {
     ) -> Result<()> {
         const OP: &str = "matmul_bwd";
         s.check_bwd(
-            dinp.as_deref().map(|d| d.len()),
+            dinp.as_ref().map(|(d, _)| d.len()),
             dweight.len(),
             dbias.as_deref().map(|d| d.len()),
             dout.len(),
@@ -1358,6 +1359,13 @@ impl Ops for CudaOps {
             weight.len(),
             mask.map(|m| m.len()),
         )?;
+        let mut dinp = dinp;
+        if s.oc == 0 {
+            // An empty sum: an overwritten input gradient is zero.
+            if let Some((d, GradWrite::Overwrite)) = dinp.as_mut() {
+                self.fill(d, 0.0)?;
+            }
+        }
         let st = &self.stream;
         let mut sc = self.scratch()?;
         let pdout = dptr(dout, st);
@@ -1371,7 +1379,7 @@ impl Ops for CudaOps {
             )?;
             self.cast_bf16(pg, pdout, 0, s.n * s.oc)?;
             let pmask = mask.map_or(0, |m| dptr(m, st));
-            if let Some(dinp) = dinp {
+            if let Some((dinp, write)) = dinp {
                 let pw = grow(
                     &mut sc.w16,
                     s.oc * s.k,
@@ -1382,9 +1390,14 @@ impl Ops for CudaOps {
                 self.cast_bf16(pw, dptr(weight, st), pmask, s.oc * s.k)?;
                 let g = blas::plan(GemmKind::InputGrad, s);
                 let pick = |o: Operand| if o == Operand::Weight { pw } else { pg };
+                let beta = if write == GradWrite::Accumulate {
+                    1.0
+                } else {
+                    0.0
+                };
                 // SAFETY: A = W⊙M bf16 (oc·k), B = dout bf16 (n·oc) in scratch, D = dinp (n·k
-                // f32, checked, not scratch); β = 1 accumulates.
-                unsafe { self.gemm(OP, &g, pick(g.a), pick(g.b), dptr_mut(dinp, st), 1.0) }?;
+                // f32, checked, not scratch); β = 1 accumulates, β = 0 never reads it.
+                unsafe { self.gemm(OP, &g, pick(g.a), pick(g.b), dptr_mut(dinp, st), beta) }?;
             }
             let px = grow(
                 &mut sc.x16,
