@@ -14,7 +14,9 @@ use rayon::prelude::*;
 
 use crate::bench::cases::{BenchCase, Unit};
 use crate::rng::Rng;
-use crate::sparse::topk::{key_f32, prune, prune_count, PruneScope, PruneTensor, TopkWeight};
+use crate::sparse::topk::{
+    key_f32, prune, prune_count, prune_timed, PruneScope, PruneTensor, TopkWeight,
+};
 
 /// Weights in the benchmark model (over [`TENSORS`] tensors).
 pub const WEIGHTS: usize = 10_000_000;
@@ -186,4 +188,54 @@ pub fn topk_cases(want: &dyn Fn(&str) -> bool) -> Vec<BenchCase> {
         }),
     });
     cases
+}
+
+/// One sweep of the global f32 selection timed on its own, over `samples` calls: its figure
+/// name, the bytes it moves (weights and masks read; the mask pass also writes the masks) and
+/// the seconds of each call. The sweeps are timed inside real `prune` calls on the benchmark's
+/// inputs (masks restored between calls), so they see the prefixes and ties a real selection
+/// has; the roofline of a read-only sweep is the read bandwidth.
+pub struct PassSample {
+    pub name: String,
+    pub bytes: f64,
+    pub secs: Vec<f64>,
+}
+
+/// The per-sweep samples of the `topk/cpu_global_f32` case (see [`PassSample`]).
+pub fn pass_samples(samples: usize) -> Vec<PassSample> {
+    let Inputs {
+        weights,
+        masks,
+        names,
+    } = inputs(77);
+    let saved = masks.clone();
+    let mut masks = masks;
+    let mut out: Vec<PassSample> = Vec::new();
+    // One untimed call first (page faults, thread start-up), like the harness's warm-up.
+    for call in 0..=samples {
+        restore(&mut masks, &saved);
+        let mut ts: Vec<PruneTensor<'_, f32>> = names
+            .iter()
+            .zip(&weights)
+            .zip(masks.iter_mut())
+            .map(|((n, w), m)| PruneTensor::new(n, w, m))
+            .collect();
+        let (_, times) =
+            prune_timed(&mut ts, FRACTION, PruneScope::Global).expect("finite weights");
+        if call == 0 {
+            continue;
+        }
+        for (what, secs) in times {
+            let name = format!("topk/{what}_global_f32/n{WEIGHTS}_t{TENSORS}_f{FRACTION}");
+            match out.iter_mut().find(|p| p.name == name) {
+                Some(p) => p.secs.push(secs),
+                None => out.push(PassSample {
+                    name,
+                    bytes: (if what == "mask" { 12 } else { 8 } * WEIGHTS) as f64,
+                    secs: vec![secs],
+                }),
+            }
+        }
+    }
+    out
 }

@@ -127,6 +127,20 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
             ));
             pb.inc(1);
         }
+        if fam == "topk" {
+            // Each sweep of the global f32 selection on its own (timed inside real calls).
+            pb.set_message("topk sweeps");
+            for p in bench::topk_cases::pass_samples(a.samples) {
+                figures.push(figure(
+                    "topk",
+                    p.name,
+                    "cpu".into(),
+                    bench::Unit::Bytes,
+                    p.bytes,
+                    &p.secs,
+                ));
+            }
+        }
     }
     // Each train_step case itemised op by op (a separate, profiled run of the same step).
     let mut step_profiles = Vec::new();
@@ -197,7 +211,10 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         for f in figures.iter_mut().filter(|f| f.device == "cpu") {
             f.roofline_ratio = match f.unit.as_str() {
                 "FLOP/s" => Some(f.throughput / r.flops()),
-                "B/s" if f.kernel == "read" => Some(f.throughput / r.read_bytes_per_sec),
+                // Read-only sweeps against the read bandwidth.
+                "B/s" if f.kernel == "read" || is_read_sweep(&f.name) => {
+                    Some(f.throughput / r.read_bytes_per_sec)
+                }
                 "B/s" => Some(f.throughput / r.copy_bytes_per_sec),
                 _ => None,
             };
@@ -490,4 +507,11 @@ impl Peer {
             )
         })
     }
+}
+
+/// A top-k sweep that only reads (the histogram and tie passes; the mask pass also writes).
+fn is_read_sweep(name: &str) -> bool {
+    ["topk/pass", "topk/ties_"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }

@@ -621,6 +621,8 @@ fn new_hist() -> Hist {
 /// histogram would serialise every increment on the previous one to the same bin (through
 /// memory); four (32 KiB, within L1) let four run at once. A bad element only sets a flag, and
 /// the chunk is scanned again to find it.
+// Inlined into `dispatch`'s closure, so it is compiled for the level that runs it.
+#[inline(always)]
 fn pass0_chunk<W: TopkWeight>(w: &[W], m: &[f32]) -> (Hist, u64, Option<usize>) {
     const COPIES: usize = 4;
     let shift = digit_shift(W::KEY_BITS, 0);
@@ -662,6 +664,8 @@ fn pass0_chunk<W: TopkWeight>(w: &[W], m: &[f32]) -> (Hist, u64, Option<usize>) 
 
 /// Pass `pass` ≥ 1 over one chunk (masks already validated); branch-free (a key outside the
 /// prefix adds 0 to the bin of its digit bits, which are spread out).
+// Inlined into `dispatch`'s closure, so it is compiled for the level that runs it.
+#[inline(always)]
 fn pass_chunk<W: TopkWeight>(w: &[W], m: &[f32], pass: u32, prefix: u32) -> Hist {
     let mut hist = new_hist();
     let pshift = prefix_shift(W::KEY_BITS, pass);
@@ -691,6 +695,8 @@ fn pass_chunk<W: TopkWeight>(w: &[W], m: &[f32], pass: u32, prefix: u32) -> Hist
 }
 
 /// Unpruned keys equal to `t` in one chunk.
+// Inlined into `dispatch`'s closure, so it is compiled for the level that runs it.
+#[inline(always)]
 fn count_ties<W: TopkWeight>(w: &[W], m: &[f32], t: u32) -> u64 {
     w.iter()
         .zip(m)
@@ -700,6 +706,8 @@ fn count_ties<W: TopkWeight>(w: &[W], m: &[f32], t: u32) -> u64 {
 
 /// The mask pass over one chunk: prune every unpruned key < `t`, and the ties (keys == `t`)
 /// that `cut` says. Returns the number pruned.
+// Inlined into `dispatch`'s closure, so it is compiled for the level that runs it.
+#[inline(always)]
 fn mask_chunk<W: TopkWeight>(w: &[W], m: &mut [f32], t: u32, cut: TieCut) -> u64 {
     let mut take = match cut {
         TieCut::None | TieCut::All => {
@@ -744,6 +752,46 @@ pub fn prune<W: TopkWeight>(
     fraction: f64,
     scope: PruneScope,
 ) -> Result<PruneReport> {
+    prune_impl(tensors, fraction, scope, None)
+}
+
+/// Wall seconds of each sweep of one [`prune_timed`] call, in order: `pass0`, `pass1`, …,
+/// `ties` (only when a group cuts its ties), `mask`.
+pub type PassTimes = Vec<(&'static str, f64)>;
+
+/// [`prune`], also returning how long each sweep took (for the benchmarks' per-pass rows).
+pub fn prune_timed<W: TopkWeight>(
+    tensors: &mut [PruneTensor<'_, W>],
+    fraction: f64,
+    scope: PruneScope,
+) -> Result<(PruneReport, PassTimes)> {
+    let mut times = Vec::new();
+    let r = prune_impl(tensors, fraction, scope, Some(&mut times))?;
+    Ok((r, times))
+}
+
+/// Marks the end of each sweep into `times` (when asked for).
+struct Laps<'a> {
+    times: Option<&'a mut PassTimes>,
+    t0: std::time::Instant,
+}
+
+impl Laps<'_> {
+    fn mark(&mut self, what: &'static str) {
+        if let Some(t) = self.times.as_deref_mut() {
+            let now = std::time::Instant::now();
+            t.push((what, (now - self.t0).as_secs_f64()));
+            self.t0 = now;
+        }
+    }
+}
+
+fn prune_impl<W: TopkWeight>(
+    tensors: &mut [PruneTensor<'_, W>],
+    fraction: f64,
+    scope: PruneScope,
+    times: Option<&mut PassTimes>,
+) -> Result<PruneReport> {
     check_fraction(fraction)?;
     for t in tensors.iter() {
         check_mask_len(t.name, t.weights.len(), t.mask.len())?;
@@ -773,6 +821,10 @@ pub fn prune<W: TopkWeight>(
         (&t.weights[c.start..c.end], &t.mask[c.start..c.end])
     };
 
+    let mut laps = Laps {
+        times,
+        t0: std::time::Instant::now(),
+    };
     // Pass 0: validate, count, histogram the top digit. Chunks arrive in global order, so the
     // first chunk with a bad element holds the lowest one.
     let zero = vec![0u64; BINS];
@@ -811,6 +863,7 @@ pub fn prune<W: TopkWeight>(
         sel[g] = RadixSelect::new(W::KEY_BITS, fraction, hist)?;
         Ok(())
     })?;
+    laps.mark("pass0");
 
     // Passes 1 .. P-1 over the groups that prune something.
     for pass in 1..npasses {
@@ -834,6 +887,7 @@ pub fn prune<W: TopkWeight>(
             |c, h| acc.add(c.group, h.as_deref(), |g, hist| sel[g].feed(hist)),
         )?;
         acc.finish(|g, hist| sel[g].feed(hist))?;
+        laps.mark(["pass0", "pass1", "pass2"][pass.min(2) as usize]);
     }
 
     // Ties at the threshold: a group that prunes some but not all of them counts its ties per
@@ -885,6 +939,7 @@ pub fn prune<W: TopkWeight>(
                 )));
             }
         }
+        laps.mark("ties");
     }
 
     // Mask pass.
@@ -917,6 +972,7 @@ pub fn prune<W: TopkWeight>(
     for (ti, p) in pruned_per_chunk {
         pruned[ti] += p;
     }
+    laps.mark("mask");
 
     Ok(assemble_report::<W>(
         scope,
