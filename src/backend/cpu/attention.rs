@@ -22,15 +22,20 @@
 //! registers, A packed in `MR`-row panels, B streamed) on contiguous, zero-padded tiles
 //! (head dim padded to a multiple of 16). The forward packs Kᵀ and V of every head once per
 //! call (into a buffer kept per calling thread, so repeated calls do not reallocate); the
-//! backward packs Q, dO, K, Kᵀ and Vᵀ of its head locally. On x86-64 CPUs with AVX2 and FMA
-//! the whole per-task routine is compiled a second time with those features enabled and
-//! picked at run time; elsewhere the portable build runs. The softmax `exp` is a branch-free
-//! polynomial so its loops vectorise: [`Real::exp_fast`] for f32, an f64 one accurate to a
-//! few ulps for f64 (so f64 results can be held to ~1e-12 in tests).
+//! backward packs Q, dO, K, Kᵀ and Vᵀ of its head locally. The per-task routines are compiled
+//! once per instruction-set level ([`super::isa`], read once per call) and picked at run
+//! time: portable code as built; AVX2+FMA with 256-bit vectors (`4 × 16` f32 blocks); and
+//! AVX-512 with 512-bit vectors (`8 × 32` f32 blocks in intrinsics, 16-wide softmax loops).
+//! The AVX-512 kernels sum every product in the same order as the AVX2 ones (each GEMM entry
+//! is one FMA chain over `k`; the row sums keep 8 partial sums), so the two levels give
+//! bitwise-equal results; the portable build (no FMA) rounds differently. The softmax `exp`
+//! is a branch-free polynomial so its loops vectorise: [`Real::exp_fast`] for f32, an f64 one
+//! accurate to a few ulps for f64 (so f64 results can be held to ~1e-12 in tests).
 
 use rayon::prelude::*;
 
-use super::real::Real;
+use super::isa::Isa;
+use super::real::{as_f32, as_f32_mut, Real};
 use crate::backend::{shapes, AttnShape};
 use crate::mask::{BitMask, TileClass, TileMap};
 use crate::{Error, Result};
@@ -40,9 +45,13 @@ use crate::{Error, Result};
 pub const TILE: usize = 64;
 const _: () = assert!(TILE == 64);
 
-/// Rows per register block of the block-product kernel.
-const MR: usize = 4;
-/// Local tiles pad the head dimension to a multiple of this (a multiple of every `NR`).
+/// Rows of the block-product register block below AVX-512: with 16 vector registers,
+/// `4 × 2` accumulator vectors leave room for the B row and the broadcast.
+const MR_NARROW: usize = 4;
+/// Rows of the register block at AVX-512: 32 vector registers hold `8 × 2` accumulators.
+const MR_WIDE: usize = 8;
+/// Local tiles pad the head dimension to a multiple of this (a multiple of every `NR`
+/// except the 32-wide f32 block, which hands a 16-column tail to a 16-wide one).
 const DPAD: usize = 16;
 
 /// A borrowed bit-packed mask: `(B, Hm, T, ⌈T/32⌉)` u32 words, `Hm = H` if `per_head` else 1.
@@ -241,15 +250,16 @@ fn exp_f<F: Real, const FMA: bool>(x: F) -> F {
     F::c(exp_lanes::<FMA, 1>([x.f64()], hi_prec::<F>())[0])
 }
 
-/// Maximum of `row[j]` over the set bits `j` of `bits` (`−∞` if none); NaNs are ignored here
-/// (they still reach the output through `exp`).
+/// Maximum of `row[j]` over the set bits `j` of `bits` (`−∞` if none), `L` lanes at a time;
+/// NaNs are ignored here (they still reach the output through `exp`). The maximum is exact,
+/// so `L` changes no result.
 #[inline(always)]
-fn masked_max<F: Real>(row: &[F], bits: u64) -> F {
-    let mut lanes = [F::neg_infinity(); 8];
-    for (ci, chunk) in row.chunks_exact(8).enumerate() {
-        let byte = (bits >> (ci * 8)) as u32;
+fn masked_max<F: Real, const L: usize>(row: &[F], bits: u64) -> F {
+    let mut lanes = [F::neg_infinity(); L];
+    for (ci, chunk) in row.chunks_exact(L).enumerate() {
+        let word = (bits >> (ci * L)) as u32;
         for (l, (&x, lane)) in chunk.iter().zip(lanes.iter_mut()).enumerate() {
-            let v = if byte & (1 << l) != 0 {
+            let v = if word & (1 << l) != 0 {
                 x
             } else {
                 F::neg_infinity()
@@ -264,11 +274,11 @@ fn masked_max<F: Real>(row: &[F], bits: u64) -> F {
         .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
-/// Maximum of a row whose every entry is allowed.
+/// Maximum of a row whose every entry is allowed, `L` lanes at a time.
 #[inline(always)]
-fn full_max<F: Real>(row: &[F]) -> F {
-    let mut lanes = [F::neg_infinity(); 8];
-    for chunk in row.chunks_exact(8) {
+fn full_max<F: Real, const L: usize>(row: &[F]) -> F {
+    let mut lanes = [F::neg_infinity(); L];
+    for chunk in row.chunks_exact(L) {
         for (&x, lane) in chunk.iter().zip(lanes.iter_mut()) {
             if x > *lane {
                 *lane = x;
@@ -280,29 +290,43 @@ fn full_max<F: Real>(row: &[F]) -> F {
         .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
-/// `row[j] ← bits_j ? exp(row[j]·mul − sub) : 0`; returns the row sum. f32 uses
-/// [`Real::exp_fast`]; wider types the f64 [`exp_lanes`].
+/// `row[j] ← bits_j ? exp(row[j]·mul − sub) : 0` for a tile row; returns the row sum. The
+/// exponentials go to a separate array first — for f32 ([`Real::exp_fast`]) in one loop,
+/// which the loop vectoriser runs at the full vector width (`L`-lane arrays of 16 were split
+/// into 128-bit pieces); wider types use the f64 [`exp_lanes`], `L` lanes at a time. The
+/// mask then selects `L` entries at a time; selecting from the separate array keeps that a
+/// blend (a value selected from the row itself became a data-dependent branch). The sum
+/// keeps 8 partial sums whatever `L` (lane `l` adds the entries `j ≡ l mod 8` in order), so
+/// the AVX2 and AVX-512 kernels round it identically.
 #[inline(always)]
-fn exp_row<F: Real, const FMA: bool>(row: &mut [F], bits: u64, mul: F, sub: F) -> F {
+fn exp_row<F: Real, const FMA: bool, const L: usize>(
+    row: &mut [F],
+    bits: u64,
+    mul: F,
+    sub: F,
+) -> F {
+    let row: &mut [F; TILE] = row.try_into().expect("a tile row");
+    let mut e = [F::zero(); TILE];
+    if hi_prec::<F>() {
+        let (mul, sub) = (mul.f64(), sub.f64());
+        for (ec, chunk) in e.chunks_exact_mut(L).zip(row.chunks_exact(L)) {
+            let xs: [f64; L] = std::array::from_fn(|l| madd64::<FMA>(chunk[l].f64(), mul, -sub));
+            for (y, x) in ec.iter_mut().zip(exp_lanes::<FMA, L>(xs, true)) {
+                *y = F::c(x);
+            }
+        }
+    } else {
+        for (y, &x) in e.iter_mut().zip(row.iter()) {
+            *y = madd::<F, FMA>(x, mul, -sub).exp_fast();
+        }
+    }
     let mut acc = [F::zero(); 8];
-    for (ci, chunk) in row.chunks_exact_mut(8).enumerate() {
-        let chunk: &mut [F; 8] = chunk.try_into().expect("chunks of 8");
-        let e: [F; 8] = if hi_prec::<F>() {
-            let (mul, sub) = (mul.f64(), sub.f64());
-            let xs: [f64; 8] = std::array::from_fn(|l| madd64::<FMA>(chunk[l].f64(), mul, -sub));
-            exp_lanes::<FMA, 8>(xs, true).map(F::c)
-        } else {
-            std::array::from_fn(|l| madd::<F, FMA>(chunk[l], mul, -sub).exp_fast())
-        };
-        let byte = (bits >> (ci * 8)) as u32;
-        for l in 0..8 {
-            let p = if byte & (1 << l) != 0 {
-                e[l]
-            } else {
-                F::zero()
-            };
-            chunk[l] = p;
-            acc[l] += p;
+    for (ci, (chunk, ec)) in row.chunks_exact_mut(L).zip(e.chunks_exact(L)).enumerate() {
+        let word = (bits >> (ci * L)) as u32;
+        for (l, (x, &y)) in chunk.iter_mut().zip(ec).enumerate() {
+            let p = if word & (1 << l) != 0 { y } else { F::zero() };
+            *x = p;
+            acc[l % 8] += p;
         }
     }
     acc.iter().fold(F::zero(), |s, &x| s + x)
@@ -311,7 +335,7 @@ fn exp_row<F: Real, const FMA: bool>(row: &mut [F], bits: u64, mul: F, sub: F) -
 /// Pack `A` (`m × k`, row-major with leading dimension `lda`) into `MR`-row panels:
 /// `dst[(r/MR)·k·MR + kk·MR + r%MR] = A[r][kk]`. Needs `m % MR == 0`.
 #[inline(always)]
-fn pack_a<F: Real>(dst: &mut [F], a: &[F], lda: usize, m: usize, k: usize) {
+fn pack_a<F: Real, const MR: usize>(dst: &mut [F], a: &[F], lda: usize, m: usize, k: usize) {
     for (rb, panel) in dst[..m * k].chunks_exact_mut(k * MR).enumerate() {
         let rows: [&[F]; MR] = std::array::from_fn(|ri| &a[(rb * MR + ri) * lda..][..k]);
         for (kk, out) in panel.chunks_exact_mut(MR).enumerate() {
@@ -325,7 +349,7 @@ fn pack_a<F: Real>(dst: &mut [F], a: &[F], lda: usize, m: usize, k: usize) {
 /// [`pack_a`] for `A` given transposed: `at` is `k × m` row-major with leading dimension
 /// `lda`, `A[r][kk] = at[kk·lda + r]`.
 #[inline(always)]
-fn pack_at<F: Real>(dst: &mut [F], at: &[F], lda: usize, m: usize, k: usize) {
+fn pack_at<F: Real, const MR: usize>(dst: &mut [F], at: &[F], lda: usize, m: usize, k: usize) {
     for (rb, panel) in dst[..m * k].chunks_exact_mut(k * MR).enumerate() {
         for (kk, out) in panel.chunks_exact_mut(MR).enumerate() {
             out.copy_from_slice(&at[kk * lda + rb * MR..][..MR]);
@@ -336,10 +360,11 @@ fn pack_at<F: Real>(dst: &mut [F], at: &[F], lda: usize, m: usize, k: usize) {
 /// `C[m×n] (+)= A[m×k]·B[k×n]` with `A` pre-packed by [`pack_a`]/[`pack_at`]; B and C are
 /// row-major with leading dimensions `ldb`, `ldc`. Needs `m % MR == 0`, `n % NR == 0`,
 /// `k ≥ 1`. `ACC = false` overwrites C. Register-blocked `MR × NR`: the accumulators stay
-/// in registers while A is broadcast and B streamed.
+/// in registers while A is broadcast and B streamed. Every entry of C is summed over `k` in
+/// order, one multiply-add at a time, so `MR` and `NR` change no result.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
+fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const MR: usize, const NR: usize>(
     c: &mut [F],
     ldc: usize,
     ap: &[F],
@@ -378,11 +403,14 @@ fn gemm_nr<F: Real, const FMA: bool, const ACC: bool, const NR: usize>(
     }
 }
 
-/// [`gemm_nr`] with the register-block width picked for `F` (two 256-bit vectors per row;
-/// `n` is always a multiple of 16).
+/// [`gemm_nr`] with the register-block width picked for `F` and the vector width `L` (f32
+/// lanes: 8 for 256-bit, 16 for 512-bit vectors). f32 at `L = 16` goes to [`gemm_avx512`]
+/// (32-wide blocks, a 16-wide one for a tail: `n` is a multiple of [`DPAD`] = 16); otherwise
+/// each block row is two 256-bit vectors (16 f32 or 8 f64 columns). f64 only serves the
+/// gradient checks, so it keeps the narrow block at every level.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gemm<F: Real, const FMA: bool, const ACC: bool>(
+fn gemm<F: Real, const FMA: bool, const ACC: bool, const MR: usize, const L: usize>(
     c: &mut [F],
     ldc: usize,
     ap: &[F],
@@ -392,10 +420,112 @@ fn gemm<F: Real, const FMA: bool, const ACC: bool>(
     n: usize,
     k: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if L == 16 {
+        if let (Some(c), Some(ap), Some(b)) = (as_f32_mut(c), as_f32(ap), as_f32(b)) {
+            let main = n / 32 * 32;
+            // SAFETY: `L = 16` only in `fwd_block_avx512` / `bwd_head_avx512`, which run
+            // only at the AVX-512 level, so the CPU has the kernel's features.
+            unsafe {
+                gemm_avx512::<ACC, MR, 2>(c, ldc, ap, b, ldb, m, main, k);
+                if main < n {
+                    gemm_avx512::<ACC, MR, 1>(
+                        &mut c[main..],
+                        ldc,
+                        ap,
+                        &b[main..],
+                        ldb,
+                        m,
+                        n - main,
+                        k,
+                    );
+                }
+            }
+            return;
+        }
+    }
     if std::mem::size_of::<F>() <= 4 {
-        gemm_nr::<F, FMA, ACC, 16>(c, ldc, ap, b, ldb, m, n, k);
+        gemm_nr::<F, FMA, ACC, MR, 16>(c, ldc, ap, b, ldb, m, n, k);
     } else {
-        gemm_nr::<F, FMA, ACC, 8>(c, ldc, ap, b, ldb, m, n, k);
+        gemm_nr::<F, FMA, ACC, MR, 8>(c, ldc, ap, b, ldb, m, n, k);
+    }
+}
+
+/// [`gemm_nr`] for f32 in AVX-512 intrinsics, `MR × 16·NV` blocks (LLVM does not keep a
+/// generic block this wide in registers: it spills it). Each entry of C is the same chain of
+/// fused multiply-adds over `k` as in [`gemm_nr`] with FMA, so the results are bitwise those
+/// of the AVX2 kernel. Does nothing when `n = 0`.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA. (The slice bounds are checked.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx512<const ACC: bool, const MR: usize, const NV: usize>(
+    c: &mut [f32],
+    ldc: usize,
+    ap: &[f32],
+    b: &[f32],
+    ldb: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    use std::arch::x86_64::*;
+    if n == 0 || m == 0 {
+        return;
+    }
+    let nr = 16 * NV;
+    assert!(
+        m.is_multiple_of(MR)
+            && n.is_multiple_of(nr)
+            && k >= 1
+            && ap.len() >= m * k
+            && b.len() >= (k - 1) * ldb + n
+            && c.len() >= (m - 1) * ldc + n,
+        "gemm_avx512: operand sizes"
+    );
+    for rb in 0..m / MR {
+        let a0 = ap[rb * k * MR..].as_ptr();
+        for c0 in (0..n).step_by(nr) {
+            let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+            let mut bp = b[c0..].as_ptr();
+            for kk in 0..k {
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    // SAFETY: row kk of B at columns c0 + 16v .. + 16 lies inside `b`
+                    // (asserted: (k − 1)·ldb + n ≤ b.len(), c0 + nr ≤ n).
+                    *x = unsafe { _mm512_loadu_ps(bp.add(16 * v)) };
+                }
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    // SAFETY: the panel holds k·MR values from a0 (asserted m·k ≤ ap.len()).
+                    let ar = _mm512_set1_ps(unsafe { *a0.add(kk * MR + r) });
+                    for (x, &bw) in accr.iter_mut().zip(bv.iter()) {
+                        *x = _mm512_fmadd_ps(ar, bw, *x);
+                    }
+                }
+                if kk + 1 < k {
+                    // SAFETY: still inside `b` (row kk + 1 < k).
+                    bp = unsafe { bp.add(ldb) };
+                }
+            }
+            for (r, accr) in acc.iter().enumerate() {
+                let row = &mut c[(rb * MR + r) * ldc + c0..][..nr];
+                for (v, &x) in accr.iter().enumerate() {
+                    let cp = row[16 * v..].as_mut_ptr();
+                    // SAFETY: `row` holds nr = 16·NV floats, so 16v .. 16v + 16 is inside.
+                    unsafe {
+                        let y = if ACC {
+                            _mm512_add_ps(_mm512_loadu_ps(cp), x)
+                        } else {
+                            x
+                        };
+                        _mm512_storeu_ps(cp, y);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -430,9 +560,10 @@ fn load_tile_scaled<F: Real>(
 /// Pack rows `0..t` of one head (row `i` at `src[base + i·stride ..][..d]`) transposed per
 /// k-tile: block `kt` of `dst` (`dp × TILE`, at `kt·dp·TILE`) gets
 /// `dst[c·TILE + r] = src[base + (kt·TILE + r)·stride + c]`; every padding cell (`c ≥ d`,
-/// or key `≥ t`) is written with zero. `dst.len()` must be `nt·dp·TILE`.
+/// or key `≥ t`) is written with zero. `dst.len()` must be `nt·dp·TILE`. Keys go `L` at a
+/// time (one vector store per column; `L` divides [`TILE`]).
 #[inline(always)]
-fn pack_cols<F: Real>(
+fn pack_cols<F: Real, const L: usize>(
     dst: &mut [F],
     dp: usize,
     src: &[F],
@@ -444,13 +575,13 @@ fn pack_cols<F: Real>(
     for (kt, blk) in dst.chunks_exact_mut(dp * TILE).enumerate() {
         let k0 = kt * TILE;
         let nk = TILE.min(t - k0);
-        for r0 in (0..nk).step_by(8) {
-            let rn = 8.min(nk - r0);
-            if rn == 8 {
-                let rows: [&[F]; 8] =
+        for r0 in (0..nk).step_by(L) {
+            let rn = L.min(nk - r0);
+            if rn == L {
+                let rows: [&[F]; L] =
                     std::array::from_fn(|r| &src[base + (k0 + r0 + r) * stride..][..d]);
                 for (cc, out) in blk.chunks_exact_mut(TILE).take(d).enumerate() {
-                    let out: &mut [F; 8] = (&mut out[r0..r0 + 8]).try_into().expect("8");
+                    let out: &mut [F; L] = (&mut out[r0..r0 + L]).try_into().expect("L keys");
                     for (x, row) in out.iter_mut().zip(rows.iter()) {
                         *x = row[cc];
                     }
@@ -535,14 +666,6 @@ fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
 
-/// Whether the hand-written AVX2+FMA kernels run: at the AVX2 and AVX-512 levels (they are
-/// 8-wide; see [`super::isa`]); portable code otherwise.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn avx2() -> bool {
-    super::isa::active() >= super::isa::Isa::Avx2
-}
-
 // ---------------------------------------------------------------------------------------
 // Forward.
 
@@ -557,6 +680,9 @@ struct FwdArgs<'a, F> {
     scale: F,
     dp: usize,
     nt: usize,
+    /// Instruction-set level of every task of the call (read once, so one call never mixes
+    /// levels when another thread changes it).
+    level: Isa,
 }
 
 struct FwdScratch<F> {
@@ -621,7 +747,7 @@ pub fn attention_fwd<F: Real>(
         .enumerate()
         .for_each(|(g, (kd, vd))| {
             let base = (g / nh) * t * c + (g % nh) * d;
-            pack_cols(kd, dp, k, base, c, t, d);
+            pack_cols::<F, 8>(kd, dp, k, base, c, t, d);
             pack_rows(vd, dp, v, base, c, t, d);
         });
     let args = FwdArgs {
@@ -633,6 +759,7 @@ pub fn attention_fwd<F: Real>(
         scale: F::one() / F::c(d as f64).sqrt(),
         dp,
         nt,
+        level: super::isa::active(),
     };
     let args = &args;
     let parts: Vec<(usize, usize, Vec<F>)> = out
@@ -672,12 +799,15 @@ fn fwd_block<F: Real>(
     lse: &mut [F],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: `fwd_block_avx2` only requires AVX2 and FMA, which the active level (never
-        // above what this CPU has) includes.
-        return unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) };
+    match a.level {
+        // SAFETY: `a.level` is `isa::active()`, which never exceeds the detected level, so
+        // the CPU has AVX-512 F/BW/DQ/VL, AVX2 and FMA.
+        Isa::Avx512 => return unsafe { fwd_block_avx512(a, scr, b, qt, o, lse) },
+        // SAFETY: as above, the AVX2 level guarantees AVX2 and FMA.
+        Isa::Avx2 => return unsafe { fwd_block_avx2(a, scr, b, qt, o, lse) },
+        Isa::Portable => {}
     }
-    fwd_block_impl::<F, false>(a, scr, b, qt, o, lse)
+    fwd_block_impl::<F, false, MR_NARROW, 8>(a, scr, b, qt, o, lse)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -690,13 +820,27 @@ fn fwd_block_avx2<F: Real>(
     o: &mut [F],
     lse: &mut [F],
 ) {
-    fwd_block_impl::<F, true>(a, scr, b, qt, o, lse);
+    fwd_block_impl::<F, true, MR_NARROW, 8>(a, scr, b, qt, o, lse);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn fwd_block_avx512<F: Real>(
+    a: &FwdArgs<F>,
+    scr: &mut FwdScratch<F>,
+    b: usize,
+    qt: usize,
+    o: &mut [F],
+    lse: &mut [F],
+) {
+    fwd_block_impl::<F, true, MR_WIDE, 16>(a, scr, b, qt, o, lse);
 }
 
 /// One q-tile of one sequence, all heads: `o` is rows `qt·TILE..` of `out[b]` (all `C`
 /// columns), `lse` is `H × nq`.
+/// `MR`: rows of the block-product register block; `L`: f32 lanes per vector (8 or 16).
 #[inline(always)]
-fn fwd_block_impl<F: Real, const FMA: bool>(
+fn fwd_block_impl<F: Real, const FMA: bool, const MR: usize, const L: usize>(
     a: &FwdArgs<F>,
     scr: &mut FwdScratch<F>,
     b: usize,
@@ -718,7 +862,7 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
         };
         let qoff = (b * t + q0) * c + h * d;
         load_tile_scaled(&mut scr.q, dp, a.q, qoff, c, nq, d, a.scale);
-        pack_a(&mut scr.qp, &scr.q, dp, mrows, dp);
+        pack_a::<F, MR>(&mut scr.qp, &scr.q, dp, mrows, dp);
         scr.o.fill(F::zero());
         scr.m = [F::neg_infinity(); TILE];
         scr.l = [F::zero(); TILE];
@@ -732,7 +876,7 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
             let ktile = &a.kt[(head_tiles + kt) * blk..][..blk];
             let vtile = &a.v[(head_tiles + kt) * blk..][..blk];
             // S = (scale·Q)·Kᵀ
-            gemm::<F, FMA, false>(&mut scr.p, TILE, &scr.qp, ktile, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, false, MR, L>(&mut scr.p, TILE, &scr.qp, ktile, TILE, mrows, TILE, dp);
             for r in 0..mrows {
                 let prow = &mut scr.p[r * TILE..(r + 1) * TILE];
                 if r >= nq {
@@ -745,14 +889,14 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
                     continue;
                 }
                 let mx = if bits == u64::MAX {
-                    full_max(prow)
+                    full_max::<F, L>(prow)
                 } else {
-                    masked_max(prow, bits)
+                    masked_max::<F, L>(prow, bits)
                 };
                 let m_old = scr.m[r];
                 let m_new = if mx > m_old { mx } else { m_old };
                 let alpha = exp_f::<F, FMA>(m_old - m_new);
-                let sum = exp_row::<F, FMA>(prow, bits, F::one(), m_new);
+                let sum = exp_row::<F, FMA, L>(prow, bits, F::one(), m_new);
                 scr.l[r] = scr.l[r] * alpha + sum;
                 scr.m[r] = m_new;
                 if alpha != F::one() {
@@ -762,8 +906,8 @@ fn fwd_block_impl<F: Real, const FMA: bool>(
                 }
             }
             // O += P·V
-            pack_a(&mut scr.pp, &scr.p, TILE, mrows, nk);
-            gemm::<F, FMA, true>(&mut scr.o, dp, &scr.pp, vtile, dp, mrows, dp, nk);
+            pack_a::<F, MR>(&mut scr.pp, &scr.p, TILE, mrows, nk);
+            gemm::<F, FMA, true, MR, L>(&mut scr.o, dp, &scr.pp, vtile, dp, mrows, dp, nk);
         }
         for r in 0..nq {
             let orow = &mut o[r * c + h * d..][..d];
@@ -801,6 +945,8 @@ struct BwdArgs<'a, F> {
     s: AttnShape,
     scale: F,
     dp: usize,
+    /// As [`FwdArgs::level`].
+    level: Isa,
 }
 
 /// One head's packed operands, all zero-padded to `nt·TILE` rows and `dp` columns.
@@ -889,6 +1035,7 @@ pub fn attention_bwd<F: Real>(
         s,
         scale: F::one() / F::c(d as f64).sqrt(),
         dp: round_up(d, DPAD),
+        level: super::isa::active(),
     };
     let args = &args;
     let dp = args.dp;
@@ -922,12 +1069,15 @@ pub fn attention_bwd<F: Real>(
 
 fn bwd_head<F: Real>(a: &BwdArgs<F>, scr: &mut BwdScratch<F>, b: usize, h: usize) -> HeadGrads<F> {
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: `bwd_head_avx2` only requires AVX2 and FMA, which the active level (never
-        // above what this CPU has) includes.
-        return unsafe { bwd_head_avx2(a, scr, b, h) };
+    match a.level {
+        // SAFETY: `a.level` is `isa::active()`, which never exceeds the detected level, so
+        // the CPU has AVX-512 F/BW/DQ/VL, AVX2 and FMA.
+        Isa::Avx512 => return unsafe { bwd_head_avx512(a, scr, b, h) },
+        // SAFETY: as above, the AVX2 level guarantees AVX2 and FMA.
+        Isa::Avx2 => return unsafe { bwd_head_avx2(a, scr, b, h) },
+        Isa::Portable => {}
     }
-    bwd_head_impl::<F, false>(a, scr, b, h)
+    bwd_head_impl::<F, false, MR_NARROW, 8>(a, scr, b, h)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -938,11 +1088,23 @@ fn bwd_head_avx2<F: Real>(
     b: usize,
     h: usize,
 ) -> HeadGrads<F> {
-    bwd_head_impl::<F, true>(a, scr, b, h)
+    bwd_head_impl::<F, true, MR_NARROW, 8>(a, scr, b, h)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn bwd_head_avx512<F: Real>(
+    a: &BwdArgs<F>,
+    scr: &mut BwdScratch<F>,
+    b: usize,
+    h: usize,
+) -> HeadGrads<F> {
+    bwd_head_impl::<F, true, MR_WIDE, 16>(a, scr, b, h)
+}
+
+/// `MR`, `L`: as for [`fwd_block_impl`].
 #[inline(always)]
-fn bwd_head_impl<F: Real, const FMA: bool>(
+fn bwd_head_impl<F: Real, const FMA: bool, const MR: usize, const L: usize>(
     a: &BwdArgs<F>,
     scr: &mut BwdScratch<F>,
     b: usize,
@@ -964,10 +1126,10 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
     pack_rows(&mut scr.qs, dp, a.q, base, c, t, d);
     pack_rows(&mut scr.dos, dp, a.dout, base, c, t, d);
     pack_rows(&mut scr.ks, dp, a.k, base, c, t, d);
-    pack_cols(&mut scr.kt, dp, a.k, base, c, t, d);
-    pack_cols(&mut scr.vt, dp, a.v, base, c, t, d);
-    pack_a(&mut scr.qp, &scr.qs, dp, rows, dp);
-    pack_a(&mut scr.dop, &scr.dos, dp, rows, dp);
+    pack_cols::<F, L>(&mut scr.kt, dp, a.k, base, c, t, d);
+    pack_cols::<F, L>(&mut scr.vt, dp, a.v, base, c, t, d);
+    pack_a::<F, MR>(&mut scr.qp, &scr.qs, dp, rows, dp);
+    pack_a::<F, MR>(&mut scr.dop, &scr.dos, dp, rows, dp);
     for i in 0..t {
         let o = &a.out[base + i * c..][..d];
         let g = &scr.dos[i * dp..][..d];
@@ -1012,7 +1174,7 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
             let qp = &scr.qp[q0 * dp..][..blk];
             let dop = &scr.dop[q0 * dp..][..blk];
             // S = Q·Kᵀ, then P = exp(scale·S − lse) on allowed pairs.
-            gemm::<F, FMA, false>(&mut scr.p, TILE, qp, ktile, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, false, MR, L>(&mut scr.p, TILE, qp, ktile, TILE, mrows, TILE, dp);
             let mut any = false;
             for r in 0..mrows {
                 let prow = &mut scr.p[r * TILE..(r + 1) * TILE];
@@ -1029,7 +1191,7 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
                     continue;
                 }
                 any = true;
-                exp_row::<F, FMA>(prow, bits, a.scale, l);
+                exp_row::<F, FMA, L>(prow, bits, a.scale, l);
             }
             if !any {
                 continue;
@@ -1040,10 +1202,10 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
                 &mut g.dv[k0 * dp..][..blk],
             );
             // dV += Pᵀ·dO
-            pack_at(&mut scr.ap, &scr.p, TILE, kr, mrows);
-            gemm::<F, FMA, true>(dvs, dp, &scr.ap, dos, dp, kr, dp, mrows);
+            pack_at::<F, MR>(&mut scr.ap, &scr.p, TILE, kr, mrows);
+            gemm::<F, FMA, true, MR, L>(dvs, dp, &scr.ap, dos, dp, kr, dp, mrows);
             // dP = dO·Vᵀ
-            gemm::<F, FMA, false>(&mut scr.ds, TILE, dop, vtile, TILE, mrows, TILE, dp);
+            gemm::<F, FMA, false, MR, L>(&mut scr.ds, TILE, dop, vtile, TILE, mrows, TILE, dp);
             // dS = scale·P∘(dP − Di)
             for r in 0..mrows {
                 let di = scr.di[q0 + r];
@@ -1054,10 +1216,10 @@ fn bwd_head_impl<F: Real, const FMA: bool>(
                 }
             }
             // dQ += dS·K ; dK += dSᵀ·Q
-            pack_a(&mut scr.ap, &scr.ds, TILE, mrows, nk);
-            gemm::<F, FMA, true>(dqs, dp, &scr.ap, ks, dp, mrows, dp, nk);
-            pack_at(&mut scr.ap, &scr.ds, TILE, kr, mrows);
-            gemm::<F, FMA, true>(dks, dp, &scr.ap, qs, dp, kr, dp, mrows);
+            pack_a::<F, MR>(&mut scr.ap, &scr.ds, TILE, mrows, nk);
+            gemm::<F, FMA, true, MR, L>(dqs, dp, &scr.ap, ks, dp, mrows, dp, nk);
+            pack_at::<F, MR>(&mut scr.ap, &scr.ds, TILE, kr, mrows);
+            gemm::<F, FMA, true, MR, L>(dks, dp, &scr.ap, qs, dp, kr, dp, mrows);
         }
     }
     g
