@@ -287,6 +287,60 @@ pub fn t_interval(values: &[f64], level: f64) -> Result<Interval> {
     })
 }
 
+/// A [`t_interval`] computed on a transformed scale and mapped back, so it stays inside the
+/// quantity's range: `f` maps the values to the real line, `inv` maps the mean and ends back
+/// (the estimate is then `inv(mean f(x))`, not the plain mean).
+fn t_interval_on(
+    what: &str,
+    values: &[f64],
+    level: f64,
+    f: impl Fn(f64) -> Option<f64>,
+    inv: impl Fn(f64) -> f64,
+) -> Result<Interval> {
+    let t: Vec<f64> = values
+        .iter()
+        .map(|&x| f(x).ok_or_else(|| Error::Config(format!("{what}: value {x} outside its range"))))
+        .collect::<Result<_>>()?;
+    let i = t_interval(&t, level)?;
+    Ok(Interval {
+        estimate: inv(i.estimate),
+        lo: inv(i.lo),
+        hi: inv(i.hi),
+        ..i
+    })
+}
+
+/// The geometric mean of positive values with a t-interval on the log scale: for ratios,
+/// rates and times, whose interval must stay above 0. A value ≤ 0 is an error.
+pub fn t_interval_log(values: &[f64], level: f64) -> Result<Interval> {
+    t_interval_on(
+        "t_interval_log",
+        values,
+        level,
+        |x| (x > 0.0 && x.is_finite()).then(|| x.ln()),
+        f64::exp,
+    )
+}
+
+/// Proportions in [0, 1] with a t-interval on the logit scale, so the interval stays inside
+/// [0, 1]; the estimate is the back-transformed mean logit. Exact 0 and 1 are moved in by
+/// 10⁻⁶ (a logit must be finite).
+pub fn t_interval_logit(values: &[f64], level: f64) -> Result<Interval> {
+    const EPS: f64 = 1e-6;
+    t_interval_on(
+        "t_interval_logit",
+        values,
+        level,
+        |p| {
+            (0.0..=1.0).contains(&p).then(|| {
+                let q = p.clamp(EPS, 1.0 - EPS);
+                (q / (1.0 - q)).ln()
+            })
+        },
+        |z| 1.0 / (1.0 + (-z).exp()),
+    )
+}
+
 /// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; ~1e-15 relative).
 fn ln_gamma(x: f64) -> f64 {
     const G: [f64; 9] = [

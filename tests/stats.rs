@@ -219,3 +219,36 @@ fn steps_to_reach_a_target() {
     assert!(close(stats::speedup(100, 79).unwrap(), 0.21, 1e-12));
     assert_eq!(stats::speedup(0, 5), None);
 }
+
+#[test]
+fn bounded_intervals_stay_in_range() {
+    // Three seeds with a wide spread: the plain t-interval leaves [0, 1], the logit one not.
+    let p = [0.02, 0.5, 0.97];
+    let t = stats::t_interval(&p, 0.95).unwrap();
+    assert!(t.lo < 0.0 && t.hi > 1.0, "{t:?}");
+    let l = stats::t_interval_logit(&p, 0.95).unwrap();
+    assert!(
+        0.0 < l.lo && l.lo < l.estimate && l.estimate < l.hi && l.hi < 1.0,
+        "{l:?}"
+    );
+    // Exact 0 and 1 are allowed, values outside are errors.
+    let e = stats::t_interval_logit(&[0.0, 1.0, 0.5], 0.95).unwrap();
+    assert!(e.lo >= 0.0 && e.hi <= 1.0, "{e:?}");
+    assert!(stats::t_interval_logit(&[0.5, 1.2], 0.95).is_err());
+    // Ratios: a geometric mean with an interval above 0.
+    let r = [0.3, 1.0, 2.9];
+    let g = stats::t_interval_log(&r, 0.95).unwrap();
+    assert!(
+        close(g.estimate, (0.3f64 * 1.0 * 2.9).cbrt(), 1e-12),
+        "{g:?}"
+    );
+    assert!(
+        g.lo > 0.0 && g.lo < g.estimate && g.hi > g.estimate,
+        "{g:?}"
+    );
+    assert!(stats::t_interval(&r, 0.95).unwrap().lo < 0.0);
+    assert!(stats::t_interval_log(&[1.0, 0.0], 0.95).is_err());
+    // One value: the degenerate interval, on either scale.
+    let one = stats::t_interval_log(&[2.0], 0.95).unwrap();
+    assert!(one.n == 1 && close(one.lo, 2.0, 1e-12) && close(one.hi, 2.0, 1e-12));
+}

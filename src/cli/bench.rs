@@ -238,7 +238,7 @@ pub(crate) fn bench_cmd(a: BenchArgs) -> Result<()> {
         },
         roofline,
         figures,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::provenance::command_line(),
         peers: peer_reports,
         step_profiles,
     };

@@ -149,7 +149,7 @@ pub(crate) fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
         shard.count
     );
     let report_dir = a.report.unwrap_or_else(|| out.join("report"));
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = crate::provenance::command_line();
     let s = experiments::report::write_report(&out, &report_dir, &command)?;
     if !s.cells_missing.is_empty() {
         println!(
@@ -163,7 +163,7 @@ pub(crate) fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
 
 pub(crate) fn report_cmd(a: ReportArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| a.run.join("report"));
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = crate::provenance::command_line();
     let s = crate::experiments::report::write_report(&a.run, &out, &command)?;
     println!(
         "{} cells, {} missing; report: {}",

@@ -147,7 +147,7 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
         out_dir: a.out.clone(),
         resume: a.resume,
         progress: !a.quiet,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::provenance::command_line(),
         stop_after: a.stop_after,
     };
     let r = on_device!(device, |ops| train::run(ops, &cfg, &opts))?;

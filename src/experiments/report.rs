@@ -46,6 +46,41 @@ fn across(values: &[f64]) -> Estimate {
     })
 }
 
+/// [`across`] for positive quantities (ratios, rates): the geometric mean with a t-interval
+/// on the log scale, which stays above 0.
+fn across_log(values: &[f64]) -> Estimate {
+    stats::t_interval_log(values, 0.95).unwrap_or_else(|_| across(&[]).with_n(values.len()))
+}
+
+/// [`across`] for shares in [0, 1]: a t-interval on the logit scale, which stays inside
+/// [0, 1].
+fn across_fraction(values: &[f64]) -> Estimate {
+    stats::t_interval_logit(values, 0.95).unwrap_or_else(|_| across(&[]).with_n(values.len()))
+}
+
+/// The share of steps saved, `1 − steps/steps_baseline`, from the per-seed step ratios: the
+/// ratios' geometric mean and log-scale interval mapped through `1 − r`, so the interval
+/// stays below 100% (and is not bounded below: a run can take several times as long).
+fn fewer_steps(ratios: &[f64]) -> Estimate {
+    let r = across_log(ratios);
+    Interval {
+        estimate: 1.0 - r.estimate,
+        lo: 1.0 - r.hi,
+        hi: 1.0 - r.lo,
+        ..r
+    }
+}
+
+trait WithN {
+    fn with_n(self, n: usize) -> Self;
+}
+impl WithN for Estimate {
+    fn with_n(mut self, n: usize) -> Self {
+        self.n = n;
+        self
+    }
+}
+
 fn pct(e: &Estimate) -> String {
     if !e.estimate.is_finite() {
         return "—".into();
@@ -260,7 +295,7 @@ fn summarise_head(
                 n / d
             })
             .collect();
-        across(&vals)
+        across_fraction(&vals)
     };
     let rows = |u: &UnitSums| u.rows as f64;
     let topk_rows = |u: &UnitSums| u.topk_rows as f64;
@@ -451,6 +486,10 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
             let v = |f: &dyn Fn(&super::ffn24::Ffn24Result) -> f64| {
                 across(&cs.iter().map(|c| f(&c.ffn24)).collect::<Vec<_>>())
             };
+            // Rates and their ratios: log scale (their intervals stay above 0).
+            let vl = |f: &dyn Fn(&super::ffn24::Ffn24Result) -> f64| {
+                across_log(&cs.iter().map(|c| f(&c.ffn24)).collect::<Vec<_>>())
+            };
             let first = cs.first()?;
             Some(E5Arm {
                 arm: arm.into(),
@@ -459,9 +498,9 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 finetuned_valid_ppl: v(&|r| r.finetuned_valid_ppl),
                 finetuned_test_ppl: v(&|r| r.finetuned_test_ppl),
                 compressed_valid_ppl: v(&|r| r.compressed_valid_ppl),
-                speedup: v(&|r| r.compressed_tokens_per_sec / r.dense_tokens_per_sec),
-                dense_tokens_per_sec: v(&|r| r.dense_tokens_per_sec),
-                compressed_tokens_per_sec: v(&|r| r.compressed_tokens_per_sec),
+                speedup: vl(&|r| r.compressed_tokens_per_sec / r.dense_tokens_per_sec),
+                dense_tokens_per_sec: vl(&|r| r.dense_tokens_per_sec),
+                compressed_tokens_per_sec: vl(&|r| r.compressed_tokens_per_sec),
                 ffn_bytes_ratio: first.ffn24.ffn_compressed_bytes as f64
                     / first.ffn24.ffn_dense_bytes as f64,
             })
@@ -667,9 +706,9 @@ fn summarise_e3(group: &str, cells: &[(u64, &E3Cell)]) -> E3Summary {
                 .collect(),
             asa_mass: present
                 .iter()
-                .map(|&v| (v, across(&vals(v, &|p| p.mass(0)))))
+                .map(|&v| (v, across_fraction(&vals(v, &|p| p.mass(0)))))
                 .collect(),
-            ticket_null_mass: across(&vals(Variant::Ticket, &|p| p.mass(1))),
+            ticket_null_mass: across_fraction(&vals(Variant::Ticket, &|p| p.mass(1))),
             ticket_excess: across(&vals(Variant::Ticket, &|p| p.mass(0) - p.mass(1))),
         });
     }
@@ -825,7 +864,7 @@ fn markdown(s: &Summary, command: &str) -> String {
     let _ = writeln!(m, "# ASA vs LTH reproduction ({:?} scale)\n", c.scale);
     let _ = writeln!(
         m,
-        "- corpus: {}\n- {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values, within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
+        "- corpus: {}\n- {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values — on the logit scale for shares of attention mass, on the log scale for step ratios, rates and speed ratios (so each stays in its range; the estimate is then the back-transformed mean), plain otherwise — within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
         c.train.corpus.label(),
         c.train.tags_label(),
         c.train.n_layer,
@@ -887,20 +926,20 @@ fn markdown(s: &Summary, command: &str) -> String {
             num(&e2.valid_ppl_diff, 2),
             verdict
         );
-        let fewer: Vec<f64> = e2
+        let ratios: Vec<f64> = e2
             .steps_to_dense
             .iter()
-            .filter_map(|&(_, hit, total)| hit.map(|h| 1.0 - h as f64 / total as f64))
+            .filter_map(|&(_, hit, total)| hit.map(|h| h as f64 / total as f64))
             .collect();
         let never = e2.steps_to_dense.iter().filter(|x| x.1.is_none()).count();
-        let est = across(&fewer);
+        let est = fewer_steps(&ratios);
         let _ = writeln!(
             m,
             "| E2: {:.0}% fewer steps to reach the dense model's final perplexity | {} fewer steps ({} of {} seeds reached it) | {} |",
             100.0 * claims::FEWER_STEPS,
-            if fewer.is_empty() { "—".to_string() } else { pct(&est) },
-            fewer.len(),
-            fewer.len() + never,
+            if ratios.is_empty() { "—".to_string() } else { pct(&est) },
+            ratios.len(),
+            ratios.len() + never,
             if never > 0 {
                 "not reproduced (ASA never reached the dense perplexity in some seeds)"
             } else if est.n >= 2 && est.lo > 0.0 {
@@ -911,20 +950,20 @@ fn markdown(s: &Summary, command: &str) -> String {
         );
     }
     if let Some(e4) = &s.e4 {
-        let faster: Vec<f64> = e4
+        let ratios: Vec<f64> = e4
             .steps_to_zero
             .iter()
-            .filter_map(|&(_, hit, total)| hit.map(|h| 1.0 - h as f64 / total as f64))
+            .filter_map(|&(_, hit, total)| hit.map(|h| h as f64 / total as f64))
             .collect();
-        let never = e4.steps_to_zero.len() - faster.len();
-        let est = across(&faster);
+        let never = e4.steps_to_zero.len() - ratios.len();
+        let est = fewer_steps(&ratios);
         let no_loss = e4.valid_ppl_diff.n >= 2 && e4.valid_ppl_diff.hi <= 0.0
             || e4.valid_ppl_diff.estimate <= 0.0;
         let _ = writeln!(
             m,
             "| E4: ASA-initialised tag-pair bias reaches the target >10% faster, no loss in final perplexity | {} fewer steps ({} of {} seeds reached it); final validation perplexity ASA-init {} vs zero-init {} | {} |",
-            if faster.is_empty() { "—".to_string() } else { pct(&est) },
-            faster.len(),
+            if ratios.is_empty() { "—".to_string() } else { pct(&est) },
+            ratios.len(),
             e4.steps_to_zero.len(),
             num(&e4.asa_valid_ppl, 2),
             num(&e4.zero_valid_ppl, 2),

@@ -616,42 +616,54 @@ fn new_hist() -> Hist {
 /// Pass 0 over one chunk: histogram of the top digit of every unpruned key, the unpruned
 /// count, and the first bad element (invalid mask, or non-finite unpruned weight).
 ///
-/// Branch-free over the data (a pruned weight adds 0 to its bin), with four histograms taking
-/// elements in turn: magnitudes of trained weights crowd into a few top-digit bins, and one
-/// histogram would serialise every increment on the previous one to the same bin (through
-/// memory); four (32 KiB, within L1) let four run at once. A bad element only sets a flag, and
-/// the chunk is scanned again to find it.
+/// Sixteen elements at a time: first their bins and the bad-element flag, computed without
+/// branches (the compiler vectorises this part; a pruned weight goes to a spare bin past the
+/// last, so no multiply), then the sixteen increments, spread over eight histograms taken in
+/// turn — magnitudes of trained weights crowd into a few top-digit bins, and one histogram
+/// would serialise every increment on the previous one to the same bin through memory. The
+/// unpruned count is the histograms' total. A bad element only sets a flag, and the chunk is
+/// scanned again to find it.
 // Inlined into `dispatch`'s closure, so it is compiled for the level that runs it.
 #[inline(always)]
 fn pass0_chunk<W: TopkWeight>(w: &[W], m: &[f32]) -> (Hist, u64, Option<usize>) {
-    const COPIES: usize = 4;
+    const COPIES: usize = 8;
+    const G: usize = 16;
+    const SPARE: usize = BINS;
     let shift = digit_shift(W::KEY_BITS, 0);
-    let mut h = [[0u32; BINS]; COPIES];
-    let mut count = 0u32;
+    // u16 counters keep the eight histograms (32 KiB) in L1 beside the streamed data: a copy
+    // counts at most CHUNK / COPIES elements.
+    const _: () = assert!(CHUNK / COPIES <= u16::MAX as usize);
+    let mut h = [[0u16; BINS + 1]; COPIES];
     let mut bad = false;
-    let mut step = |h: &mut [u32; BINS], wi: W, mi: f32| {
-        let k = wi.key();
-        let on = mi == 1.0;
-        bad |= (mi != 0.0) & (!on | (k >= W::NONFINITE_KEY));
-        h[(k >> shift) as usize & (BINS - 1)] += on as u32;
-        count += on as u32;
+    let mut bins = [0u32; G];
+    let mut group = |wc: &[W], mc: &[f32], n: usize| {
+        let mut b = false;
+        for i in 0..n {
+            let k = wc[i].key();
+            let on = mc[i] == 1.0;
+            b |= (mc[i] != 0.0) & (!on | (k >= W::NONFINITE_KEY));
+            bins[i] = if on {
+                (k >> shift) & (BINS as u32 - 1)
+            } else {
+                SPARE as u32
+            };
+        }
+        bad |= b;
+        for (i, &bin) in bins[..n].iter().enumerate() {
+            h[i % COPIES][bin as usize] += 1;
+        }
     };
-    let (wg, mg) = (w.chunks_exact(COPIES), m.chunks_exact(COPIES));
+    let (wg, mg) = (w.chunks_exact(G), m.chunks_exact(G));
     let (wr, mr) = (wg.remainder(), mg.remainder());
-    for (wp, mp) in wg.zip(mg) {
-        let [h0, h1, h2, h3] = &mut h;
-        step(h0, wp[0], mp[0]);
-        step(h1, wp[1], mp[1]);
-        step(h2, wp[2], mp[2]);
-        step(h3, wp[3], mp[3]);
+    for (wc, mc) in wg.zip(mg) {
+        group(wc, mc, G);
     }
-    for (&wi, &mi) in wr.iter().zip(mr) {
-        step(&mut h[0], wi, mi);
-    }
+    group(wr, mr, wr.len());
     let mut hist = new_hist();
     for (b, d) in hist.iter_mut().enumerate() {
-        *d = h.iter().map(|c| c[b]).sum();
+        *d = h.iter().map(|c| c[b] as u32).sum();
     }
+    let count = hist.iter().map(|&c| c as u64).sum();
     let first_bad = if bad {
         w.iter().zip(m).position(|(&wi, &mi)| {
             (mi != 0.0 && mi != 1.0) || (mi == 1.0 && wi.key() >= W::NONFINITE_KEY)
@@ -659,7 +671,7 @@ fn pass0_chunk<W: TopkWeight>(w: &[W], m: &[f32]) -> (Hist, u64, Option<usize>) 
     } else {
         None
     };
-    (hist, count as u64, first_bad)
+    (hist, count, first_bad)
 }
 
 /// Pass `pass` ≥ 1 over one chunk (masks already validated); branch-free (a key outside the
