@@ -217,6 +217,33 @@ fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
         assert!((f - c).abs() < 1e-3 * f, "{}: {f} vs {c}", a.arm);
         assert!(a.speedup.estimate > 0.0 && (a.ffn_bytes_ratio - 0.53125).abs() < 1e-9);
     }
+    // Intervals stay in their quantity's range: shares in [0, 1], rates and speed-ups above 0;
+    // the excess (a difference of shares) is finite.
+    for h in &s.e1 {
+        for e in h.mass.iter().chain(&h.offdiag).chain(&h.topk) {
+            assert!(
+                0.0 <= e.lo && e.lo <= e.estimate && e.estimate <= e.hi && e.hi <= 1.0,
+                "{e:?}"
+            );
+        }
+        assert!(
+            h.excess.estimate.is_finite() && h.excess.lo <= h.excess.hi,
+            "{:?}",
+            h.excess
+        );
+    }
+    for a in &s.e5 {
+        for e in [
+            &a.speedup,
+            &a.dense_tokens_per_sec,
+            &a.compressed_tokens_per_sec,
+        ] {
+            assert!(
+                e.lo > 0.0 && e.lo <= e.estimate && e.estimate <= e.hi,
+                "{e:?}"
+            );
+        }
+    }
     assert_eq!(s.e3.len(), 1);
     let e3 = &s.e3[0];
     assert_eq!(e3.levels.len(), 3);

@@ -284,7 +284,9 @@ fn summarise_head(
         .iter()
         .map(|(s, a)| (*s, head_units(a, layer, head)))
         .collect();
-    let ratio = |f: &dyn Fn(&UnitSums) -> (f64, f64)| -> Estimate {
+    // Per seed Σnum/Σden, across seeds: `share` for shares in [0, 1] (logit scale), else
+    // plain (the excess is a difference of shares).
+    let ratio_on = |f: &dyn Fn(&UnitSums) -> (f64, f64), share: bool| -> Estimate {
         let vals: Vec<f64> = per_seed
             .iter()
             .map(|(_, us)| {
@@ -295,8 +297,13 @@ fn summarise_head(
                 n / d
             })
             .collect();
-        across_fraction(&vals)
+        if share {
+            across_fraction(&vals)
+        } else {
+            across(&vals)
+        }
     };
+    let ratio = |f: &dyn Fn(&UnitSums) -> (f64, f64)| ratio_on(f, true);
     let rows = |u: &UnitSums| u.rows as f64;
     let topk_rows = |u: &UnitSums| u.topk_rows as f64;
     let excess_per_seed = per_seed
@@ -321,7 +328,7 @@ fn summarise_head(
         topk: (0..MASKS.len())
             .map(|m| ratio(&|u| (u.topk[m], topk_rows(u))))
             .collect(),
-        excess: ratio(&|u| (u.mass[0] - u.mass[1], rows(u))),
+        excess: ratio_on(&|u| (u.mass[0] - u.mass[1], rows(u)), false),
         excess_per_seed,
         diagonal: ratio(&|u| (u.diag, rows(u))),
         density: ratio(&|u| (u.density, rows(u))),
