@@ -24,29 +24,10 @@ Tests: tests/cuda_ops.rs — gpu_xent_matches_cpu (V = 50257-like and small V, i
   Resource check: scripts/check-kernels.sh (hot, no local memory).
 */
 #include "block_reduce.cuh"
+#include "online_softmax.cuh"
 
 #define ASA_XENT_BLOCK 256
 #define ASA_IGNORE_INDEX 0xFFFFFFFFu
-
-namespace asa_classifier {
-
-// Merge online-softmax pairs (m, s): s is Σ exp(x − m) over the elements seen; m = −∞ means
-// no element yet.
-__device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
-    if (m2 == -INFINITY) {
-        return;
-    }
-    if (m == -INFINITY) {
-        m = m2;
-        s = s2;
-        return;
-    }
-    const float mx = fmaxf(m, m2);
-    s = s * expf(m - mx) + s2 * expf(m2 - mx);
-    m = mx;
-}
-
-}  // namespace asa_classifier
 
 // asa-lth: hot xent_fwd_f32
 extern "C" __global__ void __launch_bounds__(ASA_XENT_BLOCK)
@@ -75,7 +56,7 @@ xent_fwd_f32(float* __restrict__ losses, float* __restrict__ lse,
     for (int o = 16; o > 0; o >>= 1) {
         const float m2 = __shfl_xor_sync(asa_reduce::FULL, m, o);
         const float s2 = __shfl_xor_sync(asa_reduce::FULL, s, o);
-        asa_classifier::merge(m, s, m2, s2);
+        asa_softmax::merge(m, s, m2, s2);
     }
     const uint32_t lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
     if (lane == 0) {
@@ -91,7 +72,7 @@ xent_fwd_f32(float* __restrict__ losses, float* __restrict__ lse,
         for (int o = 16; o > 0; o >>= 1) {
             const float m2 = __shfl_xor_sync(asa_reduce::FULL, m, o);
             const float s2 = __shfl_xor_sync(asa_reduce::FULL, s, o);
-            asa_classifier::merge(m, s, m2, s2);
+            asa_softmax::merge(m, s, m2, s2);
         }
         if (lane == 0) {
             const float z = m + logf(s);

@@ -40,6 +40,7 @@ Tests: tests/lm_head.rs — emulated_cuda_head_matches_cpu runs these kernels' o
   Resource check: scripts/check-kernels.sh (hot, no local memory).
 */
 #include "common.cuh"
+#include "online_softmax.cuh"
 
 #define ASA_HEAD_THREADS 256
 #define ASA_HEAD_IGNORE 0xFFFFFFFFu
@@ -51,19 +52,36 @@ constexpr uint32_t KC = 16;    // depth of one shared-memory stage
 constexpr uint32_t SLICE = 128;  // output columns (of dx or dW) per backward block
 constexpr unsigned FULL = 0xffffffffu;
 
-// Merge online-softmax pairs (m, s): s is Σ e^{x − m} over the elements seen; m = −∞ means none.
-__device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
-    if (m2 == -INFINITY) {
-        return;
+// The backward kernels' 64×128 output slice: 4×8 per thread, rows ty + 16i, columns
+// tx + 16j.
+using Slice = float[4][8];
+
+__device__ __forceinline__ void zero(Slice& out) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            out[i][j] = 0.0f;
+        }
     }
-    if (m == -INFINITY) {
-        m = m2;
-        s = s2;
-        return;
+}
+
+// D[r0 + ty + 16i, c0 + tx + 16j] = out[i][j] for rows below nr and columns below C (D's row
+// stride is C).
+__device__ __forceinline__ void store(float* __restrict__ D, const Slice& out, uint32_t r0,
+                                      uint32_t nr, uint32_t c0, uint32_t C) {
+    const uint32_t ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t r = r0 + ty + 16 * i;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const uint32_t c = c0 + tx + 16 * j;
+            if (r < nr && c < C) {
+                D[static_cast<size_t>(r) * C + c] = out[i][j];
+            }
+        }
     }
-    const float mx = fmaxf(m, m2);
-    s = s * expf(m - mx) + s2 * expf(m2 - mx);
-    m = mx;
 }
 
 // acc[i][j] = Σ_{k<C} A[a0 + ty + 16i, k]·B[b0 + tx + 16j, k]; rows of A at or past na (of B:
@@ -113,7 +131,7 @@ __device__ __forceinline__ void tile_dot(float (&acc)[4][4], float (*as)[TILE + 
 // out[i][j] += Σ_{l<TILE} gs[ty + 16i][l]·S[s0 + l, c0 + tx + 16j], rows of S at or past ns and
 // columns at or past C read as 0. gs must be complete before the call: its first barrier (after
 // staging S) publishes the caller's writes. Every thread of the block must call it.
-__device__ __forceinline__ void tile_acc(float (&out)[4][8], const float (*gs)[TILE + 1],
+__device__ __forceinline__ void tile_acc(Slice& out, const float (*gs)[TILE + 1],
                                          float (*cs)[SLICE], const float* __restrict__ S,
                                          uint32_t s0, uint32_t ns, uint32_t c0, uint32_t C) {
     const uint32_t tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
@@ -211,7 +229,7 @@ lm_head_fwd_f32(float* __restrict__ losses, float* __restrict__ lse, const float
         for (int i = 0; i < 4; ++i) {
             const float m2 = __shfl_xor_sync(FULL, m[i], o);
             const float s2 = __shfl_xor_sync(FULL, s[i], o);
-            merge(m[i], s[i], m2, s2);
+            asa_softmax::merge(m[i], s[i], m2, s2);
         }
     }
     __syncthreads();  // publishes zt (shuffles do not order shared memory)
@@ -250,14 +268,8 @@ lm_head_bwd_dx_f32(float* __restrict__ dx, const float* __restrict__ x,
         t[i] = r < N ? targets[r] : ASA_HEAD_IGNORE;  // rows past N: G = 0
         z_lse[i] = r < N ? lse[r] : 0.0f;
     }
-    float out[4][8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            out[i][j] = 0.0f;
-        }
-    }
+    Slice out;
+    zero(out);
     for (uint32_t v0 = 0; v0 < V; v0 += TILE) {
         float z[4][4];
         tile_dot(z, as, bs, x, r0, N, w, v0, V, C);
@@ -272,17 +284,7 @@ lm_head_bwd_dx_f32(float* __restrict__ dx, const float* __restrict__ x,
         }
         tile_acc(out, gs, cs, w, v0, V, c0, C);
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t r = r0 + ty + 16 * i;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const uint32_t c = c0 + tx + 16 * j;
-            if (r < N && c < C) {
-                dx[static_cast<size_t>(r) * C + c] = out[i][j];
-            }
-        }
-    }
+    store(dx, out, r0, N, c0, C);
 }
 
 // asa-lth: hot lm_head_bwd_dw_f32
@@ -298,14 +300,8 @@ lm_head_bwd_dw_f32(float* __restrict__ dw, const float* __restrict__ x,
     __shared__ float cs[KC][SLICE];
     const uint32_t tid = threadIdx.x, ty = tid / 16, tx = tid % 16;
     const uint32_t v0 = blockIdx.x * TILE, c0 = blockIdx.y * SLICE;
-    float out[4][8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            out[i][j] = 0.0f;
-        }
-    }
+    Slice out;
+    zero(out);
     for (uint32_t r0 = 0; r0 < N; r0 += TILE) {
         uint32_t t[4];
         float z_lse[4];
@@ -328,15 +324,5 @@ lm_head_bwd_dw_f32(float* __restrict__ dw, const float* __restrict__ x,
         }
         tile_acc(out, gs, cs, x, r0, N, c0, C);
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = v0 + ty + 16 * i;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const uint32_t c = c0 + tx + 16 * j;
-            if (v < V && c < C) {
-                dw[static_cast<size_t>(v) * C + c] = out[i][j];
-            }
-        }
-    }
+    store(dw, out, v0, V, c0, C);
 }

@@ -1786,9 +1786,10 @@ impl Ops for CudaOps {
             return Ok(());
         };
         let slices = cu.div_ceil(SLICE);
-        if n > 0 {
-            let args = &mut [
-                KArg::Ptr(dptr_mut(dx, st)),
+        // Both backward kernels: (out, x, w, lse, targets, float dloss, u32 N, u32 C, u32 V).
+        let bwd_args = |out: sys::CUdeviceptr| {
+            [
+                KArg::Ptr(out),
                 KArg::Ptr(dptr(x, st)),
                 KArg::Ptr(dptr(weight, st)),
                 KArg::Ptr(dptr(lse, st)),
@@ -1797,10 +1798,12 @@ impl Ops for CudaOps {
                 KArg::U32(nu),
                 KArg::U32(cu),
                 KArg::U32(vu),
-            ];
-            // SAFETY: lm_head_bwd_dx_f32(dx, x, w, lse, targets, float dloss, u32 N, u32 C, u32
-            // V): blocks (64 rows, 128 columns) inside N × C; dx and x hold N·C, w V·C,
-            // lse/targets N (checked).
+            ]
+        };
+        if n > 0 {
+            let args = &mut bwd_args(dptr_mut(dx, st));
+            // SAFETY: lm_head_bwd_dx_f32: blocks (64 rows, 128 columns) inside N × C; dx and x
+            // hold N·C, w V·C, lse/targets N (checked).
             unsafe {
                 self.launch(
                     "lm_head_bwd_dx_f32",
@@ -1811,20 +1814,10 @@ impl Ops for CudaOps {
                 )?
             };
         }
-        let args = &mut [
-            KArg::Ptr(dptr_mut(dw, st)),
-            KArg::Ptr(dptr(x, st)),
-            KArg::Ptr(dptr(weight, st)),
-            KArg::Ptr(dptr(lse, st)),
-            KArg::Ptr(dptr(&targets.buf, st)),
-            KArg::F32(dloss),
-            KArg::U32(nu),
-            KArg::U32(cu),
-            KArg::U32(vu),
-        ];
-        // SAFETY: lm_head_bwd_dw_f32(dw, x, w, lse, targets, float dloss, u32 N, u32 C, u32 V):
-        // blocks (64 vocabulary rows, 128 columns) inside V × C (v ≥ 1, checked); dw and w hold
-        // V·C, x N·C, lse/targets N (checked); with N = 0 it writes dw's zeros.
+        let args = &mut bwd_args(dptr_mut(dw, st));
+        // SAFETY: lm_head_bwd_dw_f32: blocks (64 vocabulary rows, 128 columns) inside V × C
+        // (v ≥ 1, checked); dw and w hold V·C, x N·C, lse/targets N (checked); with N = 0 it
+        // writes dw's zeros.
         unsafe {
             self.launch(
                 "lm_head_bwd_dw_f32",
