@@ -425,3 +425,40 @@ fn attention_matches_f64_at_every_level() {
         }
     }
 }
+
+/// The FFN's fused `matmul_gelu_fwd` (the GELU as the GEMM's epilogue) gives the bits of
+/// `matmul_fwd` then `gelu_fwd`, at every level: tails in every dimension, several depth
+/// blocks, more columns than one B block, with and without bias and prune mask.
+#[test]
+fn matmul_gelu_fwd_is_matmul_then_gelu_bitwise_at_every_level() {
+    use asa_lth::backend::MatmulShape;
+    let _g = LEVEL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng::new(31);
+    for &(n, k, oc) in &[(37, 29, 70), (130, 400, 33), (20, 16, 1000), (5, 1, 3)] {
+        let s = MatmulShape { n, k, oc };
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let x = f(rand_vec(&mut rng, n * k));
+        let w = f(rand_vec(&mut rng, oc * k));
+        let b = f(rand_vec(&mut rng, oc));
+        let m: Vec<f32> = (0..oc * k)
+            .map(|_| if rng.bernoulli(0.7) { 1.0 } else { 0.0 })
+            .collect();
+        for level in Isa::available() {
+            with_level(level, || {
+                for (bias, mask) in [(None, None), (Some(&b[..]), Some(&m[..]))] {
+                    let (mut pre, mut want) = (vec![f32::NAN; n * oc], vec![f32::NAN; n * oc]);
+                    matmul::matmul_fwd(&mut pre, &x, &w, bias, mask, s).unwrap();
+                    gelu::gelu_fwd(&mut want, &pre).unwrap();
+                    let (mut pre2, mut out) = (vec![f32::NAN; n * oc], vec![f32::NAN; n * oc]);
+                    matmul::matmul_gelu_fwd(&mut out, &mut pre2, &x, &w, bias, mask, s).unwrap();
+                    let same = |a: &[f32], b: &[f32]| {
+                        a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+                    };
+                    let what = format!("{level} n{n} k{k} oc{oc} bias={}", bias.is_some());
+                    assert!(same(&pre2, &pre), "{what}: pre-activation differs");
+                    assert!(same(&out, &want), "{what}: GELU differs");
+                }
+            });
+        }
+    }
+}
