@@ -252,23 +252,6 @@ pub trait Ops: Send + Sync {
         mask: Option<&Self::Buf>,
         s: MatmulShape,
     ) -> Result<()>;
-    /// [`Ops::matmul_fwd`] into `pre` and `out = GELU(pre)` (the FFN's first layer; `pre` is
-    /// kept for the backward). Default: the two ops; a backend may fuse the GELU into the
-    /// GEMM's epilogue (the CPU does), with the same result.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_gelu_fwd(
-        &self,
-        out: &mut Self::Buf,
-        pre: &mut Self::Buf,
-        inp: &Self::Buf,
-        weight: &Self::Buf,
-        bias: Option<&Self::Buf>,
-        mask: Option<&Self::Buf>,
-        s: MatmulShape,
-    ) -> Result<()> {
-        self.matmul_fwd(pre, inp, weight, bias, mask, s)?;
-        self.gelu_fwd(out, pre)
-    }
     /// `dinp = dout·(W⊙M)` or `dinp += dout·(W⊙M)` as its [`GradWrite`] says; accumulates
     /// `dweight += (doutᵀ·inp)⊙M`, `dbias += Σ_rows dout`. `dinp` may be `None` when the input
     /// needs no gradient (e.g. the first layer's input).

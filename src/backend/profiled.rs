@@ -204,21 +204,6 @@ impl<O: Ops> Ops for Profiled<O> {
             self.inner.matmul_fwd(out, inp, weight, bias, mask, s)
         })
     }
-    fn matmul_gelu_fwd(
-        &self,
-        out: &mut Self::Buf,
-        pre: &mut Self::Buf,
-        inp: &Self::Buf,
-        weight: &Self::Buf,
-        bias: Option<&Self::Buf>,
-        mask: Option<&Self::Buf>,
-        s: MatmulShape,
-    ) -> Result<()> {
-        self.time(mm("matmul_gelu_fwd", s), || {
-            self.inner
-                .matmul_gelu_fwd(out, pre, inp, weight, bias, mask, s)
-        })
-    }
     fn matmul_bwd(
         &self,
         dinp: Option<(&mut Self::Buf, GradWrite)>,

@@ -588,15 +588,17 @@ impl<O: Ops> Gpt<O> {
                     Some(&p[id.b_fc]),
                     mm(c, 4 * c),
                 )?,
-                None => ops.matmul_gelu_fwd(
-                    &mut ba.fch_gelu,
-                    &mut ba.fch,
-                    &ba.ln2,
-                    &p[id.w_fc],
-                    Some(&p[id.b_fc]),
-                    mk(id.w_fc),
-                    mm(c, 4 * c),
-                )?,
+                None => {
+                    ops.matmul_fwd(
+                        &mut ba.fch,
+                        &ba.ln2,
+                        &p[id.w_fc],
+                        Some(&p[id.b_fc]),
+                        mk(id.w_fc),
+                        mm(c, 4 * c),
+                    )?;
+                    ops.gelu_fwd(&mut ba.fch_gelu, &ba.fch)?;
+                }
             }
             match ffn24 {
                 Some((_, proj)) => ops.matmul24_fwd(

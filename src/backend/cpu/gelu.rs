@@ -15,25 +15,21 @@ pub fn gelu_fwd<F: Real>(out: &mut [F], inp: &[F]) -> Result<()> {
     check_len("gelu_fwd", "out", out.len(), inp.len(), || {
         format!("n={}", inp.len())
     })?;
+    let (s, k, half) = (F::c(SQRT_2_OVER_PI), F::c(COEF), F::c(0.5));
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .for_each(|(o, x)| gelu_serial(o, x));
+        .for_each(|(o, x)| {
+            super::fastmath::dispatch(
+                #[inline(always)]
+                || {
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        let u = s * (x + k * x * x * x);
+                        *o = half * x * (F::one() + u.tanh_fast());
+                    }
+                },
+            )
+        });
     Ok(())
-}
-
-/// [`gelu_fwd`] on this thread (lengths equal): the same code and so the same bits, for
-/// callers that are already parallel (the GEMM's GELU epilogue).
-pub(crate) fn gelu_serial<F: Real>(out: &mut [F], inp: &[F]) {
-    let (s, k, half) = (F::c(SQRT_2_OVER_PI), F::c(COEF), F::c(0.5));
-    super::fastmath::dispatch(
-        #[inline(always)]
-        || {
-            for (o, &x) in out.iter_mut().zip(inp) {
-                let u = s * (x + k * x * x * x);
-                *o = half * x * (F::one() + u.tanh_fast());
-            }
-        },
-    )
 }
 
 /// `dinp += gelu'(x)·dout`.

@@ -43,7 +43,7 @@ pub(crate) fn gemm_acc<F: Real>(
         if epilogue {
             let b = bias.and_then(as_f32);
             super::sgemm::sgemm(
-                level, m, n, k, d, accumulate, l, lhs_rs, lhs_cs, r, rhs_rs, rhs_cs, b, None,
+                level, m, n, k, d, accumulate, l, lhs_rs, lhs_cs, r, rhs_rs, rhs_cs, b,
             );
         } else {
             sgemm_crate_at(
@@ -100,7 +100,7 @@ pub fn sgemm_at(
 ) {
     if super::sgemm::supports(level) {
         super::sgemm::sgemm(
-            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, None, None,
+            level, m, n, k, dst, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, None,
         )
     } else {
         sgemm_crate_at(
@@ -245,70 +245,6 @@ pub fn matmul_fwd<F: Real>(
     if s.k == 0 && bias.is_none() {
         out.fill(F::zero());
     }
-    Ok(())
-}
-
-/// [`matmul_fwd`] into `pre` and `out = GELU(pre)`, the FFN's first layer: with this
-/// project's GEMM the GELU is its epilogue (each register panel as it lands, no second pass
-/// over `pre`), bit for bit what `matmul_fwd` then [`super::gelu::gelu_fwd`] give.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_gelu_fwd<F: Real>(
-    out: &mut [F],
-    pre: &mut [F],
-    inp: &[F],
-    weight: &[F],
-    bias: Option<&[F]>,
-    mask: Option<&[F]>,
-    s: MatmulShape,
-) -> Result<()> {
-    s.check_fwd(
-        pre.len(),
-        inp.len(),
-        weight.len(),
-        bias.map(<[F]>::len),
-        mask.map(<[F]>::len),
-    )?;
-    crate::error::check_len("matmul_gelu_fwd", "out", out.len(), pre.len(), || {
-        format!("n={} oc={}", s.n, s.oc)
-    })?;
-    let level = super::isa::active();
-    let fused = (
-        as_f32_mut(out),
-        as_f32_mut(pre),
-        as_f32(inp),
-        super::sgemm::supports(level) && s.k > 0 && s.n > 0 && s.oc > 0,
-    );
-    let (Some(o), Some(p), Some(x), true) = fused else {
-        matmul_fwd(pre, inp, weight, bias, mask, s)?;
-        return super::gelu::gelu_fwd(out, pre);
-    };
-    let wm;
-    let w = match mask {
-        Some(m) => {
-            wm = masked(weight, m);
-            &wm[..]
-        }
-        None => weight,
-    };
-    let w = as_f32(w).expect("F is f32, as inp is");
-    let b = bias.and_then(as_f32);
-    let ki = s.k as isize;
-    super::sgemm::sgemm(
-        level,
-        s.n,
-        s.oc,
-        s.k,
-        p,
-        false,
-        x,
-        ki,
-        1,
-        w,
-        1,
-        ki,
-        b,
-        Some(o),
-    );
     Ok(())
 }
 

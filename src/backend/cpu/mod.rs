@@ -164,27 +164,6 @@ impl Ops for Cpu {
             s,
         )
     }
-    fn matmul_gelu_fwd(
-        &self,
-        out: &mut Vec<f32>,
-        pre: &mut Vec<f32>,
-        inp: &Vec<f32>,
-        weight: &Vec<f32>,
-        bias: Option<&Vec<f32>>,
-        mask: Option<&Vec<f32>>,
-        s: MatmulShape,
-    ) -> Result<()> {
-        matmul::matmul_gelu_fwd(
-            out,
-            pre,
-            inp,
-            weight,
-            bias.map(|b| &b[..]),
-            mask.map(|m| &m[..]),
-            s,
-        )
-    }
-
     fn matmul_bwd(
         &self,
         dinp: Option<(&mut Vec<f32>, GradWrite)>,

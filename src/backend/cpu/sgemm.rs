@@ -371,7 +371,6 @@ unsafe fn serial(
     ldc: usize,
     accumulate: bool,
     bias: Option<*const f32>,
-    gelu: Option<*mut f32>,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     let mut tile = [0.0f32; 12 * 32];
@@ -467,16 +466,6 @@ unsafe fn serial(
                                     }
                                 }
                             }
-                            // The GELU epilogue, once the last depth block has landed: this
-                            // panel's rows of the block, still in L1/L2.
-                            if let (Some(g), true) = (gelu, p0 + kc == k) {
-                                for r in 0..rows {
-                                    let at = (ib + i + r) * ldc + jb;
-                                    let x = std::slice::from_raw_parts(c.add(at), nc);
-                                    let y = std::slice::from_raw_parts_mut(g.add(at), nc);
-                                    super::gelu::gelu_serial(y, x);
-                                }
-                            }
                         }
                         jb += nc;
                     }
@@ -508,10 +497,8 @@ fn split(len: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `dst (m×n, row-major, row stride n) = [dst +] lhs·rhs [+ bias]` at `level`, with lhs
-/// element (i, p) at `lhs[i·lhs_rs + p·lhs_cs]` and rhs element (p, j) at
-/// `rhs[p·rhs_rs + j·rhs_cs]`; with `gelu`, also `gelu = GELU(dst)` (same layout), applied to
-/// each register panel as its last depth block lands (an overwrite only).
+/// `dst (m×n, row-major, row stride n) = [dst +] lhs·rhs` at `level`, with lhs element (i, p)
+/// at `lhs[i·lhs_rs + p·lhs_cs]` and rhs element (p, j) at `rhs[p·rhs_rs + j·rhs_cs]`.
 ///
 /// # Panics
 /// When `level` has no microkernel here ([`supports`]), when it is above what the CPU has, or
@@ -531,13 +518,8 @@ pub fn sgemm(
     rhs_rs: isize,
     rhs_cs: isize,
     bias: Option<&[f32]>,
-    gelu: Option<&mut [f32]>,
 ) {
     let kern = kernel(level).unwrap_or_else(|| panic!("sgemm: no microkernel for {level}"));
-    if let Some(g) = &gelu {
-        assert!(!accumulate, "sgemm: a GELU epilogue needs an overwrite");
-        assert!(g.len() >= m * n, "sgemm: gelu holds {} < {m}×{n}", g.len());
-    }
     if let Some(b) = bias {
         assert!(!accumulate, "sgemm: a bias needs an overwrite");
         assert!(b.len() >= n, "sgemm: bias holds {} < n = {n}", b.len());
@@ -563,9 +545,6 @@ pub fn sgemm(
                 None => dst[..m * n].fill(0.0),
             }
         }
-        if let Some(g) = gelu {
-            super::gelu::gelu_serial(&mut g[..m * n], &dst[..m * n]);
-        }
         return;
     }
     assert!(
@@ -585,7 +564,6 @@ pub fn sgemm(
     };
     let c = OutPtr(dst.as_mut_ptr());
     let bias = bias.map(|b| BiasPtr(b.as_ptr()));
-    let gelu = gelu.map(|g| OutPtr(g.as_mut_ptr()));
     // Threads: rectangles of C. Split the rows while every thread gets a few row panels,
     // else the columns; tiny products stay on this thread.
     let threads = rayon::current_num_threads();
@@ -618,7 +596,6 @@ pub fn sgemm(
                 n,
                 accumulate,
                 bias.map(|b| b.get()),
-                gelu.map(|g| g.get()),
             )
         }
     };
