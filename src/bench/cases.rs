@@ -83,6 +83,41 @@ pub const TRAIN_STEP_VOCABS: [(&str, usize); 3] = [
     ("wt2vocab", VOCAB_WIKITEXT2),
 ];
 
+/// The `train_step` case's work on any backend: a model of vocabulary `vocab`, one random
+/// batch (B × T tokens and targets), and one optimiser step (forward, backward, AdamW) per call.
+pub struct TrainStep<O: crate::backend::Ops> {
+    pub model: Gpt<O>,
+    x: Vec<u32>,
+    y: Vec<u32>,
+    opt: AdamWConfig,
+    step: u32,
+}
+
+impl<O: crate::backend::Ops> TrainStep<O> {
+    /// The default model on `ops`, with a batch drawn from `rng`.
+    pub fn new(ops: O, vocab: usize, rng: &mut Rng) -> crate::Result<Self> {
+        let n = BATCH * SEQ;
+        Ok(TrainStep {
+            model: Gpt::new(ops, default_model(vocab), 1)?,
+            x: (0..n).map(|_| rng.below(vocab) as u32).collect(),
+            y: (0..n).map(|_| rng.below(vocab) as u32).collect(),
+            opt: AdamWConfig::default(),
+            step: 0,
+        })
+    }
+
+    /// One training step.
+    pub fn run(&mut self) -> crate::Result<()> {
+        self.step += 1;
+        let m = &mut self.model;
+        m.forward_train(&self.x, &self.y, BATCH, SEQ, None)?;
+        m.zero_grad()?;
+        m.backward(None)?;
+        m.step(1e-3, self.step, &self.opt)?;
+        Ok(())
+    }
+}
+
 /// The figure name of the `train_step` case `label` (shared with the JAX peer's names).
 pub fn train_step_name(label: &str, vocab: usize) -> String {
     format!("train_step/{label}/b{BATCH}_t{SEQ}_d{D_MODEL}_l2_h2_v{vocab}")
@@ -523,28 +558,15 @@ pub fn cpu_cases_with_sweeps(
     }
     if want("train_step") {
         for (label, vocab) in TRAIN_STEP_VOCABS {
-            let cfg = default_model(vocab);
-            let mut model =
-                Gpt::new(crate::backend::cpu::Cpu, cfg, 1).expect("the default model is valid");
-            let x: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
-            let y: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
-            let opt = AdamWConfig::default();
-            let mut step = 0u32;
+            let mut ts = TrainStep::new(crate::backend::cpu::Cpu, vocab, &mut rng)
+                .expect("the default model is valid");
             cases.push(BenchCase {
                 kernel: "train_step",
                 name: train_step_name(label, vocab),
                 device: dev(),
                 unit: Unit::Tokens,
                 work: n as f64,
-                run: Box::new(move || {
-                    step += 1;
-                    model
-                        .forward_train(&x, &y, b, t, None)
-                        .expect("fixed shapes");
-                    model.zero_grad().expect("cpu");
-                    model.backward(None).expect("after forward");
-                    model.step(1e-3, step, &opt).expect("finite gradients");
-                }),
+                run: Box::new(move || ts.run().expect("fixed shapes, finite gradients")),
             });
         }
     }

@@ -4,10 +4,9 @@
 //! code between ops (and the stopwatches themselves), reported as its own line so nothing is
 //! left unitemised.
 
-use super::cases::{default_model, BATCH, SEQ};
+use super::cases::TrainStep;
 use crate::backend::cpu::Cpu;
 use crate::backend::profiled::Profiled;
-use crate::model::{AdamWConfig, Gpt};
 use crate::rng::Rng;
 use crate::Result;
 use serde::{Deserialize, Serialize};
@@ -39,31 +38,19 @@ pub struct StepProfile {
 /// Profile `steps` training steps (after two untimed ones) of the `train_step` case with
 /// vocabulary `vocab` on the CPU; `case` names its figure.
 pub fn profile_cpu_step(case: &str, vocab: usize, steps: usize) -> Result<StepProfile> {
-    let (b, t) = (BATCH, SEQ);
-    let n = b * t;
-    let mut model = Gpt::new(Profiled::new(Cpu), default_model(vocab), 1)?;
-    let mut rng = Rng::new(5);
-    let x: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
-    let y: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
-    let opt = AdamWConfig::default();
-    let run = |step: u32, model: &mut Gpt<Profiled<Cpu>>| -> Result<()> {
-        model.forward_train(&x, &y, b, t, None)?;
-        model.zero_grad()?;
-        model.backward(None)?;
-        model.step(1e-3, step, &opt)?;
-        Ok(())
-    };
-    for s in 1..=2 {
-        run(s, &mut model)?;
+    let mut ts = TrainStep::new(Profiled::new(Cpu), vocab, &mut Rng::new(5))?;
+    for _ in 0..2 {
+        ts.run()?;
     }
-    model.ops.take();
+    ts.model.ops.take();
     let t0 = Instant::now();
-    for s in 0..steps {
-        run(3 + s as u32, &mut model)?;
+    for _ in 0..steps {
+        ts.run()?;
     }
     let step_secs = t0.elapsed().as_secs_f64() / steps as f64;
     let per = steps as f64;
-    let mut ops: Vec<OpShare> = model
+    let mut ops: Vec<OpShare> = ts
+        .model
         .ops
         .take()
         .into_iter()

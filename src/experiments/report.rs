@@ -35,27 +35,32 @@ pub mod claims {
 /// A statistic with its 95% interval (`n`: seeds or units it is over).
 pub type Estimate = Interval;
 
-/// Mean across seeds with a t-interval; NaN (rendered "—") when there are no values.
-fn across(values: &[f64]) -> Estimate {
-    stats::t_interval(values, 0.95).unwrap_or(Interval {
+/// An estimate that cannot be formed from `n` values (rendered "—").
+fn undefined(n: usize) -> Estimate {
+    Interval {
         estimate: f64::NAN,
         lo: f64::NAN,
         hi: f64::NAN,
         level: 0.95,
-        n: values.len(),
-    })
+        n,
+    }
+}
+
+/// Mean across seeds with a t-interval; NaN (rendered "—") when there are no values.
+fn across(values: &[f64]) -> Estimate {
+    stats::t_interval(values, 0.95).unwrap_or(undefined(values.len()))
 }
 
 /// [`across`] for positive quantities (ratios, rates): the geometric mean with a t-interval
 /// on the log scale, which stays above 0.
 fn across_log(values: &[f64]) -> Estimate {
-    stats::t_interval_log(values, 0.95).unwrap_or_else(|_| across(&[]).with_n(values.len()))
+    stats::t_interval_log(values, 0.95).unwrap_or(undefined(values.len()))
 }
 
 /// [`across`] for shares in [0, 1]: a t-interval on the logit scale, which stays inside
 /// [0, 1].
 fn across_fraction(values: &[f64]) -> Estimate {
-    stats::t_interval_logit(values, 0.95).unwrap_or_else(|_| across(&[]).with_n(values.len()))
+    stats::t_interval_logit(values, 0.95).unwrap_or(undefined(values.len()))
 }
 
 /// The share of steps saved, `1 − steps/steps_baseline`, from the per-seed step ratios: the
@@ -68,16 +73,6 @@ fn fewer_steps(ratios: &[f64]) -> Estimate {
         lo: 1.0 - r.hi,
         hi: 1.0 - r.lo,
         ..r
-    }
-}
-
-trait WithN {
-    fn with_n(self, n: usize) -> Self;
-}
-impl WithN for Estimate {
-    fn with_n(mut self, n: usize) -> Self {
-        self.n = n;
-        self
     }
 }
 

@@ -18,6 +18,35 @@ use rayon::prelude::*;
 /// Rows per rayon task in the elementwise passes.
 const ROWS: usize = 16;
 
+/// [`crate::backend::Ops::lm_head_xent`]'s checks on host buffers (lengths, targets, a
+/// vocabulary), shared with the emulated CUDA kernels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_host<F>(
+    losses: &[F],
+    lse: &[F],
+    grads: Option<(&[F], &[F])>,
+    x: &[F],
+    weight: &[F],
+    targets: &[u32],
+    n: usize,
+    c: usize,
+    v: usize,
+) -> Result<()> {
+    shapes::lm_head_xent(
+        losses.len(),
+        lse.len(),
+        grads.map(|(dx, dw)| (dx.len(), dw.len())),
+        x.len(),
+        weight.len(),
+        targets.len(),
+        n,
+        c,
+        v,
+    )?;
+    check_targets(targets, v)?;
+    shapes::xent_vocab(v)
+}
+
 /// See [`crate::backend::Ops::lm_head_xent`]; `grads = (dx, dweight)`.
 #[allow(clippy::too_many_arguments)]
 pub fn lm_head_xent<F: Real>(
@@ -32,19 +61,17 @@ pub fn lm_head_xent<F: Real>(
     c: usize,
     v: usize,
 ) -> Result<()> {
-    shapes::lm_head_xent(
-        losses.len(),
-        lse.len(),
-        grads.as_ref().map(|(dx, dw)| (dx.len(), dw.len())),
-        x.len(),
-        weight.len(),
-        targets.len(),
+    check_host(
+        losses,
+        lse,
+        grads.as_ref().map(|(dx, dw)| (&**dx, &**dw)),
+        x,
+        weight,
+        targets,
         n,
         c,
         v,
     )?;
-    check_targets(targets, v)?;
-    shapes::xent_vocab(v)?;
     let mut grads = grads;
     if let Some((_, dw)) = grads.as_mut() {
         if n == 0 {

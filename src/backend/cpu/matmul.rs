@@ -28,6 +28,18 @@ pub(crate) fn gemm_acc<F: Real>(
         return;
     }
     debug_assert!(dst.len() >= m * n);
+    if k == 0 {
+        // An empty sum: an overwrite is the bias or zeros (the gemm crate writes nothing).
+        if !accumulate {
+            match bias {
+                Some(b) => dst[..m * n]
+                    .chunks_exact_mut(n)
+                    .for_each(|r| r.copy_from_slice(&b[..n])),
+                None => dst[..m * n].fill(F::zero()),
+            }
+        }
+        return;
+    }
     debug_assert!(bias.is_none() || !accumulate);
     let level = super::isa::active();
     let epilogue = as_f32(lhs).is_some() && super::sgemm::supports(level);
@@ -242,9 +254,6 @@ pub fn matmul_fwd<F: Real>(
     // rhs = Wᵀ (k×oc): element (p, j) = W[j·k + p]; the bias joins as the GEMM's epilogue.
     let ki = s.k as isize;
     gemm_acc(s.n, s.oc, s.k, out, false, inp, ki, 1, w, 1, ki, bias);
-    if s.k == 0 && bias.is_none() {
-        out.fill(F::zero());
-    }
     Ok(())
 }
 

@@ -888,19 +888,17 @@ pub fn lm_head_xent(
     c: usize,
     v: usize,
 ) -> Result<()> {
-    shapes::lm_head_xent(
-        losses.len(),
-        lse.len(),
-        grads.as_ref().map(|(dx, dw)| (dx.len(), dw.len())),
-        x.len(),
-        weight.len(),
-        targets.len(),
+    crate::backend::cpu::lm_head::check_host(
+        losses,
+        lse,
+        grads.as_ref().map(|(dx, dw)| (&**dx, &**dw)),
+        x,
+        weight,
+        targets,
         n,
         c,
         v,
     )?;
-    crate::backend::cpu::xent::check_targets(targets, v)?;
-    shapes::xent_vocab(v)?;
     let (nu, cu, vu) = crate::backend::lm_head_grid_dims(n, c, v)?;
     if n > 0 {
         // SAFETY: the kernels read x (n·c), weight (v·c), targets (n) and write losses and lse
