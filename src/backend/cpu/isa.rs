@@ -70,6 +70,22 @@ pub fn detected() -> Isa {
     })
 }
 
+/// Whether the CPU also has AVX-512 conflict detection and vector popcount (CD, VPOPCNTDQ;
+/// Ice Lake and later), which the top-k histogram's gather/scatter path needs (detected once).
+/// Used only when [`active`] is [`Isa::Avx512`].
+pub fn has_avx512_conflict() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            detected() == Isa::Avx512 && has!("avx512cd") && has!("avx512vpopcntdq")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 /// The level `ASA_LTH_ISA` asks for, checked against this CPU: `Ok(None)` when unset, an error
 /// naming the variable when the value is no level or one this CPU lacks.
 pub fn requested() -> Result<Option<Isa>, String> {
