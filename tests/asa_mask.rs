@@ -8,7 +8,10 @@ use asa_lth::data::{conllu, synthetic, Vocab};
 use asa_lth::ling::compat::{derive, CompatMatrix, CompatSet, PunctPolicy, NTAGS};
 use asa_lth::ling::lexres::{FileResource, LexicalResource};
 use asa_lth::ling::Upos;
-use asa_lth::mask::asa::{AsaMaskBuilder, RefineOptions, Refiner, UnknownTag};
+use asa_lth::mask::asa::{
+    apply_cross_sentence, sentence_starts, AsaMaskBuilder, CrossSentence, RefineOptions, Refiner,
+    UnknownTag,
+};
 use asa_lth::mask::{BitMask, TileClass, TileMap};
 use asa_lth::rng::Rng;
 use std::path::{Path, PathBuf};
@@ -534,4 +537,108 @@ fn building_a_default_batch_is_fast() {
     let med = times[times.len() / 2];
     println!("mask build B16 T128: median {:.1} µs", med * 1e6);
     assert!(med < 2.5e-3, "median {med} s");
+}
+
+/// `--cross-sentence`: `compat` keeps the tag rule's bits on earlier sentences' keys, `allow`
+/// sets them all, `block` clears them; within-sentence bits and the diagonal never change, on
+/// every head, at sentence starts on and off word boundaries.
+#[test]
+fn cross_sentence_policy_changes_only_earlier_sentences_keys() {
+    const EOS: u32 = 3;
+    let mut rng = Rng::new(11);
+    let (b, t) = (2, 77);
+    let tokens: Vec<u32> = (0..b * t)
+        .map(|_| {
+            if rng.below(9) == 0 {
+                EOS
+            } else {
+                10 + rng.below(50) as u32
+            }
+        })
+        .collect();
+    let tags: Vec<u8> = (0..b * t).map(|_| rng.below(NTAGS) as u8).collect();
+    let compat = CompatSet::per_head(vec![CompatMatrix::default_asa(), CompatMatrix::diagonal()])
+        .expect("two heads");
+    let built = AsaMaskBuilder::new(&compat)
+        .build(&tags, b, t)
+        .expect("mask");
+    let starts = sentence_starts(&tokens, b, t, EOS);
+    let mut crossing = 0;
+    for policy in CrossSentence::ALL {
+        let mut m = built.clone();
+        apply_cross_sentence(&mut m, &tokens, EOS, policy).expect("policy");
+        for bi in 0..b {
+            for h in 0..2 {
+                for i in 0..t {
+                    let s = starts[bi * t + i];
+                    assert!(s <= i && (s == 0 || tokens[bi * t + s - 1] == EOS));
+                    for j in 0..=i {
+                        let want = if j >= s {
+                            built.get(bi, h, i, j)
+                        } else {
+                            crossing += 1;
+                            match policy {
+                                CrossSentence::Compat => built.get(bi, h, i, j),
+                                CrossSentence::Allow => true,
+                                CrossSentence::Block => false,
+                            }
+                        };
+                        assert_eq!(m.get(bi, h, i, j), want, "{policy} b{bi} h{h} ({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        crossing > 1000,
+        "the input must have many cross-sentence pairs"
+    );
+    for p in CrossSentence::ALL {
+        assert_eq!(p.name().parse::<CrossSentence>().expect("name"), p);
+    }
+    let e = "sideways".parse::<CrossSentence>().unwrap_err().to_string();
+    assert!(
+        e.contains("sideways") && e.contains("compat, allow or block"),
+        "{e}"
+    );
+}
+
+/// E1's target-tag rule: row i keyed on the query tags, keys on their own tags.
+#[test]
+fn query_tags_key_the_rows_and_key_tags_the_columns() {
+    let mut rng = Rng::new(12);
+    let (b, t) = (2, 40);
+    let keys: Vec<u8> = (0..b * t).map(|_| rng.below(NTAGS) as u8).collect();
+    let mut queries: Vec<u8> = (0..b * t).map(|_| rng.below(NTAGS) as u8).collect();
+    queries[5] = NO_TAG;
+    let compat = CompatSet::shared(CompatMatrix::default_asa());
+    let m = AsaMaskBuilder::new(&compat)
+        .build_with_query_tags(&keys, &queries, b, t)
+        .expect("mask");
+    let rule = CompatMatrix::default_asa();
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                let q = queries[bi * t + i];
+                let want = j == i
+                    || (j < i
+                        && q != NO_TAG
+                        && rule.allows(
+                            Upos::from_index(q as usize).expect("tag"),
+                            Upos::from_index(keys[bi * t + j] as usize).expect("tag"),
+                        ));
+                assert_eq!(m.get(bi, 0, i, j), want, "b{bi} ({i}, {j})");
+            }
+        }
+    }
+    // The same tags on both sides give the ordinary mask.
+    let same = AsaMaskBuilder::new(&compat)
+        .build_with_query_tags(&keys, &keys, b, t)
+        .expect("mask");
+    assert_eq!(
+        same,
+        AsaMaskBuilder::new(&compat)
+            .build(&keys, b, t)
+            .expect("mask")
+    );
 }

@@ -96,25 +96,46 @@ fn uniform_attention_puts_the_same_mass_in_every_density_matched_mask() {
         max_tokens: 400,
         seed: 11,
     };
-    let a = alignment::measure(&mut model, &builder, None, &stream, &opts).unwrap();
+    // The text's own (gold) tags serve as both the run's tags and the oracle here.
+    let a = alignment::measure(&mut model, &builder, None, &stream, Some(&stream), &opts).unwrap();
     assert_eq!(a.heads.len(), 4);
     assert!(a.tokens >= 400);
+    assert!(a.gold_tags);
     for h in &a.heads {
-        let t = h.total();
+        let u = h.total();
+        let t = u.causal();
         assert!(t.rows > 100, "rows {}", t.rows);
         assert!(h.units.len() > 10, "sentences {}", h.units.len());
-        for m in 1..3 {
-            assert!(
-                (t.mass[m] - t.mass[0]).abs() < 1e-6 * t.rows as f64,
-                "mass {:?}",
-                t.mass
-            );
-        }
+        assert_eq!(
+            &u.rules[2], t,
+            "gold rule on the same tags = the causal rule"
+        );
+        assert!(
+            u.rules[1].rows > 100 && u.rules[1] != *t,
+            "the target rule differs"
+        );
+        // Uniform over the sentence's keys: the row-matched null's expected mass equals the
+        // ASA mask's exactly, the distance-matched null's nearly (it matches per distance,
+        // not per row).
+        assert!(
+            (t.mass[1] - t.mass[0]).abs() < 1e-6 * t.rows as f64,
+            "mass {:?}",
+            t.mass
+        );
+        assert!(
+            (t.mass[2] - t.mass[0]).abs() < 0.05 * t.rows as f64,
+            "mass {:?}",
+            t.mass
+        );
         // Uniform over keys: the off-diagonal share inside the ASA mask is its density.
         assert!((t.offdiag[0] - t.density).abs() < 1e-6 * t.rows as f64);
         // The mask is neither empty nor full on this text, so the measure can tell masks apart.
         let share = t.mass[0] / t.rows as f64;
         assert!(share > 0.05 && share < 0.999, "{share}");
+        // The window frame: uniform attention over every earlier key, so the attention on
+        // earlier sentences is their share of keys plus the diagonal's dilution.
+        assert!(u.window_rows >= t.rows);
+        assert!(u.cross_mass > 0.0 && u.cross_mass < u.cross_keys, "{u:?}");
     }
 }
 

@@ -1417,7 +1417,10 @@ fn pass0_is_the_same_at_every_instruction_set_level() {
                 .zip(reference.0.iter().flatten())
                 .filter(|(a, b)| a.to_bits() != b.to_bits())
                 .count();
-            assert_eq!(differ, 0, "{level} {scope:?}: mask entries differ from portable");
+            assert_eq!(
+                differ, 0,
+                "{level} {scope:?}: mask entries differ from portable"
+            );
             assert_eq!(got.1, reference.1, "{level} {scope:?}: report");
         }
     }
@@ -1431,7 +1434,7 @@ fn pass0_is_the_same_at_every_instruction_set_level() {
     mb[3][at - 40] = 0.0;
     wb[3][at] = f32::INFINITY;
     mb[3][at] = 1.0;
-    let mut wc = w.clone();
+    let wc = w.clone();
     let mut mc = m.clone();
     mc[3][at + 21] = 0.5;
     for &level in &levels {

@@ -481,3 +481,87 @@ fn logs_get_plain_progress_lines_and_resuming_a_finished_run_keeps_its_figures()
         );
     }
 }
+
+/// `cross_sentence` reaches the training masks: with `block` no ASA row (nor its row-matched
+/// null, which matches the final mask) reaches an earlier sentence; with `allow` every
+/// earlier-sentence key is open; `compat` is the default and is left out of the config JSON.
+#[test]
+fn cross_sentence_policy_shapes_the_training_masks() {
+    use asa_lth::mask::asa::{sentence_starts, CrossSentence};
+    let sents = synthetic::generate(80, 9);
+    let vocab = Vocab::build(&sents, 1).unwrap();
+    let stream = vocab.encode(&sents);
+    let batch = EvalWindows::new(&stream, 3, 48).unwrap().next().unwrap();
+    let (b, t) = (batch.b, batch.t);
+    let w = t.div_ceil(32);
+    let starts = sentence_starts(&batch.tokens, b, t, vocab.eos());
+    let words = |attn_mask, cross_sentence| {
+        let c = TrainConfig {
+            attn_mask,
+            cross_sentence,
+            tags: asa_lth::data::TagsChoice::Gold,
+            allow_gold_train: true,
+            seed: 4,
+            ..TrainConfig::default()
+        };
+        let plan = train::MaskPlan::new(&c, &vocab).unwrap();
+        plan.words(&batch, 1).unwrap().expect("a mask")
+    };
+    // Allowed keys of (b, i) in earlier sentences, and in all.
+    let cross = |m: &[u32], bi: usize, i: usize| {
+        (0..starts[bi * t + i])
+            .filter(|&j| m[(bi * t + i) * w + j / 32] >> (j % 32) & 1 == 1)
+            .count()
+    };
+    let within = |m: &[u32], bi: usize, i: usize| {
+        (starts[bi * t + i]..i)
+            .filter(|&j| m[(bi * t + i) * w + j / 32] >> (j % 32) & 1 == 1)
+            .count()
+    };
+    let asa_block = words(train::AttnMaskKind::Asa, CrossSentence::Block);
+    let mut total_cross = 0;
+    let kinds = [
+        train::AttnMaskKind::Asa,
+        train::AttnMaskKind::NullRows,
+        train::AttnMaskKind::NullDist,
+    ];
+    for kind in kinds {
+        let block = words(kind, CrossSentence::Block);
+        let compat = words(kind, CrossSentence::Compat);
+        let allow = words(kind, CrossSentence::Allow);
+        for bi in 0..b {
+            for i in 0..t {
+                if batch.targets[bi * t + i] == IGNORE_INDEX {
+                    continue;
+                }
+                assert_eq!(cross(&block, bi, i), 0, "{kind:?} block, row {i}");
+                assert_eq!(
+                    within(&block, bi, i),
+                    within(&asa_block, bi, i),
+                    "{kind:?} block: the null keeps the ASA row's count, row {i}"
+                );
+                assert_eq!(
+                    cross(&allow, bi, i),
+                    starts[bi * t + i],
+                    "{kind:?} allow, row {i}"
+                );
+                if kind == train::AttnMaskKind::Asa {
+                    total_cross += cross(&compat, bi, i);
+                }
+            }
+        }
+    }
+    assert!(
+        total_cross > 0,
+        "the tag rule must allow some earlier-sentence keys"
+    );
+    let mut c = TrainConfig::default();
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("cross_sentence"), "{json}");
+    c.cross_sentence = CrossSentence::Block;
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains(r#""cross_sentence":"block""#), "{json}");
+    let back: TrainConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.cross_sentence, CrossSentence::Block);
+    assert!(c.tags_label().contains("cross-sentence keys block"));
+}

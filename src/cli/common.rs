@@ -6,6 +6,7 @@ use crate::backend::cuda::ops::CudaOps;
 use crate::backend::Ops;
 use crate::data::{CorpusSource, TagsChoice, Tokenizer};
 use crate::ling::compat_choice::{CompatChoice, Refinement};
+use crate::mask::asa::CrossSentence;
 use crate::train::TrainConfig;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -104,6 +105,16 @@ pub(crate) struct TagArgs {
     /// Word-level refinements of the ASA mask (comma-separated): binding.
     #[arg(long, value_delimiter = ',', value_parser = parse_refine)]
     pub(crate) refine: Vec<Refinement>,
+    /// What the ASA mask does with keys in earlier sentences of a window: compat (the default:
+    /// the tag rule, as the seed's mask), allow (all allowed: the rule acts within sentences
+    /// only), block (none: attention stays in the sentence). The nulls match the result.
+    #[arg(long, value_parser = parse_cross_sentence)]
+    pub(crate) cross_sentence: Option<CrossSentence>,
+}
+
+/// `--cross-sentence compat|allow|block`.
+pub(crate) fn parse_cross_sentence(s: &str) -> std::result::Result<CrossSentence, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
 }
 
 impl TagArgs {
@@ -118,6 +129,9 @@ impl TagArgs {
         }
         if !self.refine.is_empty() {
             cfg.refine = self.refine.clone();
+        }
+        if let Some(c) = self.cross_sentence {
+            cfg.cross_sentence = c;
         }
     }
 }

@@ -71,6 +71,7 @@ pub(crate) fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
             ("--allow-gold-train", a.tags.allow_gold_train),
             ("--compat", a.tags.compat.is_some()),
             ("--refine", !a.tags.refine.is_empty()),
+            ("--cross-sentence", a.tags.cross_sentence.is_some()),
         ]
         .into_iter()
         .filter_map(|(f, on)| on.then_some(f))

@@ -79,7 +79,7 @@ pub struct E3Point {
 impl E3Point {
     /// Row-weighted mass inside mask `m` over every head.
     pub fn mass(&self, m: usize) -> f64 {
-        self.total.mass[m] / self.total.rows.max(1) as f64
+        self.total.causal().mean_mass(m)
     }
 }
 
@@ -127,6 +127,7 @@ pub fn run_cell<O: Ops>(
     let vocab: Vocab = run.vocab()?;
     let corpus = cfg.train.corpus.load()?;
     let stream = cfg.train.encode(&vocab, &corpus.valid)?;
+    let gold = vocab.encode(&corpus.valid);
     let builder = AsaMaskBuilder::new(&cfg.train.compat.load()?.0);
     let refiner = cfg.train.refiner(&vocab);
     let aopts = AlignOptions {
@@ -142,7 +143,14 @@ pub fn run_cell<O: Ops>(
             // The measurement is host arithmetic over one forward per window; the CPU
             // backend keeps it independent of the training device.
             let mut model = run.load_model(Cpu, level, variant)?;
-            let a = alignment::measure(&mut model, &builder, refiner.as_ref(), &stream, &aopts)?;
+            let a = alignment::measure(
+                &mut model,
+                &builder,
+                refiner.as_ref(),
+                &stream,
+                Some(&gold),
+                &aopts,
+            )?;
             points.push(point(&a, &m, run.head_survival(level, variant)?));
         }
     }
@@ -157,8 +165,8 @@ fn point(a: &Alignment, m: &lth::LevelMetrics, survival: Vec<HeadSurvival>) -> E
     for h in &a.heads {
         total.add(&h.total());
         for (e, u) in excess_units.iter_mut().zip(&h.units) {
-            e.0 += u.mass[0] - u.mass[1];
-            e.1 += u.rows as f64;
+            e.0 += u.causal().mass[0] - u.causal().mass[1];
+            e.1 += u.causal().rows as f64;
         }
     }
     debug_assert_eq!(MASKS.len(), 3);

@@ -493,6 +493,8 @@ fn measure_run(dir: &Path, cfg: &ReproduceConfig, seed: u64) -> Result<Alignment
     let vocab = Vocab::load(&dir.join("vocab.json"))?;
     let corpus = cfg.train.corpus.load()?;
     let stream = cfg.train.encode(&vocab, &corpus.valid)?;
+    // The same text with its gold tags, for E1's oracle line only.
+    let gold = vocab.encode(&corpus.valid);
     let mut model = Gpt::new(crate::backend::cpu::Cpu, mcfg, 0)?;
     ck.restore(&mut model)?;
     let builder = AsaMaskBuilder::new(&cfg.train.compat.load()?.0);
@@ -501,5 +503,12 @@ fn measure_run(dir: &Path, cfg: &ReproduceConfig, seed: u64) -> Result<Alignment
         ..cfg.align
     };
     let refiner = cfg.train.refiner(&vocab);
-    alignment::measure(&mut model, &builder, refiner.as_ref(), &stream, &opts)
+    alignment::measure(
+        &mut model,
+        &builder,
+        refiner.as_ref(),
+        &stream,
+        Some(&gold),
+        &opts,
+    )
 }

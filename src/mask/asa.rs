@@ -28,6 +28,7 @@ use crate::ling::compat::{CompatSet, NTAGS};
 use crate::ling::lexres::{Agreement, EnglishPronouns, LexicalResource, Number, PronounKind};
 use crate::ling::Upos;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// What positions without a tag ([`NO_TAG`]) may attend to.
@@ -84,24 +85,53 @@ impl AsaMaskBuilder {
 
     /// [`build`](Self::build) into a reusable buffer (resized to `b·heads·t·⌈t/32⌉` words).
     pub fn build_into(&self, tags: &[u8], b: usize, t: usize, out: &mut Vec<u32>) -> Result<()> {
-        if tags.len() != b * t {
-            return Err(Error::Mask(format!(
-                "{} tags for B×T = {b}×{t} = {}",
-                tags.len(),
-                b * t
-            )));
-        }
-        if let Some((p, &v)) = tags
-            .iter()
-            .enumerate()
-            .find(|(_, &v)| v as usize >= NTAGS && v != NO_TAG)
-        {
-            return Err(Error::Mask(format!(
-                "tag value {v} at sequence {}, position {} is neither a UPOS index (0..17) \
-                 nor NO_TAG ({NO_TAG})",
-                p / t,
-                p % t
-            )));
+        self.build_rows_into(tags, tags, b, t, out)
+    }
+
+    /// A mask whose query rows are keyed on `query_tags` and keys on `key_tags`:
+    /// `M[i][j] = (j == i) ∨ (j < i ∧ compat[query_tags[i]][key_tags[j]])`. For measurement
+    /// only (E1's target-tag variant keys row `i` on the tag of token `i + 1`, which a causal
+    /// model must not see in training).
+    pub fn build_with_query_tags(
+        &self,
+        key_tags: &[u8],
+        query_tags: &[u8],
+        b: usize,
+        t: usize,
+    ) -> Result<BitMask> {
+        let mut words = Vec::new();
+        self.build_rows_into(key_tags, query_tags, b, t, &mut words)?;
+        BitMask::from_words(b, self.heads(), t, words)
+    }
+
+    fn build_rows_into(
+        &self,
+        tags: &[u8],
+        qtags: &[u8],
+        b: usize,
+        t: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        for (what, x) in [("tags", tags), ("query tags", qtags)] {
+            if x.len() != b * t {
+                return Err(Error::Mask(format!(
+                    "{} {what} for B×T = {b}×{t} = {}",
+                    x.len(),
+                    b * t
+                )));
+            }
+            if let Some((p, &v)) = x
+                .iter()
+                .enumerate()
+                .find(|(_, &v)| v as usize >= NTAGS && v != NO_TAG)
+            {
+                return Err(Error::Mask(format!(
+                    "tag value {v} at sequence {}, position {} is neither a UPOS index (0..17) \
+                     nor NO_TAG ({NO_TAG})",
+                    p / t,
+                    p % t
+                )));
+            }
         }
         let w = t.div_ceil(32);
         let heads = self.heads();
@@ -113,6 +143,7 @@ impl AsaMaskBuilder {
         let x = Upos::X as usize;
         for bi in 0..b {
             let seq = &tags[bi * t..(bi + 1) * t];
+            let qseq = &qtags[bi * t..(bi + 1) * t];
             keys.fill(0);
             let mut present = 0u32;
             for (j, &tg) in seq.iter().enumerate() {
@@ -124,10 +155,18 @@ impl AsaMaskBuilder {
                 keys[k * w + j / 32] |= 1 << (j % 32);
                 present |= 1 << k;
             }
+            let mut queries = 0u32;
+            for &tg in qseq {
+                queries |= match (tg, self.unknown) {
+                    (NO_TAG, UnknownTag::SelfOnly) => 0,
+                    (NO_TAG, UnknownTag::AsX) => 1 << x,
+                    (v, _) => 1 << v,
+                };
+            }
             for (h, hrows) in self.rows.iter().enumerate() {
                 // Row set of each present query tag: OR of the key sets it allows.
                 for a in 0..NTAGS {
-                    if present >> a & 1 == 0 {
+                    if queries >> a & 1 == 0 {
                         continue;
                     }
                     let row = &mut tag_rows[a * w..(a + 1) * w];
@@ -142,7 +181,7 @@ impl AsaMaskBuilder {
                     }
                 }
                 let base = (bi * heads + h) * t * w;
-                for (i, &tg) in seq.iter().enumerate() {
+                for (i, &tg) in qseq.iter().enumerate() {
                     let dst = &mut out[base + i * w..base + (i + 1) * w];
                     let a = match (tg, self.unknown) {
                         (NO_TAG, UnknownTag::SelfOnly) => None,
@@ -166,6 +205,133 @@ impl AsaMaskBuilder {
     pub fn build_for_batch(&self, batch: &Batch) -> Result<BitMask> {
         self.build(&batch.upos, batch.b, batch.t)
     }
+}
+
+/// What the ASA training mask does with keys in earlier sentences of the window
+/// (`--cross-sentence`). A tag pair says something about two words of one sentence; across a
+/// sentence boundary the rule has no linguistic reading, so the choice is the experimenter's
+/// and is recorded with the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossSentence {
+    /// The tag rule applies to every earlier key, as in the seed's mask (the default: what is
+    /// reproduced is the published intervention).
+    #[default]
+    Compat,
+    /// Every key of an earlier sentence is allowed: the rule constrains only within-sentence
+    /// attention and the model keeps its full cross-sentence context.
+    Allow,
+    /// Keys of earlier sentences are forbidden: attention stays inside the sentence (a
+    /// locality intervention on top of the tag rule).
+    Block,
+}
+
+impl CrossSentence {
+    /// Every choice, in the order of the command line's help.
+    pub const ALL: [CrossSentence; 3] = [
+        CrossSentence::Compat,
+        CrossSentence::Allow,
+        CrossSentence::Block,
+    ];
+
+    /// The lower-case name, as on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrossSentence::Compat => "compat",
+            CrossSentence::Allow => "allow",
+            CrossSentence::Block => "block",
+        }
+    }
+
+    /// True at the default ([`CrossSentence::Compat`]), which configs leave out.
+    pub fn is_default(&self) -> bool {
+        *self == CrossSentence::Compat
+    }
+}
+
+impl std::fmt::Display for CrossSentence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CrossSentence {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        CrossSentence::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "cross-sentence policy `{s}`: expected compat, allow or block"
+                ))
+            })
+    }
+}
+
+/// Position of the first token of the sentence holding each position of each sequence
+/// (`tokens[b·t + i]`; a sentence ends with its `eos` token; a window that starts inside a
+/// sentence starts that sentence at 0).
+pub fn sentence_starts(tokens: &[u32], b: usize, t: usize, eos: u32) -> Vec<usize> {
+    let mut starts = vec![0usize; b * t];
+    for bi in 0..b {
+        let mut s = 0;
+        for i in 0..t {
+            starts[bi * t + i] = s;
+            if tokens[bi * t + i] == eos {
+                s = i + 1;
+            }
+        }
+    }
+    starts
+}
+
+/// Apply `policy` to the keys of earlier sentences in every row of `mask` (all heads):
+/// [`CrossSentence::Allow`] sets them, [`CrossSentence::Block`] clears them,
+/// [`CrossSentence::Compat`] leaves the tag rule's bits.
+pub fn apply_cross_sentence(
+    mask: &mut BitMask,
+    tokens: &[u32],
+    eos: u32,
+    policy: CrossSentence,
+) -> Result<()> {
+    let (b, t) = (mask.b(), mask.t());
+    if tokens.len() != b * t {
+        return Err(Error::Mask(format!(
+            "cross-sentence policy: {} tokens for a B×T = {b}×{t} mask",
+            tokens.len()
+        )));
+    }
+    if policy == CrossSentence::Compat {
+        return Ok(());
+    }
+    let starts = sentence_starts(tokens, b, t, eos);
+    for bi in 0..b {
+        for h in 0..mask.heads() {
+            for i in 0..t {
+                let s = starts[bi * t + i];
+                let row = mask.row_mut(bi, h, i);
+                // Keys 0..s: whole words, then the low bits of word s / 32.
+                for w in row[..s / 32].iter_mut() {
+                    *w = if policy == CrossSentence::Allow {
+                        u32::MAX
+                    } else {
+                        0
+                    };
+                }
+                if !s.is_multiple_of(32) {
+                    let low = u32::MAX >> (32 - s % 32);
+                    let w = &mut row[s / 32];
+                    *w = if policy == CrossSentence::Allow {
+                        *w | low
+                    } else {
+                        *w & !low
+                    };
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Options of the word-level refinements.

@@ -159,6 +159,12 @@ impl BitMask {
         &self.bits[o..o + self.words]
     }
 
+    /// The words of row `i` of `(b, h)`, to change. Panics if an index is out of range.
+    pub fn row_mut(&mut self, b: usize, h: usize, i: usize) -> &mut [u32] {
+        let o = self.row_offset(b, h, i);
+        &mut self.bits[o..o + self.words]
+    }
+
     /// Whether key `j` is allowed for query `i` of `(b, h)` (causality not applied).
     /// Panics if an index is out of range.
     pub fn get(&self, b: usize, h: usize, i: usize, j: usize) -> bool {

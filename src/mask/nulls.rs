@@ -129,7 +129,20 @@ fn row_rng(seed: u64, b: usize, h: usize, i: usize) -> Rng {
 
 /// The row-count-matched null of `mask` (see the module docs).
 pub fn row_matched(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitMask> {
+    row_matched_from(mask, valid, &vec![0; valid.len()], seed)
+}
+
+/// [`row_matched`] with the keys of row `i` drawn from `from[b·T + i]..i` only (the sentence
+/// of a `--cross-sentence allow|block` mask); the bits of keys before it are kept as `mask`
+/// has them.
+pub fn row_matched_from(
+    mask: &BitMask,
+    valid: &[bool],
+    from: &[usize],
+    seed: u64,
+) -> Result<BitMask> {
     check(mask, valid)?;
+    check_from(valid, from)?;
     let (b, hm, t) = (mask.b(), mask.heads(), mask.t());
     let mut out = mask.clone();
     let mut keys: Vec<usize> = Vec::with_capacity(t);
@@ -140,7 +153,7 @@ pub fn row_matched(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitMask>
             for i in (0..t).filter(|&i| v[i]) {
                 let mut rng = row_rng(seed, bi, h, i);
                 keys.clear();
-                keys.extend((0..i).filter(|&j| v[j]));
+                keys.extend((from[bi * t + i]..i).filter(|&j| v[j]));
                 let mut c = 0;
                 for &j in &keys {
                     c += usize::from(mask.get(bi, h, i, j));
@@ -158,6 +171,18 @@ pub fn row_matched(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitMask>
         }
     }
     Ok(out)
+}
+
+/// `from` must give each position a first key no later than itself.
+fn check_from(valid: &[bool], from: &[usize]) -> Result<()> {
+    if from.len() != valid.len() {
+        return Err(Error::Mask(format!(
+            "null: {} key starts for {} positions",
+            from.len(),
+            valid.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A fixed-width bitset over distances `1..T` (bit `d − 1`).
@@ -267,7 +292,19 @@ const CAUSAL_FLOOR: f64 = 0.05;
 /// diagonal bit and its exact number of allowed off-diagonal valid keys, drawn without
 /// replacement with weights from the source's distance histogram over rows `0..=i`.
 pub fn distance_causal(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitMask> {
+    distance_causal_from(mask, valid, &vec![0; valid.len()], seed)
+}
+
+/// [`distance_causal`] with the keys of row `i` drawn from `from[b·T + i]..i` only; the bits
+/// of keys before it are kept as `mask` has them.
+pub fn distance_causal_from(
+    mask: &BitMask,
+    valid: &[bool],
+    from: &[usize],
+    seed: u64,
+) -> Result<BitMask> {
     check(mask, valid)?;
+    check_from(valid, from)?;
     let (b, hm, t) = (mask.b(), mask.heads(), mask.t());
     let mut out = mask.clone();
     let mut hist = vec![0u64; t.max(1)];
@@ -277,8 +314,9 @@ pub fn distance_causal(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitM
         for h in 0..hm {
             hist.iter_mut().for_each(|x| *x = 0);
             for i in (0..t).filter(|&i| v[i]) {
+                let lo = from[bi * t + i];
                 let mut c = 0;
-                for j in (0..i).filter(|&j| v[j]) {
+                for j in (lo..i).filter(|&j| v[j]) {
                     if mask.get(bi, h, i, j) {
                         hist[i - j] += 1;
                         c += 1;
@@ -292,7 +330,7 @@ pub fn distance_causal(mask: &BitMask, valid: &[bool], seed: u64) -> Result<BitM
                 // without replacement.
                 let mut rng = row_rng(seed, bi, h, i);
                 cand.clear();
-                for j in (0..i).filter(|&j| v[j]) {
+                for j in (lo..i).filter(|&j| v[j]) {
                     let w = hist[i - j] as f64 + CAUSAL_FLOOR;
                     let e = -(1.0 - rng.uniform()).ln();
                     cand.push((e / w, j));

@@ -11,7 +11,9 @@ use crate::data::{
 };
 use crate::ling::compat::{CompatMatrix, CompatSet};
 use crate::ling::compat_choice::{CompatChoice, Refinement};
-use crate::mask::asa::{AsaMaskBuilder, RefineOptions, Refiner};
+use crate::mask::asa::{
+    apply_cross_sentence, sentence_starts, AsaMaskBuilder, CrossSentence, RefineOptions, Refiner,
+};
 use crate::mask::nulls;
 use crate::model::tag_bias::{self, TagBiasInit};
 use crate::model::{AdamWConfig, Gpt, GptConfig, LossStats};
@@ -56,6 +58,8 @@ pub struct MaskPlan {
     kind: AttnMaskKind,
     builder: AsaMaskBuilder,
     refiner: Option<Refiner>,
+    cross_sentence: CrossSentence,
+    eos: u32,
     seed: u64,
 }
 
@@ -80,6 +84,8 @@ impl MaskPlan {
             kind: cfg.attn_mask,
             builder: AsaMaskBuilder::new(&compat),
             refiner,
+            cross_sentence: cfg.cross_sentence,
+            eos: vocab.eos(),
             seed: cfg.seed,
         })
     }
@@ -105,12 +111,21 @@ impl MaskPlan {
         if let Some(r) = &self.refiner {
             r.apply(&mut asa, &batch.tokens, &batch.upos)?;
         }
+        // After the refinements, so `block` also drops a binding antecedent in the previous
+        // sentence; before the nulls, which match the final mask.
+        apply_cross_sentence(&mut asa, &batch.tokens, self.eos, self.cross_sentence)?;
         let valid = nulls::valid_from_targets(&batch.targets);
         let seed = self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Under allow/block the earlier sentences' keys are fixed by the policy, so a null
+        // redraws only each row's own sentence, with the ASA mask's count there.
+        let from = match self.cross_sentence {
+            CrossSentence::Compat => vec![0; valid.len()],
+            _ => sentence_starts(&batch.tokens, batch.b, batch.t, self.eos),
+        };
         let mask = match self.kind {
             AttnMaskKind::None | AttnMaskKind::Asa => asa,
-            AttnMaskKind::NullRows => nulls::row_matched(&asa, &valid, seed)?,
-            AttnMaskKind::NullDist => nulls::distance_causal(&asa, &valid, seed)?,
+            AttnMaskKind::NullRows => nulls::row_matched_from(&asa, &valid, &from, seed)?,
+            AttnMaskKind::NullDist => nulls::distance_causal_from(&asa, &valid, &from, seed)?,
         };
         Ok(Some(mask.into_words()))
     }
@@ -178,6 +193,11 @@ pub struct TrainConfig {
     /// Word-level refinements of the ASA mask (`binding`). Not serialised when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refine: Vec<Refinement>,
+    /// What the ASA mask (and its nulls, which match it) does with keys in earlier sentences
+    /// of a window: `compat` (the tag rule, as the seed), `allow` or `block`. Not serialised
+    /// at `compat`.
+    #[serde(default, skip_serializing_if = "CrossSentence::is_default")]
+    pub cross_sentence: CrossSentence,
     /// How text becomes ids: `word` (default) or `gpt2` BPE (perplexity per BPE token; each
     /// subword inherits its word's tag). Not serialised at the default, so word-level configs
     /// (and results, checkpoints, cell keys) are byte-identical to before the field existed.
@@ -251,6 +271,7 @@ impl Default for TrainConfig {
             allow_gold_train: false,
             compat: CompatChoice::Builtin,
             refine: vec![],
+            cross_sentence: CrossSentence::Compat,
             tokenizer: Tokenizer::Word,
             min_count: 1,
             n_layer: 2,
@@ -383,6 +404,9 @@ impl TrainConfig {
             let r: Vec<&str> = self.refine.iter().map(|r| r.name()).collect();
             s += &format!(", refine {}", r.join("+"));
         }
+        if !self.cross_sentence.is_default() {
+            s += &format!(", cross-sentence keys {}", self.cross_sentence);
+        }
         if self.is_leaky() {
             s += " (LEAKY: gold tags in training, --allow-gold-train)";
         }
@@ -451,6 +475,7 @@ impl TrainConfig {
                 m.insert("compat".into(), c.compat.name().into());
                 let refine: Vec<&str> = c.refine.iter().map(|r| r.name()).collect();
                 m.insert("refine".into(), serde_json::json!(refine));
+                m.insert("cross_sentence".into(), c.cross_sentence.name().into());
                 m.insert(
                     "tag_bias_incompatible".into(),
                     serde_json::json!(c.tag_bias_incompatible),
