@@ -665,3 +665,82 @@ pub fn speedup(baseline: u32, steps: u32) -> Option<f64> {
         Some(1.0 - steps as f64 / baseline as f64)
     }
 }
+
+/// One time-to-event observation: the event happened at `time`, or (`event = false`) had not
+/// happened by `time`, when observation stopped (censored).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Observation {
+    pub time: f64,
+    pub event: bool,
+}
+
+/// The Kaplan–Meier median of a set of possibly censored observations, with the interval the
+/// pointwise confidence band of the survival curve gives it (Greenwood's variance on the log
+/// scale, as R's `survfit` does by default): `lo` is the first time the band's lower edge
+/// falls to 0.5 or below (the earliest the median could be), `hi` the first time its upper
+/// edge does. `None` where the curve or
+/// the edge never gets there within the observations (the median is "not reached", or the
+/// interval is unbounded above).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct KmMedian {
+    pub median: Option<f64>,
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    /// Observations, and how many of them saw the event.
+    pub n: usize,
+    pub events: usize,
+}
+
+/// [`KmMedian`] of `obs` at confidence `level` (e.g. 0.95). Censored observations stay in the
+/// risk set up to their time — a run that never reached its target still counts.
+pub fn km_median(obs: &[Observation], level: f64) -> Result<KmMedian> {
+    if !(level > 0.0 && level < 1.0) {
+        return Err(Error::Config(format!(
+            "confidence level {level} is outside (0, 1)"
+        )));
+    }
+    if let Some(o) = obs.iter().find(|o| !o.time.is_finite()) {
+        return Err(Error::Config(format!(
+            "Kaplan–Meier: observation time {} is not finite",
+            o.time
+        )));
+    }
+    // The normal quantile as Student's t with (practically) infinite degrees of freedom.
+    let z = t_quantile(0.5 + level / 2.0, 1e9)?;
+    let mut times: Vec<f64> = obs.iter().filter(|o| o.event).map(|o| o.time).collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    let (mut s, mut var_sum) = (1.0f64, 0.0f64);
+    let (mut median, mut lo, mut hi) = (None, None, None);
+    for &t in &times {
+        let at_risk = obs.iter().filter(|o| o.time >= t).count() as f64;
+        let d = obs.iter().filter(|o| o.event && o.time == t).count() as f64;
+        s *= 1.0 - d / at_risk;
+        if at_risk > d {
+            var_sum += d / (at_risk * (at_risk - d));
+        }
+        // Log-scale band; once S reaches 0 its lower edge is 0 too.
+        let (lower, upper) = if s > 0.0 {
+            let se = var_sum.sqrt();
+            ((s.ln() - z * se).exp(), (s.ln() + z * se).exp().min(1.0))
+        } else {
+            (0.0, 0.0)
+        };
+        if median.is_none() && s <= 0.5 {
+            median = Some(t);
+        }
+        if lo.is_none() && lower <= 0.5 {
+            lo = Some(t);
+        }
+        if hi.is_none() && upper <= 0.5 {
+            hi = Some(t);
+        }
+    }
+    Ok(KmMedian {
+        median,
+        lo,
+        hi,
+        n: obs.len(),
+        events: obs.iter().filter(|o| o.event).count(),
+    })
+}

@@ -642,3 +642,64 @@ fn query_tags_key_the_rows_and_key_tags_the_columns() {
             .expect("mask")
     );
 }
+
+/// The structural null's matrix: symmetric, the diagonal kept, at the reference's expected
+/// density within one tag pair, the same for a seed and different across seeds; its
+/// `random:SEED:ROWS` spelling round-trips and rebuilds the same matrix.
+#[test]
+fn random_compat_matrix_matches_the_density_and_round_trips() {
+    use asa_lth::ling::compat_choice::CompatChoice;
+    let mut rng = Rng::new(21);
+    let mut freq = [0f64; NTAGS];
+    for f in freq.iter_mut() {
+        *f = 0.2 + rng.uniform();
+    }
+    let total: f64 = freq.iter().sum();
+    freq.iter_mut().for_each(|f| *f /= total);
+    let asa = CompatMatrix::default_asa();
+    let target = asa.expected_density(&freq);
+    let max_pair = (0..NTAGS)
+        .flat_map(|a| (0..NTAGS).map(move |b| (a, b)))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| 2.0 * freq[a] * freq[b])
+        .fold(0.0, f64::max);
+    let m1 = CompatMatrix::random_matched(target, &freq, 5);
+    let d = m1.expected_density(&freq);
+    assert!(
+        (d - target).abs() <= max_pair / 2.0 + 1e-12,
+        "{d} vs {target}"
+    );
+    assert!(m1.is_symmetric());
+    for a in 0..NTAGS {
+        let u = Upos::from_index(a).expect("tag");
+        assert!(m1.allows(u, u), "diagonal of {u:?}");
+    }
+    assert_eq!(
+        CompatMatrix::random_matched(target, &freq, 5).rows(),
+        m1.rows()
+    );
+    let m2 = CompatMatrix::random_matched(target, &freq, 6);
+    assert_ne!(m2.rows(), m1.rows(), "another seed, another matrix");
+    assert_ne!(m1.rows(), asa.rows());
+
+    let c = CompatChoice::Random {
+        seed: 5,
+        rows: *m1.rows(),
+    };
+    let back: CompatChoice = c.name().parse().expect("round trip");
+    assert_eq!(back, c);
+    assert_eq!(back.load().expect("load").0.matrices()[0].rows(), m1.rows());
+    for (bad, says) in [
+        ("random:x:1", "seed"),
+        ("random:3", "no rows"),
+        ("random:3:1,2", "2 rows"),
+        ("random:3:zz,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1", "hexadecimal"),
+        (
+            "random:3:fffffff,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1",
+            "past the 17",
+        ),
+    ] {
+        let e = bad.parse::<CompatChoice>().unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

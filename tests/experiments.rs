@@ -170,15 +170,25 @@ fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
         experiments::reproduce(cpu, &cfg, &dir, "0/2".parse().unwrap(), &[], false).unwrap();
     let n = cfg.cells().len();
     assert_eq!(
-        n, 14,
-        "per seed: dense, asa, e3, e4 zero/asa, e5 lth-ffn/hybrid"
+        n, 18,
+        "per seed: dense, asa, null-rows, null-compat, e3, e4 zero/asa, e5 lth-ffn/hybrid"
     );
-    assert_eq!(first.computed.len(), 7);
+    assert_eq!(first.computed.len(), 9);
     assert!(first.skipped.is_empty());
     let shard0 = mtimes_of(&dir, &first.computed);
     // The full run computes only the rest.
     let second = experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &[], false).unwrap();
-    assert_eq!(second.computed.len(), n - 7);
+    assert_eq!(second.computed.len(), n - 9);
+    // The report trains the two nulls beside ASA and names them in E2.
+    let rep = report::write_report(&dir, &dir.join("report"), "test").unwrap();
+    let e2 = rep.e2.as_ref().expect("E2");
+    let arms: Vec<&str> = e2.nulls.iter().map(|n| n.arm.as_str()).collect();
+    assert_eq!(arms, ["null-compat", "null-rows"]);
+    let md = std::fs::read_to_string(dir.join("report").join("report.md")).unwrap();
+    assert!(
+        md.contains("| null-compat |") && md.contains("ASA − null-rows"),
+        "{md}"
+    );
     assert_eq!(second.skipped, first.computed);
     assert_eq!(
         mtimes_of(&dir, &first.computed),
@@ -472,10 +482,11 @@ fn concurrent_unsharded_processes_compute_each_cell_once() {
             .unwrap();
         computed += n;
     }
-    // e2's cells: dense and asa for each of 3 seeds — each computed by exactly one process.
-    assert_eq!(computed, 6, "cells computed twice or not at all");
+    // e2's cells: dense, asa and the two nulls for each of 3 seeds — each computed by exactly
+    // one process.
+    assert_eq!(computed, 12, "cells computed twice or not at all");
     let store = experiments::open_run(&out, &cfg).unwrap();
-    assert_eq!(store.finished().unwrap().len(), 6);
+    assert_eq!(store.finished().unwrap().len(), 12);
     // No lock is left behind.
     let leftover: Vec<_> = walk(&out.join("locks"));
     assert!(leftover.is_empty(), "{leftover:?}");
@@ -546,12 +557,12 @@ fn cells_from_another_thread_count_are_not_mixed_in() {
     let one = pool(1)
         .install(|| experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &only, false))
         .unwrap();
-    assert_eq!(one.computed.len(), 2);
+    assert_eq!(one.computed.len(), 4, "dense, asa and the two nulls");
     // Same thread count: nothing to do.
     let again = pool(1)
         .install(|| experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &only, false))
         .unwrap();
-    assert_eq!(again.skipped.len(), 2);
+    assert_eq!(again.skipped.len(), 4);
     // Two threads would mix bits: refused, naming both.
     let e = pool(2)
         .install(|| experiments::reproduce(cpu, &cfg, &dir, Shard::ALL, &only, false))
@@ -568,4 +579,57 @@ fn cells_from_another_thread_count_are_not_mixed_in() {
         experiments::result_class("cuda:0 NVIDIA H100 (sm_90)"),
         experiments::result_class("cuda:3 NVIDIA H100 (sm_90)")
     );
+}
+
+/// The structural null arm's matrix: random, fixed per seed, at the ASA matrix's expected
+/// density under the training text's causal tags (within one tag pair), applied with the
+/// ASA mask kind to the same tags; the row-matched arm trains with the random mask.
+#[test]
+fn the_null_arms_train_with_a_density_matched_random_matrix_and_the_row_null() {
+    use asa_lth::ling::compat::{CompatMatrix, NTAGS};
+    use asa_lth::ling::compat_choice::CompatChoice;
+    use asa_lth::train::{AttnMaskKind, RunData};
+    let cfg = tiny();
+    let rows = cfg.train_config("null-rows", 1).unwrap();
+    assert_eq!(rows.attn_mask, AttnMaskKind::NullRows);
+    assert_eq!(rows.compat, cfg.train.compat);
+    let a = cfg.train_config("null-compat", 1).unwrap();
+    let b = cfg.train_config("null-compat", 2).unwrap();
+    assert_eq!(a.attn_mask, AttnMaskKind::Asa);
+    assert_eq!(
+        a,
+        cfg.train_config("null-compat", 1).unwrap(),
+        "fixed per seed"
+    );
+    let (CompatChoice::Random { rows: ra, .. }, CompatChoice::Random { rows: rb, .. }) =
+        (&a.compat, &b.compat)
+    else {
+        panic!(
+            "expected random matrices, got {} and {}",
+            a.compat, b.compat
+        );
+    };
+    assert_ne!(ra, rb, "each seed draws its own");
+    let data = RunData::load(&cfg.train).unwrap();
+    let mut freq = [0f64; NTAGS];
+    for u in data.train.upos.iter().flatten() {
+        freq[*u as usize] += 1.0;
+    }
+    let total: f64 = freq.iter().sum();
+    freq.iter_mut().for_each(|f| *f /= total);
+    let asa = CompatMatrix::default_asa().expected_density(&freq);
+    let max_pair = (0..NTAGS)
+        .flat_map(|x| (0..NTAGS).map(move |y| (x, y)))
+        .filter(|(x, y)| x != y)
+        .map(|(x, y)| 2.0 * freq[x] * freq[y])
+        .fold(0.0, f64::max);
+    let m = a.compat.load().unwrap().0;
+    let d = m.matrices()[0].expected_density(&freq);
+    assert!(
+        (d - asa).abs() <= max_pair / 2.0 + 1e-12,
+        "{d} vs ASA {asa}"
+    );
+    assert_ne!(m.matrices()[0].rows(), CompatMatrix::default_asa().rows());
+    let e = cfg.train_config("null-other", 1).unwrap_err().to_string();
+    assert!(e.contains("null-other"), "{e}");
 }

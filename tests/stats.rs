@@ -252,3 +252,33 @@ fn bounded_intervals_stay_in_range() {
     let one = stats::t_interval_log(&[2.0], 0.95).unwrap();
     assert!(one.n == 1 && close(one.lo, 2.0, 1e-12) && close(one.hi, 2.0, 1e-12));
 }
+
+/// Kaplan–Meier: without censoring the median is the sample median's event time; a censored
+/// seed stays in the risk set (so the median moves, not the count), and a median that the
+/// curve never reaches is `None` — never a number made up from the runs that finished.
+#[test]
+fn km_median_keeps_censored_runs() {
+    use asa_lth::stats::{km_median, Observation};
+    let ev = |time| Observation { time, event: true };
+    let cens = |time| Observation { time, event: false };
+    let all = km_median(&[ev(0.5), ev(0.7), ev(0.9)], 0.95).unwrap();
+    assert_eq!(all.median, Some(0.7));
+    assert_eq!((all.n, all.events), (3, 3));
+    // Dropping the slowest seed would give 0.5–0.7; keeping it censored at 2.0 (never reached
+    // within twice the budget) gives S = 2/3 after 0.5, 1/3 after 0.7: the median is 0.7.
+    let c = km_median(&[ev(0.5), ev(0.7), cens(2.0)], 0.95).unwrap();
+    assert_eq!(c.median, Some(0.7));
+    assert_eq!(c.events, 2);
+    // Two of three never reached it: the median is not reached, the interval unbounded above.
+    let nr = km_median(&[ev(0.5), cens(2.0), cens(2.0)], 0.95).unwrap();
+    assert_eq!(nr.median, None);
+    assert_eq!(nr.hi, None);
+    // With many events the interval brackets the median and narrows with n.
+    let many: Vec<Observation> = (1..=40).map(|i| ev(i as f64)).collect();
+    let m = km_median(&many, 0.95).unwrap();
+    let (lo, med, hi) = (m.lo.unwrap(), m.median.unwrap(), m.hi.unwrap());
+    assert!(lo < med && med < hi, "{lo} {med} {hi}");
+    assert!(lo >= 12.0 && hi <= 29.0, "{lo} {hi}");
+    assert!(km_median(&[ev(f64::NAN)], 0.95).is_err());
+    assert!(km_median(&[ev(1.0)], 1.5).is_err());
+}

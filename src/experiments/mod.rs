@@ -30,6 +30,8 @@ pub mod report;
 
 use crate::backend::Ops;
 use crate::data::{CorpusSource, Vocab};
+use crate::ling::compat::{CompatMatrix, NTAGS};
+use crate::ling::compat_choice::CompatChoice;
 use crate::mask::asa::AsaMaskBuilder;
 use crate::model::{Gpt, GptConfig};
 use crate::train::{
@@ -194,7 +196,7 @@ impl ReproduceConfig {
     pub fn cells(&self) -> Vec<CellKey> {
         let mut v = Vec::new();
         for &seed in &self.seeds {
-            for arm in ["dense", "asa"] {
+            for arm in TRAIN_ARMS {
                 v.push(CellKey::new("train", arm, seed));
             }
             for &g in &self.e3.groups {
@@ -210,16 +212,60 @@ impl ReproduceConfig {
         v
     }
 
-    fn train_config(&self, arm: &str, seed: u64) -> Result<TrainConfig> {
+    /// The training configuration of `train/<arm>/seed-<seed>` (one of [`TRAIN_ARMS`]).
+    pub fn train_config(&self, arm: &str, seed: u64) -> Result<TrainConfig> {
         let mut cfg = self.train.clone();
         cfg.seed = seed;
         cfg.attn_mask = match arm {
             "dense" => AttnMaskKind::None,
             "asa" => AttnMaskKind::Asa,
+            "null-rows" => AttnMaskKind::NullRows,
+            "null-compat" => {
+                cfg.compat = null_compat(&self.train, seed)?;
+                AttnMaskKind::Asa
+            }
             _ => return Err(Error::Config(format!("unknown training arm `{arm}`"))),
         };
         Ok(cfg)
     }
+}
+
+/// The training arms of every seed: dense, ASA, and its two nulls trained with the same seeds,
+/// schedule and budget — `null-rows`, the ASA mask's row-matched random mask (redrawn per
+/// batch: "less attention, placed at random"), and `null-compat`, the tag rule with a random
+/// symmetric tag-pair matrix of the ASA matrix's expected density, fixed per seed (a function
+/// of the same tags, like ASA: "any tag-keyed structure").
+pub const TRAIN_ARMS: [&str; 4] = ["dense", "asa", "null-rows", "null-compat"];
+
+/// The `null-compat` arm's matrix for `seed`: density-matched to the run's (shared) ASA
+/// matrix under the tag frequencies of the training split's causal tags.
+fn null_compat(train: &TrainConfig, seed: u64) -> Result<CompatChoice> {
+    let (set, _) = train.compat.load()?;
+    let [reference] = set.matrices() else {
+        return Err(Error::Config(
+            "the null-compat arm draws one matrix like the run's; per-head compat sets are not \
+             supported there"
+                .into(),
+        ));
+    };
+    let data = train::RunData::load(train)?;
+    let mut counts = [0f64; NTAGS];
+    for u in data.train.upos.iter().flatten() {
+        counts[*u as usize] += 1.0;
+    }
+    let total: f64 = counts.iter().sum();
+    if total == 0.0 {
+        return Err(Error::Config(
+            "the null-compat arm needs tags on the training text".into(),
+        ));
+    }
+    let freq = counts.map(|c| c / total);
+    let target = reference.expected_density(&freq);
+    let m = CompatMatrix::random_matched(target, &freq, seed ^ 0x00C0_4FA7);
+    Ok(CompatChoice::Random {
+        seed,
+        rows: *m.rows(),
+    })
 }
 
 /// The experiments a `reproduce` can run.
@@ -229,7 +275,8 @@ pub const EXPERIMENTS: [&str; 5] = ["e1", "e2", "e3", "e4", "e5"];
 pub fn serves(key: &CellKey) -> &'static [&'static str] {
     match (key.exp.as_str(), key.arm.as_str()) {
         ("train", "dense") => &["e1", "e2", "e5"],
-        ("train", _) => &["e2", "e5"],
+        ("train", "asa") => &["e2", "e5"],
+        ("train", _) => &["e2"],
         ("e3", _) => &["e3"],
         ("e4", _) => &["e4"],
         ("e5", _) => &["e5"],
@@ -243,8 +290,10 @@ pub struct TrainCell {
     pub results: TrainResults,
     /// E1: the dense model's attention vs the ASA mask and the nulls (dense arm only).
     pub alignment: Option<Alignment>,
-    /// E5: the FFN projected to 2:4, fine-tuned, and run through the 2:4 GEMM.
-    pub ffn24: ffn24::Ffn24Result,
+    /// E5: the FFN projected to 2:4, fine-tuned, and run through the 2:4 GEMM (dense and
+    /// ASA arms only).
+    #[serde(default)]
+    pub ffn24: Option<ffn24::Ffn24Result>,
 }
 
 /// Write (or check) the run's `config.json` and open its cell store. A run directory keeps one
@@ -473,11 +522,15 @@ fn run_train_cell<O: Ops>(
     } else {
         None
     };
-    let ck = Checkpoint::open(&work.join("checkpoint.safetensors"))?;
-    let mut model = Gpt::new(device()?, ck.meta_json("model")?, 0)?;
-    ck.restore(&mut model)?;
-    let data = train::RunData::load(&tcfg)?;
-    let ffn24 = ffn24::run(&mut model, &tcfg, &data, &cfg.ffn24)?;
+    let ffn24 = if serves(key).contains(&"e5") {
+        let ck = Checkpoint::open(&work.join("checkpoint.safetensors"))?;
+        let mut model = Gpt::new(device()?, ck.meta_json("model")?, 0)?;
+        ck.restore(&mut model)?;
+        let data = train::RunData::load(&tcfg)?;
+        Some(ffn24::run(&mut model, &tcfg, &data, &cfg.ffn24)?)
+    } else {
+        None
+    };
     Ok(TrainCell {
         results,
         alignment,

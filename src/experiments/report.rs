@@ -63,19 +63,6 @@ fn across_fraction(values: &[f64]) -> Estimate {
     stats::t_interval_logit(values, 0.95).unwrap_or(undefined(values.len()))
 }
 
-/// The share of steps saved, `1 − steps/steps_baseline`, from the per-seed step ratios: the
-/// ratios' geometric mean and log-scale interval mapped through `1 − r`, so the interval
-/// stays below 100% (and is not bounded below: a run can take several times as long).
-fn fewer_steps(ratios: &[f64]) -> Estimate {
-    let r = across_log(ratios);
-    Interval {
-        estimate: 1.0 - r.estimate,
-        lo: 1.0 - r.hi,
-        hi: 1.0 - r.lo,
-        ..r
-    }
-}
-
 fn pct(e: &Estimate) -> String {
     if !e.estimate.is_finite() {
         return "—".into();
@@ -163,9 +150,21 @@ pub struct ConvergenceSummary {
     pub asa_test_ppl: Estimate,
     /// ASA minus dense final validation perplexity, per seed pair.
     pub valid_ppl_diff: Estimate,
-    /// Per seed: the step at which the ASA run's validation perplexity first reached the dense
-    /// run's final one (None: never within the budget), and the dense run's step count.
-    pub steps_to_dense: Vec<(u64, Option<u32>, u32)>,
+    /// Per seed: steps of the ASA run to the dense run's target (see [`StepsToTarget`]).
+    pub steps_to_dense: Vec<StepsToTarget>,
+    /// The null arms trained beside them (same seeds, schedule and budget).
+    pub nulls: Vec<NullArm>,
+}
+
+/// A null arm of E2: its final validation perplexity and ASA's difference from it, per seed
+/// pair, across seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct NullArm {
+    pub arm: String,
+    pub valid_ppl: Estimate,
+    pub test_ppl: Estimate,
+    /// ASA minus this arm's final validation perplexity.
+    pub asa_minus_null: Estimate,
 }
 
 /// E3 at one pruning level, across seeds.
@@ -231,9 +230,92 @@ pub struct E4Summary {
     pub asa_valid_ppl: Estimate,
     /// ASA minus zero final validation perplexity, per seed pair.
     pub valid_ppl_diff: Estimate,
-    /// Per seed: the step at which the ASA-initialised run first reached the zero-initialised
-    /// run's final validation perplexity (None: never), and the run length.
-    pub steps_to_zero: Vec<(u64, Option<u32>, u32)>,
+    /// Per seed: steps of the ASA-initialised run to the zero-initialised run's target.
+    pub steps_to_zero: Vec<StepsToTarget>,
+}
+
+/// One seed's steps to a target: the reference run's final validation perplexity, first
+/// reached by the reference itself at `reference_hit`; the arm reached it at `hit` (None:
+/// not within its `budget`, a censored observation that stays in the statistic).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StepsToTarget {
+    pub seed: u64,
+    pub hit: Option<u32>,
+    pub budget: u32,
+    pub reference_hit: u32,
+}
+
+impl StepsToTarget {
+    /// The reference's curve and final value, and the arm's curve and step budget.
+    fn new(seed: u64, reference: &[(u32, f64)], arm: &[(u32, f64)], budget: u32) -> Self {
+        let target = reference.last().map_or(f64::NAN, |&(_, p)| p);
+        let reference_hit = stats::steps_to_reach(reference, target, true)
+            .or(reference.last().map(|&(s, _)| s))
+            .unwrap_or(0);
+        StepsToTarget {
+            seed,
+            hit: stats::steps_to_reach(arm, target, true),
+            budget,
+            reference_hit,
+        }
+    }
+}
+
+/// Steps to target across seeds as a censoring-aware estimate: the Kaplan–Meier median of
+/// the arm's steps over the reference's (a run that never got there is censored at its
+/// budget), as "fewer steps" `1 − median`, with the verdict it supports.
+struct StepsClaim {
+    text: String,
+    /// `Some(true)`: faster (the interval's upper end below 1); `Some(false)`: slower; `None`:
+    /// inconclusive or not reached.
+    faster: Option<bool>,
+    /// The interval's upper end is below `1 − margin` (e.g. 10% faster), for claims with a
+    /// size.
+    upper: Option<f64>,
+    reached_median: bool,
+}
+
+fn steps_claim(obs: &[StepsToTarget]) -> StepsClaim {
+    let o: Vec<stats::Observation> = obs
+        .iter()
+        .filter(|x| x.reference_hit > 0)
+        .map(|x| stats::Observation {
+            time: x.hit.unwrap_or(x.budget) as f64 / x.reference_hit as f64,
+            event: x.hit.is_some(),
+        })
+        .collect();
+    let km = stats::km_median(&o, 0.95).ok();
+    let reached = o.iter().filter(|x| x.event).count();
+    let pc = |r: f64| format!("{:.1}", 100.0 * (1.0 - r));
+    let text = match km {
+        Some(k) => match k.median {
+            Some(m) => format!(
+                "{}% fewer steps [{}, {}] (Kaplan–Meier median over seeds; {} of {} reached the target, the rest censored at their budget)",
+                pc(m),
+                k.hi.map_or("−∞".to_string(), pc),
+                k.lo.map_or("—".to_string(), pc),
+                reached,
+                o.len()
+            ),
+            None => format!(
+                "median not reached: {} of {} seeds reached the target (the rest censored at their budget)",
+                reached,
+                o.len()
+            ),
+        },
+        None => "—".into(),
+    };
+    let faster = km.and_then(|k| match (k.lo, k.hi) {
+        (_, Some(h)) if h < 1.0 => Some(true),
+        (Some(l), _) if l > 1.0 => Some(false),
+        _ => None,
+    });
+    StepsClaim {
+        text,
+        faster,
+        upper: km.and_then(|k| k.hi),
+        reached_median: km.is_some_and(|k| k.median.is_some()),
+    }
 }
 
 /// `summary.json`.
@@ -519,15 +601,35 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
             dense_test_ppl: get(&tp, false),
             asa_test_ppl: get(&tp, true),
             valid_ppl_diff: across(&diffs),
+            nulls: ["null-compat", "null-rows"]
+                .iter()
+                .filter_map(|&arm| {
+                    let runs: Vec<(&TrainCell, &TrainCell)> = pairs
+                        .iter()
+                        .filter_map(|(s, _, a)| Some((*a, cell(arm, *s)?)))
+                        .filter(|(_, n)| n.results.finished)
+                        .collect();
+                    (!runs.is_empty()).then(|| NullArm {
+                        arm: arm.into(),
+                        valid_ppl: across(
+                            &runs.iter().filter_map(|(_, n)| vp(n)).collect::<Vec<_>>(),
+                        ),
+                        test_ppl: across(
+                            &runs.iter().filter_map(|(_, n)| tp(n)).collect::<Vec<_>>(),
+                        ),
+                        asa_minus_null: across(
+                            &runs
+                                .iter()
+                                .filter_map(|(a, n)| Some(vp(a)? - vp(n)?))
+                                .collect::<Vec<_>>(),
+                        ),
+                    })
+                })
+                .collect(),
             steps_to_dense: pairs
                 .iter()
                 .map(|(s, d, a)| {
-                    let dense_final = valid_curve(d).last().map(|&(_, p)| p).unwrap_or(f64::NAN);
-                    (
-                        *s,
-                        stats::steps_to_reach(&valid_curve(a), dense_final, true),
-                        d.results.steps_done,
-                    )
+                    StepsToTarget::new(*s, &valid_curve(d), &valid_curve(a), a.results.steps_done)
                 })
                 .collect(),
         }
@@ -551,13 +653,17 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
     let e5: Vec<E5Arm> = ["dense", "asa"]
         .iter()
         .filter_map(|&arm| {
-            let cs: Vec<&TrainCell> = cfg.seeds.iter().filter_map(|&s| cell(arm, s)).collect();
+            let cs: Vec<&super::ffn24::Ffn24Result> = cfg
+                .seeds
+                .iter()
+                .filter_map(|&s| cell(arm, s)?.ffn24.as_ref())
+                .collect();
             let v = |f: &dyn Fn(&super::ffn24::Ffn24Result) -> f64| {
-                across(&cs.iter().map(|c| f(&c.ffn24)).collect::<Vec<_>>())
+                across(&cs.iter().map(|c| f(c)).collect::<Vec<_>>())
             };
             // Rates and their ratios: log scale (their intervals stay above 0).
             let vl = |f: &dyn Fn(&super::ffn24::Ffn24Result) -> f64| {
-                across_log(&cs.iter().map(|c| f(&c.ffn24)).collect::<Vec<_>>())
+                across_log(&cs.iter().map(|c| f(c)).collect::<Vec<_>>())
             };
             let first = cs.first()?;
             Some(E5Arm {
@@ -570,8 +676,7 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 speedup: vl(&|r| r.compressed_tokens_per_sec / r.dense_tokens_per_sec),
                 dense_tokens_per_sec: vl(&|r| r.dense_tokens_per_sec),
                 compressed_tokens_per_sec: vl(&|r| r.compressed_tokens_per_sec),
-                ffn_bytes_ratio: first.ffn24.ffn_compressed_bytes as f64
-                    / first.ffn24.ffn_dense_bytes as f64,
+                ffn_bytes_ratio: first.ffn_compressed_bytes as f64 / first.ffn_dense_bytes as f64,
             })
         })
         .collect();
@@ -600,12 +705,7 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 steps_to_zero: pairs
                     .iter()
                     .map(|(s, z, a)| {
-                        let target = curve_of(z).last().map_or(f64::NAN, |&(_, p)| p);
-                        (
-                            *s,
-                            stats::steps_to_reach(&curve_of(a), target, true),
-                            z.steps_done,
-                        )
+                        StepsToTarget::new(*s, &curve_of(z), &curve_of(a), a.steps_done)
                     })
                     .collect(),
             }
@@ -990,63 +1090,49 @@ fn markdown(s: &Summary, command: &str) -> String {
         };
         let _ = writeln!(
             m,
-            "| E2: validation perplexity {} (ASA) vs {} (dense) | ASA {} vs dense {}; difference {} | {} |",
+            "| E2: validation perplexity {} (ASA) vs {} (dense) | ASA {} vs dense {}; difference {}{} | {} |",
             claims::ASA_PPL,
             claims::DENSE_PPL,
             num(&e2.asa_valid_ppl, 2),
             num(&e2.dense_valid_ppl, 2),
             num(&e2.valid_ppl_diff, 2),
+            e2.nulls
+                .iter()
+                .map(|n| format!("; ASA − {} {}", n.arm, num(&n.asa_minus_null, 2)))
+                .collect::<String>(),
             verdict
         );
-        let ratios: Vec<f64> = e2
-            .steps_to_dense
-            .iter()
-            .filter_map(|&(_, hit, total)| hit.map(|h| h as f64 / total as f64))
-            .collect();
-        let never = e2.steps_to_dense.iter().filter(|x| x.1.is_none()).count();
-        let est = fewer_steps(&ratios);
+        let c = steps_claim(&e2.steps_to_dense);
         let _ = writeln!(
             m,
-            "| E2: {:.0}% fewer steps to reach the dense model's final perplexity | {} fewer steps ({} of {} seeds reached it) | {} |",
+            "| E2: {:.0}% fewer steps to reach the dense model's final perplexity | {} | {} |",
             100.0 * claims::FEWER_STEPS,
-            if ratios.is_empty() { "—".to_string() } else { pct(&est) },
-            ratios.len(),
-            ratios.len() + never,
-            if never > 0 {
-                "not reproduced (ASA never reached the dense perplexity in some seeds)"
-            } else if est.n >= 2 && est.lo > 0.0 {
-                "ASA faster"
-            } else {
-                "no speed-up resolved"
+            c.text,
+            match (c.faster, c.reached_median) {
+                (_, false) =>
+                    "not reproduced (censored: ASA did not reach the dense target in most seeds)",
+                (Some(true), _) => "ASA faster",
+                (Some(false), _) => "ASA slower",
+                (None, true) => "inconclusive (the interval allows both)",
             }
         );
     }
     if let Some(e4) = &s.e4 {
-        let ratios: Vec<f64> = e4
-            .steps_to_zero
-            .iter()
-            .filter_map(|&(_, hit, total)| hit.map(|h| h as f64 / total as f64))
-            .collect();
-        let never = e4.steps_to_zero.len() - ratios.len();
-        let est = fewer_steps(&ratios);
+        let c = steps_claim(&e4.steps_to_zero);
         let no_loss = e4.valid_ppl_diff.n >= 2 && e4.valid_ppl_diff.hi <= 0.0
             || e4.valid_ppl_diff.estimate <= 0.0;
         let _ = writeln!(
             m,
-            "| E4: ASA-initialised tag-pair bias reaches the target >10% faster, no loss in final perplexity | {} fewer steps ({} of {} seeds reached it); final validation perplexity ASA-init {} vs zero-init {} | {} |",
-            if ratios.is_empty() { "—".to_string() } else { pct(&est) },
-            ratios.len(),
-            e4.steps_to_zero.len(),
+            "| E4: ASA-initialised tag-pair bias reaches the target >10% faster, no loss in final perplexity | {}; final validation perplexity ASA-init {} vs zero-init {} | {} |",
+            c.text,
             num(&e4.asa_valid_ppl, 2),
             num(&e4.zero_valid_ppl, 2),
-            if never > 0 {
-                "not reproduced (ASA-init never reached the target in some seeds)"
-            } else if est.n >= 2 && est.lo > 0.10 && no_loss {
-                "reproduced"
-            } else if est.n >= 2 && est.lo > 0.0 {
-                "faster, but not resolved above 10%"
-            } else {
-                "no speed-up resolved"
+            match (c.faster, c.reached_median) {
+                (_, false) => "not reproduced (censored: ASA-init did not reach the target in most seeds)",
+                (Some(true), _) if c.upper.is_some_and(|h| h < 0.9) && no_loss => "reproduced",
+                (Some(true), _) => "faster, but not resolved above 10%",
+                (Some(false), _) => "ASA-init slower",
+                (None, true) => "inconclusive (the interval allows both)",
             }
         );
     }
@@ -1145,15 +1231,33 @@ fn markdown(s: &Summary, command: &str) -> String {
             num(&e2.dense_test_ppl, 3),
             num(&e2.asa_test_ppl, 3)
         );
-        for (seed, hit, total) in &e2.steps_to_dense {
+        for x in &e2.steps_to_dense {
             let _ = writeln!(
                 m,
-                "- seed {seed}: ASA reached the dense final validation perplexity {}",
-                match hit {
-                    Some(h) => format!("at step {h} of {total}"),
-                    None => format!("never within {total} steps"),
+                "- seed {}: the dense run first reached its final validation perplexity at step {}; ASA {}",
+                x.seed,
+                x.reference_hit,
+                match x.hit {
+                    Some(h) => format!("at step {h} of {}", x.budget),
+                    None => format!("not within {} steps (censored)", x.budget),
                 }
             );
+        }
+        if !e2.nulls.is_empty() {
+            let _ = writeln!(
+                m,
+                "\nThe nulls, trained with the same seeds, schedule and budget: `null-compat` applies the tag rule with a random symmetric tag-pair matrix of the ASA matrix's expected density, fixed per seed (any tag-keyed structure); `null-rows` is the ASA mask's row-matched random mask, redrawn per batch (less attention, placed at random). ASA beats its nulls only if its difference is below 0.\n\n| arm | final validation perplexity | final test perplexity | ASA − arm (validation) |\n|---|---|---|---|"
+            );
+            for n in &e2.nulls {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} |",
+                    n.arm,
+                    num(&n.valid_ppl, 3),
+                    num(&n.test_ppl, 3),
+                    num(&n.asa_minus_null, 3)
+                );
+            }
         }
         let _ = writeln!(m, "\n![E2 validation loss](e2_valid_loss.svg)\n");
     }
@@ -1165,13 +1269,15 @@ fn markdown(s: &Summary, command: &str) -> String {
             num(&e4.zero_valid_ppl, 3),
             num(&e4.asa_valid_ppl, 3)
         );
-        for (seed, hit, total) in &e4.steps_to_zero {
+        for x in &e4.steps_to_zero {
             let _ = writeln!(
                 m,
-                "- seed {seed}: ASA-init reached the zero-init final perplexity {}",
-                match hit {
-                    Some(h) => format!("at step {h} of {total}"),
-                    None => format!("never within {total} steps"),
+                "- seed {}: zero-init first reached its final perplexity at step {}; ASA-init {}",
+                x.seed,
+                x.reference_hit,
+                match x.hit {
+                    Some(h) => format!("at step {h} of {}", x.budget),
+                    None => format!("not within {} steps (censored)", x.budget),
                 }
             );
         }

@@ -130,6 +130,66 @@ impl CompatMatrix {
         m
     }
 
+    /// A matrix from its 17 row sets (bit `k` of `rows[q]`: `q → k` allowed); the diagonal
+    /// is always allowed. Bits past the 17 tags are an error.
+    pub fn from_rows(rows: [u32; NTAGS], description: String) -> Result<Self> {
+        if let Some((q, r)) = rows.iter().enumerate().find(|(_, &r)| r & !ALL_ROW != 0) {
+            return Err(Error::Config(format!(
+                "compat row {q} = {r:#x} has bits past the {NTAGS} UPOS tags"
+            )));
+        }
+        let mut rows = rows;
+        for (a, r) in rows.iter_mut().enumerate() {
+            *r |= 1 << a;
+        }
+        Ok(CompatMatrix {
+            rows,
+            scores: None,
+            description,
+        })
+    }
+
+    /// The share of (query, key) pairs the matrix allows when both tags are drawn with the
+    /// frequencies `freq` (which sum to 1): the expected density of its mask, causality and
+    /// the always-allowed self position aside.
+    pub fn expected_density(&self, freq: &[f64; NTAGS]) -> f64 {
+        (0..NTAGS)
+            .flat_map(|a| (0..NTAGS).map(move |b| (a, b)))
+            .filter(|&(a, b)| self.rows[a] >> b & 1 != 0)
+            .map(|(a, b)| freq[a] * freq[b])
+            .sum()
+    }
+
+    /// A random symmetric matrix (the diagonal always allowed) whose expected density under
+    /// `freq` is as close to `target` as one tag pair allows: the off-diagonal pairs are taken
+    /// in a random order (seeded) and each is kept when it brings the density closer. The
+    /// structural null of a tag rule: a function of the same tags, at the same density, with
+    /// no linguistics in it.
+    pub fn random_matched(target: f64, freq: &[f64; NTAGS], seed: u64) -> Self {
+        let mut m = CompatMatrix::diagonal();
+        let mut d = m.expected_density(freq);
+        let mut pairs: Vec<(usize, usize)> = (0..NTAGS)
+            .flat_map(|a| (a + 1..NTAGS).map(move |b| (a, b)))
+            .collect();
+        let mut rng = crate::rng::Rng::new(seed);
+        for i in (1..pairs.len()).rev() {
+            pairs.swap(i, rng.below(i + 1));
+        }
+        for (a, b) in pairs {
+            let w = 2.0 * freq[a] * freq[b];
+            if (d + w - target).abs() < (d - target).abs() {
+                m.rows[a] |= 1 << b;
+                m.rows[b] |= 1 << a;
+                d += w;
+            }
+        }
+        m.description = format!(
+            "random symmetric tag-pair matrix (seed {seed}), expected density {d:.4} for a \
+             target of {target:.4}"
+        );
+        m
+    }
+
     /// Whether a query tagged `q` may attend to a key tagged `k`.
     #[inline]
     pub fn allows(&self, q: Upos, k: Upos) -> bool {

@@ -6,13 +6,15 @@
 //!   a UD directory (its `*-ud-train.conllu`). Without `@COVERAGE` a pair is kept when it holds
 //!   at least [`DEFAULT_MIN_SHARE`] of the arcs (the `derive-compat` default); with it, the
 //!   most frequent pairs are kept until they cover that share of the arcs (in (0, 1]);
+//! - `random:SEED:ROWS`: a random symmetric matrix drawn for the structural null arm
+//!   (`reproduce`'s `null-compat`), its 17 row sets written out;
 //! - anything else: a compat file (one matrix or one per head) as `asa-lth asa derive-compat`
 //!   writes it.
 //!
 //! A matrix is a fixed 17×17 parameter of the run, derived from training text only: it
 //! carries no information about any sentence's future tokens.
 
-use super::compat::{derive, CompatMatrix, CompatSet, PunctPolicy};
+use super::compat::{derive, CompatMatrix, CompatSet, PunctPolicy, NTAGS};
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::{Path, PathBuf};
@@ -33,6 +35,10 @@ pub enum CompatChoice {
     },
     /// A compat file.
     File(PathBuf),
+    /// A random symmetric matrix drawn for a structural null (see
+    /// [`CompatMatrix::random_matched`]), carried whole so the config alone rebuilds it:
+    /// `random:SEED:ROW0,…,ROW16` (hexadecimal row sets).
+    Random { seed: u64, rows: [u32; NTAGS] },
 }
 
 impl CompatChoice {
@@ -50,6 +56,18 @@ impl CompatChoice {
                 Some(c) => format!("derived:{}@{c}", treebank.display()),
             },
             CompatChoice::File(p) => p.display().to_string(),
+            CompatChoice::Random { seed, rows } => {
+                let r: Vec<String> = rows.iter().map(|r| format!("{r:x}")).collect();
+                format!("random:{seed}:{}", r.join(","))
+            }
+        }
+    }
+
+    /// A short label for reports: a random matrix by its seed, anything else by its name.
+    pub fn label(&self) -> String {
+        match self {
+            CompatChoice::Random { seed, .. } => format!("random (seed {seed})"),
+            c => c.name(),
         }
     }
 
@@ -61,6 +79,11 @@ impl CompatChoice {
                 "built-in UPOS matrix".into(),
             )),
             CompatChoice::File(p) => Ok((CompatSet::load(p)?, format!("file {}", p.display()))),
+            CompatChoice::Random { seed, rows } => {
+                let desc = format!("random symmetric tag-pair matrix (seed {seed})");
+                let m = CompatMatrix::from_rows(*rows, desc.clone())?;
+                Ok((CompatSet::shared(m), desc))
+            }
             CompatChoice::Derived { treebank, coverage } => {
                 let file = treebank_file(treebank)?;
                 let sents = super::conllu::load_file(&file)?;
@@ -156,6 +179,26 @@ impl std::str::FromStr for CompatChoice {
         }
         if s == "builtin" {
             return Ok(CompatChoice::Builtin);
+        }
+        if let Some(rest) = s.strip_prefix("random:") {
+            let bad = |why: &str| {
+                Error::Config(format!(
+                    "--compat {s}: {why} (expected random:SEED:ROW0,…,ROW16 with {NTAGS} \
+                     hexadecimal row sets)"
+                ))
+            };
+            let (seed, rows) = rest.split_once(':').ok_or_else(|| bad("no rows"))?;
+            let seed: u64 = seed.parse().map_err(|_| bad("the seed is not a number"))?;
+            let parsed: Vec<u32> = rows
+                .split(',')
+                .map(|r| u32::from_str_radix(r, 16))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| bad("a row is not hexadecimal"))?;
+            let rows: [u32; NTAGS] = parsed
+                .try_into()
+                .map_err(|v: Vec<u32>| bad(&format!("{} rows", v.len())))?;
+            CompatMatrix::from_rows(rows, String::new()).map_err(|e| bad(&e.to_string()))?;
+            return Ok(CompatChoice::Random { seed, rows });
         }
         let Some(rest) = s.strip_prefix("derived:") else {
             return Ok(CompatChoice::File(PathBuf::from(s)));
