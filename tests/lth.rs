@@ -296,8 +296,25 @@ fn controls_keep_the_per_tensor_sparsity() {
         for v in [Variant::RandomReinit, Variant::LayerwiseShuffle] {
             let mc = out.get(level, v).unwrap();
             assert_eq!(mc.tensors, mt.tensors);
-            assert_eq!(mc.steps_trained, mt.steps_trained);
         }
+        // The shuffled mask trains like the ticket, from the rewind point; the re-init
+        // control like a fresh run: from step 1 through the warmup, for the ticket's total
+        // steps (k before the rewind + steps − k after).
+        let shuffle_m = out.get(level, Variant::LayerwiseShuffle).unwrap();
+        assert_eq!(
+            (shuffle_m.first_step, shuffle_m.steps_trained),
+            (mt.first_step, mt.steps_trained)
+        );
+        assert_eq!(mt.first_step, ic.rewind_step + 1);
+        let reinit_m = out.get(level, Variant::RandomReinit).unwrap();
+        assert_eq!((reinit_m.first_step, reinit_m.last_step), (1, cfg.steps));
+        assert_eq!(reinit_m.steps_trained, cfg.steps);
+        let curve = &reinit_m.train_curve;
+        assert_eq!(curve.first().map(|r| r.step), Some(1));
+        assert!(
+            curve[0].lr < curve[cfg.warmup as usize].lr,
+            "warmup at the start"
+        );
         let reinit_m = out.get(level, Variant::RandomReinit).unwrap();
         assert_ne!(reinit_m.init_seed, cfg.seed);
         // The shuffled model's pruned weights are zero under its own mask.

@@ -3,7 +3,7 @@
 use super::common::*;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::ops::CudaOps;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -56,6 +56,10 @@ pub(crate) struct ReportArgs {
     /// Output directory (default: <run>/report).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Also write the claims table into this file's findings block (README.md), between
+    /// `<!-- findings:begin … -->` and `<!-- findings:end -->`.
+    #[arg(long)]
+    pub(crate) readme: Option<PathBuf>,
 }
 
 pub(crate) fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
@@ -166,6 +170,21 @@ pub(crate) fn report_cmd(a: ReportArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| a.run.join("report"));
     let command = crate::provenance::command_line();
     let s = crate::experiments::report::write_report(&a.run, &out, &command)?;
+    if let Some(path) = &a.readme {
+        use crate::experiments::report::{claims_table, replace_findings};
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let block = format!(
+            "`asa-lth report --run {}` (commits {}):\n\n{}",
+            a.run.display(),
+            s.commits.join(", "),
+            claims_table(&s)
+        );
+        let new = replace_findings(&text, &block, path)?;
+        crate::io::write_atomic(path, new.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("findings block of {} rewritten", path.display());
+    }
     println!(
         "{} cells, {} missing; report: {}",
         s.cells_done.len(),

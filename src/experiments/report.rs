@@ -1028,40 +1028,14 @@ fn verdict_excess(e: &Estimate) -> &'static str {
     }
 }
 
-fn markdown(s: &Summary, command: &str) -> String {
-    let c = &s.config;
+/// The claims table (markdown): each of the seed's claims, our measurement with its interval,
+/// and the verdict. The report opens with it; `asa-lth report --readme FILE` writes it into
+/// README's findings block.
+pub fn claims_table(s: &Summary) -> String {
     let mut m = String::new();
-    let _ = writeln!(m, "# ASA vs LTH reproduction ({:?} scale)\n", c.scale);
     let _ = writeln!(
         m,
-        "- corpus: {}\n- {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values — on the logit scale for shares of attention mass, on the log scale for step ratios, rates and speed ratios (so each stays in its range; the estimate is then the back-transformed mean), plain otherwise — within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
-        c.train.corpus.label(),
-        c.train.tags_label(),
-        c.train.n_layer,
-        c.train.n_head,
-        c.train.d_model,
-        c.train.seq_len,
-        c.train.batch,
-        c.train.steps,
-        c.train.lr,
-        c.seeds,
-        c.bootstrap,
-        s.commits.join(", "),
-        s.devices.join(", "),
-        s.config_hash,
-        command
-    );
-    if !s.cells_missing.is_empty() {
-        let _ = writeln!(
-            m,
-            "**Incomplete:** {} cells missing ({}); numbers below use the finished ones.\n",
-            s.cells_missing.len(),
-            s.cells_missing.join(", ")
-        );
-    }
-    let _ = writeln!(
-        m,
-        "## Claims\n\n| claim (seed) | our measurement | verdict |\n|---|---|---|"
+        "| claim (seed) | our measurement | verdict |\n|---|---|---|"
     );
     if let Some(all) = s.e1.first() {
         let _ = writeln!(
@@ -1158,6 +1132,41 @@ fn markdown(s: &Summary, command: &str) -> String {
             );
         }
     }
+    m
+}
+
+fn markdown(s: &Summary, command: &str) -> String {
+    let c = &s.config;
+    let mut m = String::new();
+    let _ = writeln!(m, "# ASA vs LTH reproduction ({:?} scale)\n", c.scale);
+    let _ = writeln!(
+        m,
+        "- corpus: {}\n- {}\n- model: {} layers, {} heads, d_model {}, context {}; batch {}, {} steps, lr {}\n- seeds: {:?}; intervals are 95%: across seeds a t-interval of the per-seed values — on the logit scale for shares of attention mass, on the log scale for step ratios, rates and speed ratios (so each stays in its range; the estimate is then the back-transformed mean), plain otherwise — within a seed a bootstrap over sentences ({} resamples)\n- commits: {}\n- devices: {}\n- config hash: `{}`\n- reproduce: `{}`\n",
+        c.train.corpus.label(),
+        c.train.tags_label(),
+        c.train.n_layer,
+        c.train.n_head,
+        c.train.d_model,
+        c.train.seq_len,
+        c.train.batch,
+        c.train.steps,
+        c.train.lr,
+        c.seeds,
+        c.bootstrap,
+        s.commits.join(", "),
+        s.devices.join(", "),
+        s.config_hash,
+        command
+    );
+    if !s.cells_missing.is_empty() {
+        let _ = writeln!(
+            m,
+            "**Incomplete:** {} cells missing ({}); numbers below use the finished ones.\n",
+            s.cells_missing.len(),
+            s.cells_missing.join(", ")
+        );
+    }
+    let _ = write!(m, "## Claims\n\n{}", claims_table(s));
     let _ = writeln!(
         m,
         "\nThe seed's perplexities are per GPT-2 BPE token on WikiText-2; perplexities on another corpus or tokenizer are not comparable with them, only the direction and size of the ASA-vs-dense difference is.\n"
@@ -1377,4 +1386,23 @@ fn markdown(s: &Summary, command: &str) -> String {
         );
     }
     m
+}
+
+/// The markers around README's generated findings block.
+pub const FINDINGS_BEGIN: &str = "<!-- findings:begin (asa-lth report --readme) -->";
+/// See [`FINDINGS_BEGIN`].
+pub const FINDINGS_END: &str = "<!-- findings:end -->";
+
+/// `text` with the block between [`FINDINGS_BEGIN`] and [`FINDINGS_END`] replaced by `block`;
+/// an error naming `file` when the markers are missing or out of order.
+pub fn replace_findings(text: &str, block: &str, file: &Path) -> Result<String> {
+    let missing = || {
+        Error::Config(format!(
+            "{}: no findings block (a line `{FINDINGS_BEGIN}`, then one `{FINDINGS_END}`)",
+            file.display()
+        ))
+    };
+    let a = text.find(FINDINGS_BEGIN).ok_or_else(missing)? + FINDINGS_BEGIN.len();
+    let b = a + text[a..].find(FINDINGS_END).ok_or_else(missing)?;
+    Ok(format!("{}\n{}{}", &text[..a], block, &text[b..]))
 }

@@ -19,7 +19,10 @@
 //!
 //! # Controls (per level L ≥ 1; level 0 has none — its mask is dense)
 //! - [`Control::RandomReinit`]: level L's ticket mask on a *fresh* initialisation from another
-//!   seed (every parameter re-drawn, fresh optimiser), trained over the same steps and batches.
+//!   seed (every parameter re-drawn, fresh optimiser), trained like a fresh run: from step 1 on
+//!   the full schedule (warmup included) and level 0's batches, for the ticket's total steps
+//!   (its `k` before the rewind plus `steps − k` after). Starting it at step `k + 1`, at peak
+//!   learning rate and with `k` fewer steps, would handicap the control.
 //! - [`Control::LayerwiseShuffle`]: a uniformly random mask with exactly the ticket's per-tensor
 //!   kept counts (seeded, deterministic), on the rewound θ_k, trained like the ticket.
 //!
@@ -877,9 +880,11 @@ fn run_cell<O: Ops>(
     };
     let k = ctx.imp.rewind_step;
     let steps = ctx.train.steps;
-    let first_step = if level == 0 { 1 } else { k + 1 };
+    // Level 0 and the random re-init control start from step 1 (see the module docs).
+    let from_start = level == 0 || variant == Variant::RandomReinit;
+    let first_step = if from_start { 1 } else { k + 1 };
     // Adam's own step count: from 1 at a fresh optimiser state, else continuing from k.
-    let adam_offset = if level == 0 || (ctx.imp.rewind_optimizer && start.reinit_seed.is_none()) {
+    let adam_offset = if from_start || (ctx.imp.rewind_optimizer && start.reinit_seed.is_none()) {
         0
     } else {
         k
@@ -910,6 +915,10 @@ fn run_cell<O: Ops>(
         }
     } else {
         rng = rewind(model, ctx, &start)?;
+        if from_start {
+            // The re-init control sees level 0's batches from step 1.
+            rng = train::data_rng(ctx.train);
+        }
     }
     if level == 0 && done_step >= k && !ctx.root.join(REWIND).is_file() {
         return Err(Error::Config(format!(
