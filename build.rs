@@ -171,8 +171,17 @@ fn export_git_commit() {
     };
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(hash) if !hash.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // Measurement outputs under results/ (a run rewriting its own cells) do not make
+            // the code dirty.
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)results",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{hash}-dirty")
             } else {
