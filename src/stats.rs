@@ -744,3 +744,71 @@ pub fn km_median(obs: &[Observation], level: f64) -> Result<KmMedian> {
         events: obs.iter().filter(|o| o.event).count(),
     })
 }
+
+/// Spearman's ρ of `x` and `y` computed within strata and pooled: each point is ranked among
+/// the points of its own stratum (`strata[i]`), centred on its stratum's mean rank, and ρ is
+/// the pooled correlation of those centred ranks. The two-sided p-value comes from
+/// `permutations` seeded draws that shuffle `y` within each stratum only:
+/// `p = (1 + #|ρ*| ≥ |ρ|) / (1 + draws)`. Differences between strata (one seed's or layer's
+/// overall level) then neither create nor hide a correlation. `Ok(None)` when ρ is undefined
+/// (no stratum with two points, or no variation within strata).
+pub fn spearman_stratified_test(
+    x: &[f64],
+    y: &[f64],
+    strata: &[usize],
+    permutations: u64,
+    seed: u64,
+) -> Result<Option<SpearmanTest>> {
+    if x.len() != y.len() || x.len() != strata.len() {
+        return Err(Error::Config(format!(
+            "stratified Spearman: {} x, {} y and {} strata",
+            x.len(),
+            y.len(),
+            strata.len()
+        )));
+    }
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, &s) in strata.iter().enumerate() {
+        groups.entry(s).or_default().push(i);
+    }
+    let (mut cx, mut cy) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    for idx in groups.values() {
+        let gx: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
+        let gy: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+        let (rx, ry) = (ranks(&gx)?, ranks(&gy)?);
+        let (mx, my) = (mean(&rx).unwrap_or(0.0), mean(&ry).unwrap_or(0.0));
+        for (k, &i) in idx.iter().enumerate() {
+            cx[i] = rx[k] - mx;
+            cy[i] = ry[k] - my;
+        }
+    }
+    let norm =
+        (cx.iter().map(|a| a * a).sum::<f64>() * cy.iter().map(|b| b * b).sum::<f64>()).sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return Ok(None);
+    }
+    let rho_of = |cy: &[f64]| cx.iter().zip(cy).map(|(a, b)| a * b).sum::<f64>() / norm;
+    let rho = rho_of(&cy);
+    let mut rng = Rng::new(seed);
+    let mut perm = cy.clone();
+    let mut extreme = 0u64;
+    for _ in 0..permutations {
+        for idx in groups.values() {
+            for k in (1..idx.len()).rev() {
+                let j = rng.below(k + 1);
+                perm.swap(idx[k], idx[j]);
+            }
+        }
+        if rho_of(&perm).abs() >= rho.abs() - 1e-12 {
+            extreme += 1;
+        }
+    }
+    Ok(Some(SpearmanTest {
+        rho,
+        p_value: (1 + extreme) as f64 / (1 + permutations) as f64,
+        n: x.len(),
+        exact: false,
+        permutations,
+        alternative: Alternative::TwoSided,
+    }))
+}

@@ -189,6 +189,15 @@ fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
         md.contains("| null-compat |") && md.contains("ASA − null-rows"),
         "{md}"
     );
+    // Not the seed's corpus, tokenizer or scale: every verdict is marked direction only.
+    let claims = report::claims_table(&rep);
+    let rows: Vec<&str> = claims.lines().filter(|l| l.starts_with("| E")).collect();
+    assert!(rows.len() >= 4, "{claims}");
+    assert!(
+        rows.iter()
+            .all(|l| l.contains("direction only (corpus synthetic")),
+        "{claims}"
+    );
     assert_eq!(second.skipped, first.computed);
     assert_eq!(
         mtimes_of(&dir, &first.computed),

@@ -282,3 +282,51 @@ fn km_median_keeps_censored_runs() {
     assert!(km_median(&[ev(f64::NAN)], 0.95).is_err());
     assert!(km_median(&[ev(1.0)], 1.5).is_err());
 }
+
+/// Stratified Spearman: a correlation made only by differences between strata (each stratum
+/// shifted in both x and y) is not one; within-stratum agreement is, with a small p.
+#[test]
+fn stratified_spearman_ignores_between_stratum_shifts() {
+    use asa_lth::stats::spearman_stratified_test;
+    let mut rng = asa_lth::rng::Rng::new(8);
+    let (mut x, mut y, mut s) = (vec![], vec![], vec![]);
+    for stratum in 0..6 {
+        for _ in 0..5 {
+            // Within a stratum: independent; between strata: both shifted together.
+            x.push(10.0 * stratum as f64 + rng.normal());
+            y.push(10.0 * stratum as f64 + rng.normal());
+            s.push(stratum);
+        }
+    }
+    let pooled = asa_lth::stats::spearman(&x, &y).unwrap().unwrap();
+    assert!(
+        pooled > 0.8,
+        "the pooled ρ is driven by the strata: {pooled}"
+    );
+    let t = spearman_stratified_test(&x, &y, &s, 5000, 1)
+        .unwrap()
+        .unwrap();
+    assert!(t.rho.abs() < 0.5 && t.p_value > 0.05, "{t:?}");
+    // Within-stratum agreement: y follows x inside each stratum, strata shuffled apart.
+    let y2: Vec<f64> = x
+        .iter()
+        .zip(&s)
+        .map(|(&v, &st)| v - 20.0 * st as f64 + 0.01 * rng.normal())
+        .collect();
+    let t2 = spearman_stratified_test(&x, &y2, &s, 5000, 1)
+        .unwrap()
+        .unwrap();
+    assert!(t2.rho > 0.95 && t2.p_value < 0.001, "{t2:?}");
+    // Two points per stratum (heads of one layer): still defined.
+    let t3 = spearman_stratified_test(
+        &[1.0, 2.0, 3.0, 4.0],
+        &[1.0, 2.0, 4.0, 3.0],
+        &[0, 0, 1, 1],
+        100,
+        2,
+    )
+    .unwrap()
+    .unwrap();
+    assert!((t3.rho - 0.0).abs() < 1e-12, "{t3:?}");
+    assert!(spearman_stratified_test(&[1.0], &[1.0, 2.0], &[0], 10, 0).is_err());
+}

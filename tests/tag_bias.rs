@@ -729,3 +729,57 @@ fn train_step_refuses_a_model_that_disagrees_with_the_config() {
     let rec = train::train_step(&mut model, &cfg, &plan, &data.train, &mut rng, 1, 1).unwrap();
     assert!(rec.loss.is_finite());
 }
+
+/// `tag_bias_lr_scale` multiplies the bias's learning rate only: one AdamW step from the same
+/// state moves the bias 10× as far at scale 10 (Adam's first step is ±lr per element), and
+/// every other parameter exactly as at scale 1.
+#[test]
+fn the_tag_bias_has_its_own_learning_rate() {
+    let cfg = tiny();
+    let mut rng = Rng::new(9);
+    let (b, t) = (2, 8);
+    let (x, y) = batch(&mut rng, b, t, cfg.vocab);
+    let tags = rand_tags(&mut rng, b * t);
+    let stepped = |scale: f32| {
+        let mut m = Gpt::new(Cpu, cfg, 3).unwrap();
+        m.enable_tag_bias(TagBiasInit::Asa, DEFAULT_INCOMPATIBLE)
+            .unwrap();
+        let before = m.tag_bias(0).unwrap();
+        m.set_tags(&tags).unwrap();
+        m.forward(&x, &y, b, t, None).unwrap();
+        m.zero_grad().unwrap();
+        m.backward(None).unwrap();
+        let opt = AdamWConfig {
+            tag_bias_lr_scale: scale,
+            ..AdamWConfig::default()
+        };
+        m.step(1e-3, 1, &opt).unwrap();
+        let delta: Vec<f64> = m
+            .tag_bias(0)
+            .unwrap()
+            .iter()
+            .zip(&before)
+            .map(|(a, b0)| (a - b0) as f64)
+            .collect();
+        (delta, m.param("blocks.0.attn.wq").unwrap())
+    };
+    let (d1, wq1) = stepped(1.0);
+    let (d10, wq10) = stepped(10.0);
+    assert_eq!(wq1, wq10, "other parameters must not see the scale");
+    let moved: Vec<(f64, f64)> = d1
+        .iter()
+        .zip(&d10)
+        .filter(|(a, _)| a.abs() > 1e-6)
+        .map(|(&a, &b)| (a, b))
+        .collect();
+    assert!(
+        moved.len() > 10,
+        "the bias must get gradient on tagged pairs"
+    );
+    for (a, b) in moved {
+        assert!((b / a - 10.0).abs() < 1e-2, "{b} vs 10 × {a}");
+    }
+    // Left out of a config at 1, kept otherwise.
+    let json = serde_json::to_string(&AdamWConfig::default()).unwrap();
+    assert!(!json.contains("tag_bias_lr_scale"), "{json}");
+}

@@ -86,6 +86,10 @@ pub struct ReproduceConfig {
     pub ffn24: ffn24::Ffn24Config,
     /// E5: the pruned arms of the hybrid comparison.
     pub e5: e5::E5Config,
+    /// E4: the tag-pair bias's learning rate and the non-inferiority margin. Not serialised
+    /// at its defaults.
+    #[serde(default, skip_serializing_if = "e4::E4Config::is_default")]
+    pub e4: e4::E4Config,
 }
 
 impl ReproduceConfig {
@@ -153,6 +157,7 @@ impl ReproduceConfig {
             },
             ffn24: ffn24::Ffn24Config::default(),
             e5: e5::E5Config::default(),
+            e4: e4::E4Config::default(),
         }
     }
 

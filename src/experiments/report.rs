@@ -154,6 +154,38 @@ pub struct ConvergenceSummary {
     pub steps_to_dense: Vec<StepsToTarget>,
     /// The null arms trained beside them (same seeds, schedule and budget).
     pub nulls: Vec<NullArm>,
+    /// Per seed: the dense run's relative validation-perplexity improvement over its last
+    /// 20% of steps (converged: below [`CONVERGED_BELOW`]).
+    pub dense_late_improvement: Vec<(u64, f64)>,
+}
+
+/// The convergence criterion: a run has stopped improving when its validation perplexity fell
+/// by less than this share over its last 20% of steps.
+pub const CONVERGED_BELOW: f64 = 0.01;
+
+/// Relative improvement of a validation curve over its last 20% of steps: from the last
+/// evaluation at or before 80% of the final step to the final one.
+fn late_improvement(curve: &[(u32, f64)]) -> Option<f64> {
+    let &(last, fin) = curve.last()?;
+    let cut = (0.8 * last as f64).floor() as u32;
+    let &(_, early) = curve.iter().rev().find(|(st, _)| *st <= cut)?;
+    Some((early - fin) / early)
+}
+
+/// Why a comparison is not like for like with the seed's (WikiText-2, GPT-2 BPE tokens, the
+/// paper's model and budget); `None` when it is.
+fn unlike_seed(c: &ReproduceConfig) -> Option<String> {
+    let mut why = Vec::new();
+    if !matches!(c.train.corpus, crate::data::CorpusSource::Wikitext2 { .. }) {
+        why.push(format!("corpus {}", c.train.corpus.label()));
+    }
+    if c.train.tokenizer.is_word() {
+        why.push("word tokens".to_string());
+    }
+    if c.scale != super::Scale::Paper {
+        why.push(format!("{:?} scale", c.scale).to_lowercase());
+    }
+    (!why.is_empty()).then(|| why.join(", "))
 }
 
 /// A null arm of E2: its final validation perplexity and ASA's difference from it, per seed
@@ -181,6 +213,10 @@ pub struct E3Level {
     pub ticket_null_mass: Estimate,
     /// Ticket: ASA minus null mass, across seeds.
     pub ticket_excess: Estimate,
+    /// Every variant's ASA mass minus its own row-matched null's, across seeds.
+    pub excess: Vec<(Variant, Estimate)>,
+    /// Per seed, the ticket's excess minus the shuffled mask's (paired), across seeds.
+    pub ticket_minus_shuffled: Estimate,
 }
 
 /// E3 for one prunable group.
@@ -194,6 +230,10 @@ pub struct E3Summary {
     /// W_q/W_k surviving at the target level, and their Spearman test.
     pub head_points: Vec<(f64, f64)>,
     pub spearman: Option<stats::SpearmanTest>,
+    /// The stratum (seed × layer) of each head point.
+    pub head_strata: Vec<usize>,
+    /// The same correlation with ranks and permutations within seed × layer.
+    pub spearman_stratified: Option<stats::SpearmanTest>,
 }
 
 /// E5 (2:4 deployment) for one training arm, across seeds.
@@ -232,6 +272,51 @@ pub struct E4Summary {
     pub valid_ppl_diff: Estimate,
     /// Per seed: steps of the ASA-initialised run to the zero-initialised run's target.
     pub steps_to_zero: Vec<StepsToTarget>,
+    /// One-sided non-inferiority of the ASA-init final perplexity (see [`NonInferiority`]).
+    pub non_inferiority: NonInferiority,
+    /// The bias learning-rate multiple both arms trained with.
+    pub tag_bias_lr_scale: f32,
+    /// How far the ASA-initialised bias moved, across seeds: mean final bias on incompatible
+    /// pairs (it starts at the prior), mean |drift| on incompatible and compatible pairs.
+    pub asa_final_incompatible: Estimate,
+    pub asa_drift_incompatible: Estimate,
+    pub asa_drift_compatible: Estimate,
+    /// The zero-initialised bias's mean final value on incompatible and compatible pairs.
+    pub zero_final_incompatible: Estimate,
+    pub zero_final_compatible: Estimate,
+}
+
+/// A one-sided non-inferiority test of `arm − reference` (lower is better): the arm is not
+/// worse by more than `margin` when the upper end of the one-sided 95% t-interval of the
+/// per-seed differences lies below it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct NonInferiority {
+    pub mean_difference: f64,
+    /// One-sided 95% upper bound (NaN with fewer than 2 seeds).
+    pub upper: f64,
+    pub margin: f64,
+    pub non_inferior: bool,
+    pub n: usize,
+}
+
+/// [`NonInferiority`] of per-seed differences against `margin`.
+pub fn non_inferiority(diffs: &[f64], margin: f64) -> NonInferiority {
+    let n = diffs.len();
+    let mean = diffs.iter().sum::<f64>() / n.max(1) as f64;
+    let upper = if n < 2 {
+        f64::NAN
+    } else {
+        let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let t = stats::t_quantile(0.95, (n - 1) as f64).unwrap_or(f64::NAN);
+        mean + t * (var / n as f64).sqrt()
+    };
+    NonInferiority {
+        mean_difference: mean,
+        upper,
+        margin,
+        non_inferior: upper < margin,
+        n,
+    }
 }
 
 /// One seed's steps to a target: the reference run's final validation perplexity, first
@@ -626,6 +711,10 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                     })
                 })
                 .collect(),
+            dense_late_improvement: pairs
+                .iter()
+                .filter_map(|(s, d, _)| Some((*s, late_improvement(&valid_curve(d))?)))
+                .collect(),
             steps_to_dense: pairs
                 .iter()
                 .map(|(s, d, a)| {
@@ -686,28 +775,61 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
             e4_cells
                 .iter()
                 .find(|(k, _)| k.arm == arm && k.seed == seed)
-                .map(|(_, c)| &c.results)
-                .filter(|r| r.finished)
+                .map(|(_, c)| c)
+                .filter(|c| c.results.finished)
         };
+        // A cell trained with another bias learning rate (an older method) is not mixed in.
+        if let Some((k, c)) = e4_cells
+            .iter()
+            .find(|(_, c)| c.tag_bias_lr_scale != cfg.e4.tag_bias_lr_scale)
+        {
+            return Err(Error::Config(format!(
+                "cell {k} trained the tag bias at {}× the learning rate, the config says {}×: \
+                 delete its file under cells/ (and its work/ directory) and rerun reproduce",
+                c.tag_bias_lr_scale, cfg.e4.tag_bias_lr_scale
+            )));
+        }
         let pairs: Vec<_> = cfg
             .seeds
             .iter()
             .filter_map(|&s| Some((s, get("zero", s)?, get("asa", s)?)))
             .collect();
         (!pairs.is_empty()).then(|| {
-            let fv = |r: &TrainResults| r.final_valid_perplexity.unwrap_or(f64::NAN);
+            let fv = |c: &E4Cell| c.results.final_valid_perplexity.unwrap_or(f64::NAN);
+            let diffs: Vec<f64> = pairs.iter().map(|p| fv(p.2) - fv(p.1)).collect();
+            let zero_mean = pairs.iter().map(|p| fv(p.1)).sum::<f64>() / pairs.len() as f64;
+            let drift =
+                |c: &E4Cell, f: &dyn Fn(&super::e4::BiasDrift) -> f64| c.drift.as_ref().map(f);
+            let over = |pick: usize, f: &dyn Fn(&super::e4::BiasDrift) -> f64| {
+                across(
+                    &pairs
+                        .iter()
+                        .filter_map(|p| drift(if pick == 0 { p.1 } else { p.2 }, f))
+                        .collect::<Vec<_>>(),
+                )
+            };
             E4Summary {
                 zero_valid_ppl: across(&pairs.iter().map(|p| fv(p.1)).collect::<Vec<_>>()),
                 asa_valid_ppl: across(&pairs.iter().map(|p| fv(p.2)).collect::<Vec<_>>()),
-                valid_ppl_diff: across(
-                    &pairs.iter().map(|p| fv(p.2) - fv(p.1)).collect::<Vec<_>>(),
-                ),
+                valid_ppl_diff: across(&diffs),
                 steps_to_zero: pairs
                     .iter()
                     .map(|(s, z, a)| {
-                        StepsToTarget::new(*s, &curve_of(z), &curve_of(a), a.steps_done)
+                        StepsToTarget::new(
+                            *s,
+                            &curve_of(&z.results),
+                            &curve_of(&a.results),
+                            a.results.steps_done,
+                        )
                     })
                     .collect(),
+                non_inferiority: non_inferiority(&diffs, cfg.e4.non_inferiority_margin * zero_mean),
+                tag_bias_lr_scale: cfg.e4.tag_bias_lr_scale,
+                asa_final_incompatible: over(1, &|d| d.final_incompatible),
+                asa_drift_incompatible: over(1, &|d| d.drift_incompatible),
+                asa_drift_compatible: over(1, &|d| d.drift_compatible),
+                zero_final_incompatible: over(0, &|d| d.final_incompatible),
+                zero_final_compatible: over(0, &|d| d.final_compatible),
             }
         })
     };
@@ -879,6 +1001,20 @@ fn summarise_e3(group: &str, cells: &[(u64, &E3Cell)]) -> E3Summary {
                 .collect(),
             ticket_null_mass: across_fraction(&vals(Variant::Ticket, &|p| p.mass(1))),
             ticket_excess: across(&vals(Variant::Ticket, &|p| p.mass(0) - p.mass(1))),
+            excess: present
+                .iter()
+                .map(|&v| (v, across(&vals(v, &|p| p.mass(0) - p.mass(1)))))
+                .collect(),
+            ticket_minus_shuffled: across(
+                &cells
+                    .iter()
+                    .filter_map(|(_, c)| {
+                        let t = e3_point(c, level, Variant::Ticket)?;
+                        let sh = e3_point(c, level, Variant::LayerwiseShuffle)?;
+                        Some((t.mass(0) - t.mass(1)) - (sh.mass(0) - sh.mass(1)))
+                    })
+                    .collect::<Vec<_>>(),
+            ),
         });
     }
     let target = out
@@ -890,7 +1026,14 @@ fn summarise_e3(group: &str, cells: &[(u64, &E3Cell)]) -> E3Summary {
         })
         .map_or(0, |l| l.level);
     let mut head_points = Vec::new();
-    for (_, c) in cells {
+    let mut head_strata = Vec::new();
+    let layers = cells
+        .iter()
+        .flat_map(|(_, c)| c.points.iter())
+        .flat_map(|p| p.survival.iter().map(|s| s.layer + 1))
+        .max()
+        .unwrap_or(1);
+    for (si, (_, c)) in cells.iter().enumerate() {
         if let (Some(dense), Some(t)) = (
             e3_point(c, 0, Variant::Ticket),
             e3_point(c, target, Variant::Ticket),
@@ -899,11 +1042,15 @@ fn summarise_e3(group: &str, cells: &[(u64, &E3Cell)]) -> E3Summary {
                 let c = h.causal();
                 let rows = c.rows.max(1) as f64;
                 head_points.push(((c.mass[0] - c.mass[1]) / rows, s.wqk));
+                head_strata.push(si * layers + s.layer);
             }
         }
     }
     let (x, y): (Vec<f64>, Vec<f64>) = head_points.iter().copied().unzip();
     let spearman = stats::spearman_test(&x, &y, stats::Alternative::TwoSided, 200_000, 0x5EA)
+        .ok()
+        .flatten();
+    let spearman_stratified = stats::spearman_stratified_test(&x, &y, &head_strata, 20_000, 0x5EB)
         .ok()
         .flatten();
     E3Summary {
@@ -912,6 +1059,8 @@ fn summarise_e3(group: &str, cells: &[(u64, &E3Cell)]) -> E3Summary {
         target_level: target,
         head_points,
         spearman,
+        head_strata,
+        spearman_stratified,
     }
 }
 
@@ -1093,14 +1242,18 @@ pub fn claims_table(s: &Summary) -> String {
     }
     if let Some(e4) = &s.e4 {
         let c = steps_claim(&e4.steps_to_zero);
-        let no_loss = e4.valid_ppl_diff.n >= 2 && e4.valid_ppl_diff.hi <= 0.0
-            || e4.valid_ppl_diff.estimate <= 0.0;
+        let ni = &e4.non_inferiority;
+        let no_loss = ni.non_inferior;
         let _ = writeln!(
             m,
-            "| E4: ASA-initialised tag-pair bias reaches the target >10% faster, no loss in final perplexity | {}; final validation perplexity ASA-init {} vs zero-init {} | {} |",
+            "| E4: ASA-initialised tag-pair bias reaches the target >10% faster, no loss in final perplexity | {}; final validation perplexity ASA-init {} vs zero-init {}, difference {:+.3} with one-sided 95% upper bound {:+.3} against a non-inferiority margin of {:.3}: {} | {} |",
             c.text,
             num(&e4.asa_valid_ppl, 2),
             num(&e4.zero_valid_ppl, 2),
+            ni.mean_difference,
+            ni.upper,
+            ni.margin,
+            if ni.non_inferior { "non-inferior" } else { "non-inferiority not shown" },
             match (c.faster, c.reached_median) {
                 (_, false) => "not reproduced (censored: ASA-init did not reach the target in most seeds)",
                 (Some(true), _) if c.upper.is_some_and(|h| h < 0.9) && no_loss => "reproduced",
@@ -1129,6 +1282,37 @@ pub fn claims_table(s: &Summary) -> String {
                 get(Variant::RandomReinit),
                 get(Variant::LayerwiseShuffle),
                 verdict_excess(&l.ticket_excess)
+            );
+        }
+    }
+    // A verdict on another corpus, tokenizer or budget than the seed's says which way the
+    // effect goes, not whether the seed's numbers hold.
+    if let Some(why) = unlike_seed(&s.config) {
+        m = m
+            .lines()
+            .map(|l| match l.strip_prefix("| E").and(l.strip_suffix(" |")) {
+                Some(row) => format!("{row}; direction only ({why}) |\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        let _ = writeln!(
+            m,
+            "\n*Direction only*: the seed measured on WikiText-2 with GPT-2 BPE tokens at the paper's scale; a verdict here says which way each effect goes under this run's setting, not whether the seed's numbers hold."
+        );
+    }
+    if let Some(e2) = &s.e2 {
+        let late: Vec<String> = e2
+            .dense_late_improvement
+            .iter()
+            .filter(|(_, x)| *x >= CONVERGED_BELOW)
+            .map(|(seed, x)| format!("seed {seed} by {:.1}%", 100.0 * x))
+            .collect();
+        if !late.is_empty() {
+            let _ = writeln!(
+                m,
+                "\n**Not converged:** the dense model's validation perplexity was still falling over the last 20% of its steps ({}; criterion: < {:.0}%). A comparison with runs that train longer (E3's tickets, E5's IMP) then favours them by training alone.",
+                late.join(", "),
+                100.0 * CONVERGED_BELOW
             );
         }
     }
@@ -1278,6 +1462,17 @@ fn markdown(s: &Summary, command: &str) -> String {
             num(&e4.zero_valid_ppl, 3),
             num(&e4.asa_valid_ppl, 3)
         );
+        let _ = writeln!(
+            m,
+            "The bias trains at {}× the model's learning rate. Where it ended (mean over layers and heads, across seeds): ASA-init incompatible pairs {} (from {}), moved by {} on average, compatible pairs by {}; zero-init incompatible pairs {}, compatible {}. A bias still near its prior was not unlearned; one that moved as far as the zero-init one's spread was.\n",
+            e4.tag_bias_lr_scale,
+            num(&e4.asa_final_incompatible, 3),
+            s.config.train.tag_bias_incompatible,
+            num(&e4.asa_drift_incompatible, 3),
+            num(&e4.asa_drift_compatible, 3),
+            num(&e4.zero_final_incompatible, 3),
+            num(&e4.zero_final_compatible, 3),
+        );
         for x in &e4.steps_to_zero {
             let _ = writeln!(
                 m,
@@ -1334,7 +1529,7 @@ fn markdown(s: &Summary, command: &str) -> String {
     for e in &s.e3 {
         let _ = writeln!(
             m,
-            "## E3 ({g}): ASA vs the winning ticket\n\nIterative magnitude pruning of the {g} weights with rewinding; at each level the ticket and both controls (random re-init with the ticket's mask; a layerwise-shuffled mask of the same per-tensor sparsity) are trained and their attention measured on held-out text.\n\n| level | remaining | ppl ticket | ppl re-init | ppl shuffled | ASA mass ticket | re-init | shuffled | ticket null (rows) | ticket excess |\n|---|---|---|---|---|---|---|---|---|---|",
+            "## E3 ({g}): ASA vs the winning ticket\n\nIterative magnitude pruning of the {g} weights with rewinding; at each level the ticket and both controls (random re-init with the ticket's mask; a layerwise-shuffled mask of the same per-tensor sparsity) are trained and their attention measured on held-out text. The re-init control trains like a fresh run, from step 1 through the warmup, for the ticket's total steps. Pruning W_q and W_k removes weights, not attention edges — every pruned model still attends over every key — so the measurement bridges the two by measuring each pruned model's attention against the ASA mask and its own row-matched null (the excess columns), and, per head, by correlating the dense model's ASA excess with how much of the head's W_q/W_k survives.\n\n| level | remaining | ppl ticket | ppl re-init | ppl shuffled | ASA mass ticket | re-init | shuffled | excess ticket | excess re-init | excess shuffled | ticket − shuffled (paired) |\n|---|---|---|---|---|---|---|---|---|---|---|---|",
             g = e.group
         );
         for l in &e.levels {
@@ -1347,7 +1542,7 @@ fn markdown(s: &Summary, command: &str) -> String {
             let pc = |e: &Estimate| pct(e);
             let _ = writeln!(
                 m,
-                "| {} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 l.level,
                 100.0 * l.remaining,
                 find(&l.valid_ppl, Variant::Ticket, &p2),
@@ -1356,8 +1551,10 @@ fn markdown(s: &Summary, command: &str) -> String {
                 find(&l.asa_mass, Variant::Ticket, &pc),
                 find(&l.asa_mass, Variant::RandomReinit, &pc),
                 find(&l.asa_mass, Variant::LayerwiseShuffle, &pc),
-                pct(&l.ticket_null_mass),
-                pct(&l.ticket_excess)
+                find(&l.excess, Variant::Ticket, &pc),
+                find(&l.excess, Variant::RandomReinit, &pc),
+                find(&l.excess, Variant::LayerwiseShuffle, &pc),
+                pct(&l.ticket_minus_shuffled)
             );
         }
         match &e.spearman {
@@ -1378,6 +1575,16 @@ fn markdown(s: &Summary, command: &str) -> String {
                     "\nPer-head Spearman correlation: undefined (a constant variable or too few heads).\n"
                 );
             }
+        }
+        if let Some(t) = &e.spearman_stratified {
+            let _ = writeln!(
+                m,
+                "Heads are not the same unit across seeds, and global pruning makes a layer's heads compete for one budget, so the test that answers this ranks heads only against the heads of the same seed and layer and permutes the survival fractions only within each seed × layer ({} strata): ρ = {:.3}, two-sided p = {:.4} ({} permutations). The pooled ρ above mixes between-seed and between-layer differences in and is shown for comparison only.\n",
+                e.head_strata.iter().collect::<std::collections::BTreeSet<_>>().len(),
+                t.rho,
+                t.p_value,
+                t.permutations
+            );
         }
         let _ = writeln!(
             m,
@@ -1405,4 +1612,60 @@ pub fn replace_findings(text: &str, block: &str, file: &Path) -> Result<String> 
     let a = text.find(FINDINGS_BEGIN).ok_or_else(missing)? + FINDINGS_BEGIN.len();
     let b = a + text[a..].find(FINDINGS_END).ok_or_else(missing)?;
     Ok(format!("{}\n{}{}", &text[..a], block, &text[b..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_improvement_is_over_the_last_fifth_of_the_steps() {
+        // 300 steps, evaluated every 50: from step 200 (≤ 240) to 300.
+        let c = [(50, 20.0), (100, 12.0), (200, 10.0), (250, 9.9), (300, 9.5)];
+        assert!((late_improvement(&c).unwrap() - 0.05).abs() < 1e-12);
+        let flat = [(100, 9.0), (240, 9.0), (300, 8.95)];
+        assert!(late_improvement(&flat).unwrap() < CONVERGED_BELOW);
+        assert_eq!(late_improvement(&[(300, 9.0)]), None);
+        assert_eq!(late_improvement(&[]), None);
+    }
+
+    #[test]
+    fn non_inferiority_on_both_sides_of_the_margin() {
+        // Differences 0.05 ± 0.01 over 3 seeds: upper bound ≈ 0.05 + 2.92·0.0058 ≈ 0.067.
+        let d = [0.04, 0.05, 0.06];
+        let yes = non_inferiority(&d, 0.10);
+        assert!(
+            yes.non_inferior && yes.upper > 0.06 && yes.upper < 0.07,
+            "{yes:?}"
+        );
+        let no = non_inferiority(&d, 0.06);
+        assert!(!no.non_inferior, "{no:?}");
+        // A mean below the margin is not enough when the spread is wide.
+        let wide = non_inferiority(&[-0.3, 0.0, 0.3], 0.1);
+        assert!(
+            !wide.non_inferior && wide.mean_difference.abs() < 1e-12,
+            "{wide:?}"
+        );
+        // One seed: no bound, never shown non-inferior.
+        let one = non_inferiority(&[-1.0], 0.1);
+        assert!(one.upper.is_nan() && !one.non_inferior);
+    }
+
+    #[test]
+    fn only_the_seeds_setting_is_like_for_like() {
+        let small = ReproduceConfig::preset(super::super::Scale::Small, None);
+        let why = unlike_seed(&small).expect("the embedded default is not the seed's setting");
+        assert!(
+            why.contains("synthetic") && why.contains("small scale"),
+            "{why}"
+        );
+        let mut paper = ReproduceConfig::preset(
+            super::super::Scale::Paper,
+            Some(crate::data::CorpusSource::Wikitext2 {
+                dir: "/data/wikitext-2".into(),
+            }),
+        );
+        paper.train.tokenizer = crate::data::Tokenizer::Gpt2;
+        assert_eq!(unlike_seed(&paper), None);
+    }
 }

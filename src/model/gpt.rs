@@ -24,6 +24,18 @@ pub struct AdamWConfig {
     pub weight_decay: f32,
     /// Clip the global gradient norm to this value; 0 disables clipping.
     pub grad_clip: f32,
+    /// The tag-pair bias's learning rate as a multiple of the model's (E4: at the model's
+    /// rate a −2 prior barely moves in a short run). Not serialised at 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub tag_bias_lr_scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(x: &f32) -> bool {
+    *x == 1.0
 }
 
 impl Default for AdamWConfig {
@@ -34,6 +46,7 @@ impl Default for AdamWConfig {
             eps: 1e-8,
             weight_decay: 0.1,
             grad_clip: 1.0,
+            tag_bias_lr_scale: 1.0,
         }
     }
 }
@@ -900,7 +913,11 @@ impl<O: Ops> Gpt<O> {
         };
         for i in 0..self.params.len() {
             let hp = AdamWStep {
-                lr,
+                lr: if self.table.specs[i].kind == crate::model::ParamKind::TagBias {
+                    lr * opt.tag_bias_lr_scale
+                } else {
+                    lr
+                },
                 beta1: opt.beta1,
                 beta2: opt.beta2,
                 eps: opt.eps,
