@@ -375,12 +375,17 @@ fn steps_claim(obs: &[StepsToTarget]) -> StepsClaim {
     let text = match km {
         Some(k) => match k.median {
             Some(m) => format!(
-                "{}% fewer steps [{}, {}] (Kaplan–Meier median over seeds; {} of {} reached the target, the rest censored at their budget)",
+                "{}% fewer steps [{}, {}] (Kaplan–Meier median over seeds; {} of {} reached the target{})",
                 pc(m),
                 k.hi.map_or("−∞".to_string(), pc),
                 k.lo.map_or("—".to_string(), pc),
                 reached,
-                o.len()
+                o.len(),
+                if reached < o.len() {
+                    ", the rest censored at their budget"
+                } else {
+                    ""
+                }
             ),
             None => format!(
                 "median not reached: {} of {} seeds reached the target (the rest censored at their budget)",
@@ -1464,10 +1469,14 @@ fn markdown(s: &Summary, command: &str) -> String {
         );
         let _ = writeln!(
             m,
-            "The bias trains at {}× the model's learning rate. Where it ended (mean over layers and heads, across seeds): ASA-init incompatible pairs {} (from {}), moved by {} on average, compatible pairs by {}; zero-init incompatible pairs {}, compatible {}. A bias still near its prior was not unlearned; one that moved as far as the zero-init one's spread was.\n",
+            "The bias trains at {}× the model's learning rate. Where it ended (mean over layers and heads, across seeds): ASA-init incompatible pairs at {} (from {}: on average {:.0}% of the way to 0, each pair moving by {} in either direction), compatible pairs moved by {}; zero-init incompatible pairs at {}, compatible at {}.\n",
             e4.tag_bias_lr_scale,
             num(&e4.asa_final_incompatible, 3),
             s.config.train.tag_bias_incompatible,
+            {
+                let init = s.config.train.tag_bias_incompatible as f64;
+                100.0 * (e4.asa_final_incompatible.estimate - init) / init.abs().max(f64::MIN_POSITIVE)
+            },
             num(&e4.asa_drift_incompatible, 3),
             num(&e4.asa_drift_compatible, 3),
             num(&e4.zero_final_incompatible, 3),
