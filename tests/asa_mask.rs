@@ -566,7 +566,7 @@ fn cross_sentence_policy_changes_only_earlier_sentences_keys() {
     let mut crossing = 0;
     for policy in CrossSentence::ALL {
         let mut m = built.clone();
-        apply_cross_sentence(&mut m, &tokens, EOS, policy).expect("policy");
+        apply_cross_sentence(&mut m, &starts, policy).expect("policy");
         for bi in 0..b {
             for h in 0..2 {
                 for i in 0..t {

@@ -321,11 +321,11 @@ pub fn measure<O: Ops>(
         ];
         model.forward(&batch.tokens, &batch.targets, b, t, None)?;
         tokens += valid.iter().filter(|&&v| v).count();
+        let global: Vec<f64> = (0..b).map(|bi| window_density(&asa, bi)).collect();
         for l in 0..nl {
             let cap = model.attention_capture(l)?;
             for h in 0..nh {
                 for bi in 0..b {
-                    let global = window_density(&asa, bi);
                     let w = Window {
                         cap: &cap,
                         rules: &rules,
@@ -334,7 +334,7 @@ pub fn measure<O: Ops>(
                         eos: stream.eos,
                         b: bi,
                         h,
-                        global,
+                        global: global[bi],
                     };
                     heads[l * nh + h].units.extend(w.units());
                 }
@@ -385,10 +385,11 @@ struct Window<'a> {
     global: f64,
 }
 
-/// A scored row of a sentence: its position and its attention over the sentence's keys up
-/// to itself (`probs[j - start]`, zero at invalid keys).
+/// A scored row of a sentence: its position, its valid earlier keys in the sentence, and its
+/// attention over the sentence up to itself (`probs[j - start]`, zero at invalid keys).
 struct Row {
     i: usize,
+    keys: Vec<usize>,
     probs: Vec<f64>,
 }
 
@@ -447,6 +448,7 @@ impl Window<'_> {
             if cross.len() < earlier.len() {
                 rows.push(Row {
                     i,
+                    keys: (s..i).filter(|&j| v[j]).collect(),
                     probs: pall[s..].to_vec(),
                 });
             }
@@ -465,13 +467,13 @@ impl Window<'_> {
 
     /// One rule's sums over the scored rows of the sentence starting at `s`.
     fn rule_sums(&self, rule: &Rule<'_>, s: usize, rows: &[&Row], acc: &mut RuleSums) {
-        let (b, v) = (self.b, self.valid);
+        let b = self.b;
         let allowed = |i: usize, j: usize| rule.mask.get(b, 0, i, j);
         // The mask's share of the sentence's pairs at each distance.
         let len = rows.last().map_or(0, |r| r.i - s + 1);
         let (mut c, mut n) = (vec![0f64; len], vec![0f64; len]);
         for r in rows {
-            for j in (s..r.i).filter(|&j| v[j]) {
+            for &j in &r.keys {
                 n[r.i - j] += 1.0;
                 c[r.i - j] += allowed(r.i, j) as u8 as f64;
             }
@@ -479,8 +481,7 @@ impl Window<'_> {
         let q = |d: usize| c[d] / n[d];
         let mut order: Vec<usize> = Vec::new();
         for r in rows {
-            let i = r.i;
-            let keys: Vec<usize> = (s..i).filter(|&j| v[j]).collect();
+            let (i, keys) = (r.i, &r.keys);
             let z: f64 = keys.iter().map(|&j| r.probs[j - s]).sum::<f64>() + r.probs[i - s];
             let pr = |j: usize| r.probs[j - s] / z;
             let off: f64 = keys.iter().map(|&j| pr(j)).sum();
@@ -506,7 +507,7 @@ impl Window<'_> {
             if m > 0 && m < nk {
                 // Most-attended keys first; ties to the lower index (deterministic).
                 order.clear();
-                order.extend_from_slice(&keys);
+                order.extend_from_slice(keys);
                 order.sort_by(|&x, &y| pr(y).total_cmp(&pr(x)).then(x.cmp(&y)));
                 let top = &order[..m];
                 acc.topk_rows += 1;

@@ -63,14 +63,6 @@ impl CompatChoice {
         }
     }
 
-    /// A short label for reports: a random matrix by its seed, anything else by its name.
-    pub fn label(&self) -> String {
-        match self {
-            CompatChoice::Random { seed, .. } => format!("random (seed {seed})"),
-            c => c.name(),
-        }
-    }
-
     /// The matrices, and a one-line description for reports.
     pub fn load(&self) -> Result<(CompatSet, String)> {
         match self {

@@ -286,26 +286,24 @@ pub fn sentence_starts(tokens: &[u32], b: usize, t: usize, eos: u32) -> Vec<usiz
     starts
 }
 
-/// Apply `policy` to the keys of earlier sentences in every row of `mask` (all heads):
-/// [`CrossSentence::Allow`] sets them, [`CrossSentence::Block`] clears them,
-/// [`CrossSentence::Compat`] leaves the tag rule's bits.
+/// Apply `policy` to the keys of earlier sentences in every row of `mask` (all heads), given
+/// each position's sentence start ([`sentence_starts`]): [`CrossSentence::Allow`] sets them,
+/// [`CrossSentence::Block`] clears them, [`CrossSentence::Compat`] leaves the tag rule's bits.
 pub fn apply_cross_sentence(
     mask: &mut BitMask,
-    tokens: &[u32],
-    eos: u32,
+    starts: &[usize],
     policy: CrossSentence,
 ) -> Result<()> {
     let (b, t) = (mask.b(), mask.t());
-    if tokens.len() != b * t {
+    if starts.len() != b * t {
         return Err(Error::Mask(format!(
-            "cross-sentence policy: {} tokens for a B×T = {b}×{t} mask",
-            tokens.len()
+            "cross-sentence policy: {} sentence starts for a B×T = {b}×{t} mask",
+            starts.len()
         )));
     }
     if policy == CrossSentence::Compat {
         return Ok(());
     }
-    let starts = sentence_starts(tokens, b, t, eos);
     for bi in 0..b {
         for h in 0..mask.heads() {
             for i in 0..t {

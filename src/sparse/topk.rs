@@ -664,14 +664,15 @@ fn pass0_chunk<W: TopkWeight>(w: &[W], m: &[f32]) -> (Hist, u64, Option<usize>) 
         *d = h.iter().map(|c| c[b] as u32).sum();
     }
     let count = hist.iter().map(|&c| c as u64).sum();
-    let first_bad = if bad {
-        w.iter().zip(m).position(|(&wi, &mi)| {
-            (mi != 0.0 && mi != 1.0) || (mi == 1.0 && wi.key() >= W::NONFINITE_KEY)
-        })
-    } else {
-        None
-    };
-    (hist, count, first_bad)
+    (hist, count, if bad { first_bad(w, m) } else { None })
+}
+
+/// The first bad element of a chunk: a mask value other than 0 or 1, or a non-finite
+/// unpruned weight (pass 0 only flags that one exists, then scans again for it).
+fn first_bad<W: TopkWeight>(w: &[W], m: &[f32]) -> Option<usize> {
+    w.iter().zip(m).position(|(&wi, &mi)| {
+        (mi != 0.0 && mi != 1.0) || (mi == 1.0 && wi.key() >= W::NONFINITE_KEY)
+    })
 }
 
 /// [`pass0_chunk`] for f32 weights with AVX-512 conflict detection, when the CPU has it and
@@ -757,14 +758,8 @@ unsafe fn pass0_conflict_avx512(w: &[f32], m: &[f32]) -> (Hist, u64, Option<usiz
         tail_bad = b;
     }
     let count = hist.iter().map(|&c| c as u64).sum();
-    let first_bad = if bad != 0 || tail_bad.is_some() {
-        w.iter().zip(m).position(|(&wi, &mi)| {
-            (mi != 0.0 && mi != 1.0) || (mi == 1.0 && wi.key() >= f32::NONFINITE_KEY)
-        })
-    } else {
-        None
-    };
-    (hist, count, first_bad)
+    let bad = bad != 0 || tail_bad.is_some();
+    (hist, count, if bad { first_bad(w, m) } else { None })
 }
 
 fn add_hist32(acc: &mut [u32; BINS], h: &[u32; BINS]) {

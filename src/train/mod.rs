@@ -113,14 +113,15 @@ impl MaskPlan {
         }
         // After the refinements, so `block` also drops a binding antecedent in the previous
         // sentence; before the nulls, which match the final mask.
-        apply_cross_sentence(&mut asa, &batch.tokens, self.eos, self.cross_sentence)?;
+        let starts = sentence_starts(&batch.tokens, batch.b, batch.t, self.eos);
+        apply_cross_sentence(&mut asa, &starts, self.cross_sentence)?;
         let valid = nulls::valid_from_targets(&batch.targets);
         let seed = self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // Under allow/block the earlier sentences' keys are fixed by the policy, so a null
         // redraws only each row's own sentence, with the ASA mask's count there.
         let from = match self.cross_sentence {
             CrossSentence::Compat => vec![0; valid.len()],
-            _ => sentence_starts(&batch.tokens, batch.b, batch.t, self.eos),
+            _ => starts,
         };
         let mask = match self.kind {
             AttnMaskKind::None | AttnMaskKind::Asa => asa,

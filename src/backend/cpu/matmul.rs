@@ -6,6 +6,26 @@ use crate::backend::{GradWrite, MatmulShape};
 use crate::Result;
 use rayon::prelude::*;
 
+/// The GEMM's result when `k = 0` (an empty sum): an overwrite leaves the bias, or zeros;
+/// an accumulation leaves `dst` as it is.
+pub(super) fn write_empty_sum<F: Real>(
+    dst: &mut [F],
+    m: usize,
+    n: usize,
+    accumulate: bool,
+    bias: Option<&[F]>,
+) {
+    if accumulate {
+        return;
+    }
+    match bias {
+        Some(b) => dst[..m * n]
+            .chunks_exact_mut(n)
+            .for_each(|r| r.copy_from_slice(&b[..n])),
+        None => dst[..m * n].fill(F::zero()),
+    }
+}
+
 /// `dst (m×n, row-major) = [dst +] lhs·rhs [+ bias]` with explicit strides (row, col); a
 /// `bias` (length n, added to every row) only with an overwrite. f32 goes through this
 /// project's GEMM at the active level (the bias in its epilogue), f64 through the `gemm` crate.
@@ -29,15 +49,8 @@ pub(crate) fn gemm_acc<F: Real>(
     }
     debug_assert!(dst.len() >= m * n);
     if k == 0 {
-        // An empty sum: an overwrite is the bias or zeros (the gemm crate writes nothing).
-        if !accumulate {
-            match bias {
-                Some(b) => dst[..m * n]
-                    .chunks_exact_mut(n)
-                    .for_each(|r| r.copy_from_slice(&b[..n])),
-                None => dst[..m * n].fill(F::zero()),
-            }
-        }
+        // The gemm crate writes nothing for an empty sum.
+        write_empty_sum(dst, m, n, accumulate, bias);
         return;
     }
     debug_assert!(bias.is_none() || !accumulate);

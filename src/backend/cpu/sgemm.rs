@@ -537,14 +537,7 @@ pub fn sgemm(
         return;
     }
     if k == 0 {
-        if !accumulate {
-            match bias {
-                Some(b) => dst[..m * n]
-                    .chunks_exact_mut(n)
-                    .for_each(|r| r.copy_from_slice(&b[..n])),
-                None => dst[..m * n].fill(0.0),
-            }
-        }
+        super::matmul::write_empty_sum(dst, m, n, accumulate, bias);
         return;
     }
     assert!(
