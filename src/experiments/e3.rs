@@ -113,6 +113,7 @@ pub fn run_cell<O: Ops>(
 ) -> Result<E3Cell> {
     let mut tcfg = cfg.train.clone();
     tcfg.seed = key.seed;
+    tcfg.eval_every = cfg.retrain_eval_every();
     tcfg.attn_mask = AttnMaskKind::None;
     let imp = imp_config(e3, group(&key.arm)?);
     let work = store.work_dir(key);

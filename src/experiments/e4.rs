@@ -73,6 +73,10 @@ pub struct E4Cell {
     /// The bias's drift (absent in cells from before it was recorded).
     #[serde(default)]
     pub drift: Option<BiasDrift>,
+    /// Steps to target: the ASA-initialised arm's training past the budget (with
+    /// `treated_budget_multiple` > 1).
+    #[serde(default)]
+    pub extension: Option<train::Extension>,
 }
 
 fn one() -> f32 {
@@ -82,6 +86,7 @@ fn one() -> f32 {
 /// Train cell `key`'s model (resuming its checkpoint if one is there).
 pub fn run_cell<O: Ops>(
     ops: O,
+    device: impl Fn() -> Result<O>,
     cfg: &ReproduceConfig,
     key: &CellKey,
     store: &CellStore,
@@ -133,7 +138,15 @@ pub fn run_cell<O: Ops>(
         }
     }
     let mean = |s: f64, n: usize| if n == 0 { f64::NAN } else { s / n as f64 };
+    let extension = if init == TagBiasInit::Asa {
+        cfg.extension_steps()
+            .map(|extra| train::extend(device()?, &tcfg, &opts.out_dir, extra, progress))
+            .transpose()?
+    } else {
+        None
+    };
     Ok(E4Cell {
+        extension,
         results,
         tag_bias_lr_scale: cfg.e4.tag_bias_lr_scale,
         drift: Some(BiasDrift {

@@ -71,6 +71,7 @@ pub fn run_cell<O: Ops>(
         .ok_or_else(|| Error::Config(format!("unknown E5 arm `{}`", key.arm)))?;
     let mut tcfg = cfg.train.clone();
     tcfg.seed = key.seed;
+    tcfg.eval_every = cfg.retrain_eval_every();
     tcfg.attn_mask = mask;
     let imp = ImpConfig {
         levels: cfg.e5.levels,

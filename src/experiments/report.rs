@@ -12,7 +12,7 @@ use super::plot::{self, Chart, Series, Style};
 use super::{load_config, ReproduceConfig, TrainCell};
 use crate::lth::Variant;
 use crate::stats::{self, BootstrapConfig, Interval};
-use crate::train::TrainResults;
+use crate::train::{self, TrainResults};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -197,6 +197,9 @@ pub struct NullArm {
     pub test_ppl: Estimate,
     /// ASA minus this arm's final validation perplexity.
     pub asa_minus_null: Estimate,
+    /// Per seed: this arm's steps to the dense run's target.
+    #[serde(default)]
+    pub steps_to_dense: Vec<StepsToTarget>,
 }
 
 /// E3 at one pruning level, across seeds.
@@ -344,6 +347,28 @@ impl StepsToTarget {
             reference_hit,
         }
     }
+}
+
+/// How steps to target are measured, for the report: the curve's cadence and subset, the
+/// target, and the treated arms' extension past the budget.
+fn steps_method(c: &ReproduceConfig) -> String {
+    let t = &c.train;
+    let mut s = format!(
+        "Steps to target: validation perplexity every {} steps on a fixed subset of the first {} validation tokens (the whole split where it is shorter); the target is the reference run's own final value on that curve, first reached at the step shown.",
+        t.eval_every, t.eval_tokens
+    );
+    match c.extension_steps() {
+        Some(x) => s += &format!(
+            " The treated arms train on past the budget of {} steps to {} ({}× it) at the schedule's floor learning rate ({:.1e}), so a miss within the budget is not yet censored; a run that misses the target by step {} is censored there and stays in the statistic. Final perplexities are those at the budget, like for like.\n",
+            t.steps,
+            t.steps + x,
+            c.treated_budget_multiple,
+            t.lr * t.min_lr_frac,
+            t.steps + x
+        ),
+        None => s += " A run that misses the target within the budget is censored there and stays in the statistic.\n",
+    }
+    s
 }
 
 /// Steps to target across seeds as a censoring-aware estimate: the Kaplan–Meier median of
@@ -582,6 +607,23 @@ fn valid_curve(c: &TrainCell) -> Vec<(u32, f64)> {
     curve_of(&c.results)
 }
 
+/// A treated arm's curve for steps to target: the run's periodic evaluations, then those of
+/// its extension past the budget; with the step budget that curve covers.
+fn extended_curve(r: &TrainResults, ext: Option<&train::Extension>) -> (Vec<(u32, f64)>, u32) {
+    let mut c = curve_of(r);
+    let mut budget = r.steps_done;
+    if let Some(x) = ext {
+        c.extend(
+            x.eval_curve
+                .iter()
+                .filter(|e| e.split == "valid")
+                .map(|e| (e.step, e.perplexity)),
+        );
+        budget += x.steps;
+    }
+    (c, budget)
+}
+
 /// Build the report of the run in `run_dir` into `out_dir` (report.md, summary.json, SVGs).
 /// `command` is the command line that reproduces the run, quoted in the report.
 pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Summary> {
@@ -699,7 +741,16 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                         .filter_map(|(s, _, a)| Some((*a, cell(arm, *s)?)))
                         .filter(|(_, n)| n.results.finished)
                         .collect();
+                    let steps_to_dense = pairs
+                        .iter()
+                        .filter_map(|(s, d, _)| {
+                            let n = cell(arm, *s).filter(|n| n.results.finished)?;
+                            let (curve, budget) = extended_curve(&n.results, n.extension.as_ref());
+                            Some(StepsToTarget::new(*s, &valid_curve(d), &curve, budget))
+                        })
+                        .collect();
                     (!runs.is_empty()).then(|| NullArm {
+                        steps_to_dense,
                         arm: arm.into(),
                         valid_ppl: across(
                             &runs.iter().filter_map(|(_, n)| vp(n)).collect::<Vec<_>>(),
@@ -723,7 +774,8 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
             steps_to_dense: pairs
                 .iter()
                 .map(|(s, d, a)| {
-                    StepsToTarget::new(*s, &valid_curve(d), &valid_curve(a), a.results.steps_done)
+                    let (curve, budget) = extended_curve(&a.results, a.extension.as_ref());
+                    StepsToTarget::new(*s, &valid_curve(d), &curve, budget)
                 })
                 .collect(),
         }
@@ -820,12 +872,8 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 steps_to_zero: pairs
                     .iter()
                     .map(|(s, z, a)| {
-                        StepsToTarget::new(
-                            *s,
-                            &curve_of(&z.results),
-                            &curve_of(&a.results),
-                            a.results.steps_done,
-                        )
+                        let (curve, budget) = extended_curve(&a.results, a.extension.as_ref());
+                        StepsToTarget::new(*s, &curve_of(&z.results), &curve, budget)
                     })
                     .collect(),
                 non_inferiority: non_inferiority(&diffs, cfg.e4.non_inferiority_margin * zero_mean),
@@ -1429,6 +1477,7 @@ fn markdown(s: &Summary, command: &str) -> String {
             num(&e2.dense_test_ppl, 3),
             num(&e2.asa_test_ppl, 3)
         );
+        let _ = writeln!(m, "{}", steps_method(&s.config));
         for x in &e2.steps_to_dense {
             let _ = writeln!(
                 m,
@@ -1444,16 +1493,17 @@ fn markdown(s: &Summary, command: &str) -> String {
         if !e2.nulls.is_empty() {
             let _ = writeln!(
                 m,
-                "\nThe nulls, trained with the same seeds, schedule and budget: `null-compat` applies the tag rule with a random symmetric tag-pair matrix of the ASA matrix's expected density, fixed per seed (any tag-keyed structure); `null-rows` is the ASA mask's row-matched random mask, redrawn per batch (less attention, placed at random). ASA beats its nulls only if its difference is below 0.\n\n| arm | final validation perplexity | final test perplexity | ASA − arm (validation) |\n|---|---|---|---|"
+                "\nThe nulls, trained with the same seeds, schedule and budget: `null-compat` applies the tag rule with a random symmetric tag-pair matrix of the ASA matrix's expected density, fixed per seed (any tag-keyed structure); `null-rows` is the ASA mask's row-matched random mask, redrawn per batch (less attention, placed at random). ASA beats its nulls only if its difference is below 0.\n\n| arm | final validation perplexity | final test perplexity | ASA − arm (validation) | steps to the dense target |\n|---|---|---|---|---|"
             );
             for n in &e2.nulls {
                 let _ = writeln!(
                     m,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     n.arm,
                     num(&n.valid_ppl, 3),
                     num(&n.test_ppl, 3),
-                    num(&n.asa_minus_null, 3)
+                    num(&n.asa_minus_null, 3),
+                    steps_claim(&n.steps_to_dense).text
                 );
             }
         }
@@ -1482,6 +1532,7 @@ fn markdown(s: &Summary, command: &str) -> String {
             num(&e4.zero_final_incompatible, 3),
             num(&e4.zero_final_compatible, 3),
         );
+        let _ = writeln!(m, "{}", steps_method(&s.config));
         for x in &e4.steps_to_zero {
             let _ = writeln!(
                 m,

@@ -968,3 +968,81 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     write_results(dir, &results)?;
     Ok(results)
 }
+
+/// Training continued past a finished run's budget at the schedule's floor learning rate,
+/// evaluated on the run's cadence and validation subset: how many steps an arm needs to reach
+/// a target it missed within the budget (steps to target, censored at the extension's end).
+/// Everything up to the budget — the final perplexities included — is the run's own, so the
+/// like-for-like comparison at the budget is untouched.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Extension {
+    /// Steps trained past `config.steps`.
+    pub steps: u32,
+    /// The (constant) learning rate of those steps: the schedule's floor.
+    pub lr: f32,
+    /// Validation evaluations at the run's cadence past the budget (split `valid`, the same
+    /// `eval_tokens` subset as the run's curve), the last at `config.steps + steps`.
+    pub eval_curve: Vec<EvalRecord>,
+}
+
+/// Continue the finished run in `dir` (its checkpoint at step `cfg.steps`, which is left as it
+/// is) for `extra` steps at the floor learning rate, with the run's data order, mask and
+/// optimiser state carried on; see [`Extension`]. Nothing is written: an interrupted extension
+/// starts again from the budget's checkpoint.
+pub fn extend<O: Ops>(
+    ops: O,
+    cfg: &TrainConfig,
+    dir: &Path,
+    extra: u32,
+    progress: bool,
+) -> Result<Extension> {
+    cfg.validate()?;
+    let path = dir.join(CKPT);
+    let ck = checkpoint::Checkpoint::open(&path)?;
+    let saved: TrainConfig = ck.meta_json("config")?;
+    let diff = cfg.differences(&saved);
+    if !diff.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: extending a run of another config ({})",
+            path.display(),
+            diff.join("; ")
+        )));
+    }
+    let done: u32 = ck.meta_json("step")?;
+    if done != cfg.steps {
+        return Err(Error::Config(format!(
+            "{}: the run stopped at step {done} of {}; only a finished run is extended",
+            path.display(),
+            cfg.steps
+        )));
+    }
+    let data = RunData::load(cfg)?;
+    let plan = MaskPlan::new(cfg, &data.vocab)?;
+    let mut model = cfg.new_model(ops, data.vocab.len())?;
+    ck.restore(&mut model)?;
+    let mut rng: Rng = ck.meta_json("rng")?;
+    let (b, t) = (cfg.batch, cfg.seq_len);
+    let end = cfg.steps + extra;
+    let mut out = Extension {
+        steps: extra,
+        lr: schedule::lr_at(end, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr_frac),
+        eval_curve: vec![],
+    };
+    let log_lines = progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = std::time::Instant::now();
+    for step in cfg.steps + 1..=end {
+        let rec = train_step(&mut model, cfg, &plan, &data.train, &mut rng, step, step)?;
+        if (cfg.eval_every > 0 && step % cfg.eval_every == 0) || step == end {
+            let s = evaluate(&mut model, &plan, &data.valid, b, t, Some(cfg.eval_tokens))?;
+            out.eval_curve.push(eval_record(step, "valid", s));
+        }
+        if log_lines && (last_line.elapsed().as_secs() >= LOG_EVERY_SECS || step == end) {
+            last_line = std::time::Instant::now();
+            eprintln!(
+                "extension step {step}/{end}  loss {:.4}  lr {:.2e}",
+                rec.loss, rec.lr
+            );
+        }
+    }
+    Ok(out)
+}
