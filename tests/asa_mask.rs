@@ -12,6 +12,7 @@ use asa_lth::mask::asa::{
     apply_cross_sentence, sentence_starts, AsaMaskBuilder, CrossSentence, RefineOptions, Refiner,
     UnknownTag,
 };
+use asa_lth::mask::tiles::{occupied_blocks, tag_grouped_ranks};
 use asa_lth::mask::{BitMask, TileClass, TileMap};
 use asa_lth::rng::Rng;
 use std::path::{Path, PathBuf};
@@ -702,4 +703,87 @@ fn random_compat_matrix_matches_the_density_and_round_trips() {
         let e = bad.parse::<CompatChoice>().unwrap_err().to_string();
         assert!(e.contains(says), "{bad}: {e}");
     }
+}
+
+/// The definition of a reordered block count, pair by pair.
+fn occupied_oracle(m: &BitMask, b: usize, h: usize, rank: &[u32], tile: usize) -> usize {
+    let t = m.t();
+    let nt = t.div_ceil(tile);
+    let mut occ = vec![false; nt * nt];
+    for i in 0..t {
+        for j in 0..=i {
+            if m.get(b, h, i, j) {
+                occ[rank[i] as usize / tile * nt + rank[j] as usize / tile] = true;
+            }
+        }
+    }
+    occ.iter().filter(|&&o| o).count()
+}
+
+#[test]
+fn occupied_blocks_match_the_definition_in_text_and_tag_order() {
+    let mut rng = Rng::new(21);
+    for &t in &[1usize, 31, 32, 33, 100, 129, 257] {
+        let tags = random_tags(&mut rng, t);
+        let set = CompatSet::shared(random_matrix(&mut rng, 0.3));
+        let asa = AsaMaskBuilder::new(&set).build(&tags, 1, t).unwrap();
+        let dens = rng.uniform();
+        // Bits above the diagonal too: the count must ignore them (causality).
+        let random = BitMask::from_fn(1, 1, t, |_, _, _, _| rng.bernoulli(dens));
+        let natural: Vec<u32> = (0..t as u32).collect();
+        let grouped = tag_grouped_ranks(&tags);
+        // The grouped order is a permutation sorting by (tag, position).
+        let mut order: Vec<usize> = (0..t).collect();
+        order.sort_by_key(|&i| grouped[i]);
+        assert!(order
+            .windows(2)
+            .all(|w| (tags[w[0]], w[0]) < (tags[w[1]], w[1])));
+        for m in [&asa, &random] {
+            for tile in [16, 64] {
+                for rank in [&natural, &grouped] {
+                    assert_eq!(
+                        occupied_blocks(m, 0, 0, rank, tile).unwrap(),
+                        occupied_oracle(m, 0, 0, rank, tile),
+                        "T={t} tile={tile}"
+                    );
+                }
+                // In text order the count is TileMap's non-empty blocks.
+                let (e, f, p) = TileMap::from_mask(m, tile).unwrap().counts();
+                assert_eq!(
+                    occupied_blocks(m, 0, 0, &natural, tile).unwrap(),
+                    f + p,
+                    "T={t} tile={tile}: {e} empty"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn grouping_by_tag_empties_the_blocks_of_incompatible_tags() {
+    // Two alternating tags that see only themselves: every text-order block is occupied,
+    // while grouped by tag the cross blocks are empty.
+    let t = 256;
+    let tags: Vec<u8> = (0..t)
+        .map(|i| if i % 2 == 0 { Upos::Noun } else { Upos::Verb } as u8)
+        .collect();
+    let mask = AsaMaskBuilder::new(&CompatSet::shared(CompatMatrix::diagonal()))
+        .build(&tags, 1, t)
+        .unwrap();
+    let natural: Vec<u32> = (0..t as u32).collect();
+    let nt = t / 64;
+    assert_eq!(
+        occupied_blocks(&mask, 0, 0, &natural, 64).unwrap(),
+        nt * (nt + 1) / 2
+    );
+    // Grouped: each tag holds two 64-blocks; within a group the order is the text order, so
+    // each group's own 2×2 blocks are a triangle (3 occupied), the cross blocks empty.
+    assert_eq!(
+        occupied_blocks(&mask, 0, 0, &tag_grouped_ranks(&tags), 64).unwrap(),
+        6
+    );
+    // A rank that is not a permutation is an error, not a count.
+    let mut bad = natural.clone();
+    bad[1] = 0;
+    assert!(occupied_blocks(&mask, 0, 0, &bad, 64).is_err());
 }

@@ -8,7 +8,7 @@ use asa_lth::backend::cpu::Cpu;
 use asa_lth::data::{CorpusSource, Vocab};
 use asa_lth::experiments::alignment::{self, AlignOptions};
 use asa_lth::experiments::cells::{CellKey, Shard};
-use asa_lth::experiments::{self, report, ReproduceConfig, Scale};
+use asa_lth::experiments::{self, report, ReproduceConfig, Scale, TrainCell};
 use asa_lth::ling::compat::{CompatMatrix, CompatSet};
 use asa_lth::mask::asa::AsaMaskBuilder;
 use asa_lth::model::{Gpt, GptConfig};
@@ -228,6 +228,52 @@ fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
     assert_eq!(s.e1.len(), 1 + cfg.train.n_layer * cfg.train.n_head);
     let e2 = s.e2.as_ref().expect("E2 summary");
     assert_eq!(e2.steps_to_dense.len(), 2);
+    // Steps to target: the treated arms train on to 2× the budget at the floor learning
+    // rate, the dense reference does not; the budget of a censored seed is the extension's.
+    let store = experiments::open_run(&dir, &cfg).unwrap();
+    let steps = cfg.train.steps;
+    for seed in [1, 2] {
+        for arm in ["asa", "null-rows", "null-compat"] {
+            let c: TrainCell = store
+                .load::<TrainCell>(&CellKey::new("train", arm, seed))
+                .unwrap()
+                .unwrap()
+                .result;
+            let x = c.extension.expect("treated arms are extended");
+            assert_eq!(x.steps, steps, "{arm}");
+            let floor = cfg.train.lr * cfg.train.min_lr_frac;
+            assert!((x.lr - floor).abs() <= 1e-6 * floor, "{arm}: lr {}", x.lr);
+            let at: Vec<u32> = x.eval_curve.iter().map(|e| e.step).collect();
+            assert_eq!(at, [24, 32], "{arm}: evaluations past the budget");
+            // Final perplexities stay those at the budget.
+            assert_eq!(c.results.steps_done, steps);
+        }
+        let d: TrainCell = store
+            .load::<TrainCell>(&CellKey::new("train", "dense", seed))
+            .unwrap()
+            .unwrap()
+            .result;
+        assert!(d.extension.is_none());
+    }
+    for x in &e2.steps_to_dense {
+        assert_eq!(x.budget, 2 * steps);
+    }
+    // E5: the fine-tune's dense control, forward-only interleaved rates, and the IMP
+    // controls of both pruned arms.
+    for a in &s.e5 {
+        let c = a.dense_extra_valid_ppl.as_ref().expect("the control ran");
+        assert!(c.estimate.is_finite() && c.estimate > 1.0, "{}", a.arm);
+        assert!(a.finetuned_minus_dense_extra.is_some() && a.interleaved);
+        assert!(a.speedup.estimate > 0.0 && a.speedup.estimate.is_finite());
+    }
+    let h = s.e5_hybrid.as_ref().expect("E5 hybrid");
+    let rows: Vec<&str> = h.valid_ppl.iter().map(|(a, _)| a.as_str()).collect();
+    for arm in ["lth-ffn", "hybrid"] {
+        for c in ["re-init control", "shuffled mask control"] {
+            assert!(rows.contains(&format!("{arm} ({c})").as_str()), "{rows:?}");
+        }
+    }
+    assert!(md.contains("dense + the same extra steps") && md.contains("(re-init control)"));
     assert!(e2.dense_valid_ppl.estimate.is_finite() && e2.asa_valid_ppl.estimate.is_finite());
     assert!(e2.dense_valid_ppl.lo <= e2.dense_valid_ppl.estimate);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -243,7 +289,19 @@ fn reproduce_writes_each_cell_once_and_resumes_without_recomputing() {
     let h = s.e5_hybrid.as_ref().expect("E5 hybrid");
     assert!((h.ffn_remaining - 0.8).abs() < 0.01, "{}", h.ffn_remaining);
     let arms: Vec<&str> = h.valid_ppl.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(arms, ["dense", "asa", "lth-ffn", "hybrid"]);
+    assert_eq!(
+        arms,
+        [
+            "dense",
+            "asa",
+            "lth-ffn",
+            "lth-ffn (re-init control)",
+            "lth-ffn (shuffled mask control)",
+            "hybrid",
+            "hybrid (re-init control)",
+            "hybrid (shuffled mask control)"
+        ]
+    );
     assert!(h
         .valid_ppl
         .iter()

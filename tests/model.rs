@@ -307,7 +307,16 @@ fn ffn24_forward_matches_the_dense_forward_of_the_projected_weights() {
         "the projection must change the model"
     );
     model.enable_ffn24().unwrap();
-    model.forward(&x, &y, b, t, None).unwrap();
+    // Suspending the compressed weights runs the dense path; resuming them runs the compressed
+    // one again, bit for bit, without compressing again (interleaved timing relies on it).
+    let held = model.suspend_ffn24().expect("enabled");
+    assert!(!model.ffn24_enabled());
+    let suspended = model.forward(&x, &y, b, t, None).unwrap();
+    assert_eq!(suspended.sum.to_bits(), dense_after.sum.to_bits());
+    model.resume_ffn24(held);
+    assert!(model.ffn24_enabled());
+    let resumed = model.forward(&x, &y, b, t, None).unwrap();
+    assert_eq!(resumed.sum.to_bits(), sparse.sum.to_bits());
     let e = model.backward(None).unwrap_err().to_string();
     assert!(e.contains("inference-only"), "{e}");
 }

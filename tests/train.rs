@@ -565,3 +565,57 @@ fn cross_sentence_policy_shapes_the_training_masks() {
     assert_eq!(back.cross_sentence, CrossSentence::Block);
     assert!(c.tags_label().contains("cross-sentence keys block"));
 }
+
+#[test]
+fn an_extension_carries_a_finished_run_on_at_the_floor_and_leaves_its_checkpoint() {
+    let cfg = small();
+    let dir = tmpdir("extend");
+    let r = train::run(Cpu, &cfg, &opts(&dir, false, None)).unwrap();
+    let ckpt = dir.join("checkpoint.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let x = train::extend(Cpu, &cfg, &dir, 16, false).unwrap();
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "the budget's checkpoint is kept"
+    );
+    assert_eq!(x.steps, 16);
+    let floor = cfg.lr * cfg.min_lr_frac;
+    assert!((x.lr - floor).abs() <= 1e-6 * floor, "lr {}", x.lr);
+    // The run's cadence (every 8) past the budget of 24, on the run's subset.
+    let at: Vec<(u32, usize)> = x.eval_curve.iter().map(|e| (e.step, e.tokens)).collect();
+    let subset = r
+        .eval_curve
+        .iter()
+        .find(|e| e.split == "valid")
+        .unwrap()
+        .tokens;
+    assert_eq!(at, [(32, subset), (40, subset)]);
+    // The trained model is carried on (not restarted), and the extension is deterministic.
+    let last = r
+        .eval_curve
+        .iter()
+        .rfind(|e| e.split == "valid")
+        .unwrap()
+        .perplexity;
+    let early = r.eval_curve[0].perplexity;
+    let first = x.eval_curve[0].perplexity;
+    assert!(
+        first < 1.2 * last && first < early,
+        "extension starts at {first}, the run was at {early} by step 8 and ended at {last}"
+    );
+    assert_eq!(train::extend(Cpu, &cfg, &dir, 16, false).unwrap(), x);
+    // Only a finished run of the same config is extended.
+    let part = tmpdir("extend-part");
+    train::run(Cpu, &cfg, &opts(&part, false, Some(10))).unwrap();
+    let e = train::extend(Cpu, &cfg, &part, 8, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stopped at step 10 of 24"), "{e}");
+    let mut other = cfg.clone();
+    other.lr *= 2.0;
+    let e = train::extend(Cpu, &other, &dir, 8, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another config") && e.contains("lr"), "{e}");
+}

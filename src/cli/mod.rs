@@ -103,6 +103,15 @@ pub(crate) enum AsaCommand {
         #[command(flatten)]
         args: crate::cli::asa::StatsArgs,
     },
+    /// Tiles a block-sparse kernel could skip under the ASA mask at T 128…8192, in text
+    /// order and regrouped by tag, against the causal mask: the best speed-up any
+    /// tile-skipping kernel can get from it.
+    Tiles {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        #[command(flatten)]
+        args: crate::cli::asa::TilesArgs,
+    },
     /// Draw one sentence's mask as an SVG heatmap (and as text).
     Show {
         #[command(flatten)]
@@ -122,6 +131,7 @@ pub(crate) fn asa_cmd(c: AsaCommand) -> Result<()> {
         AsaCommand::TrainTagger(a) => asa::train_tagger(&a, &mut out),
         AsaCommand::Tag(a) => asa::tag(&a, &mut std::io::stdin().lock(), &mut out),
         AsaCommand::Stats { corpus, args } => asa::stats(&corpus.source()?, &args, &mut out),
+        AsaCommand::Tiles { corpus, args } => asa::tiles(&corpus.source()?, &args, &mut out),
         AsaCommand::Show { corpus, args } => asa::show(&corpus.source()?, &args, &mut out),
     }
 }

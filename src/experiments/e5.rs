@@ -7,7 +7,7 @@
 use super::cells::{CellKey, CellStore};
 use super::ReproduceConfig;
 use crate::backend::Ops;
-use crate::lth::{self, ImpConfig, ImpOptions, PrunableGroups, Variant};
+use crate::lth::{self, Control, ImpConfig, ImpOptions, PrunableGroups, Variant};
 use crate::train::AttnMaskKind;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,11 @@ pub struct E5Level {
     pub remaining_fraction: f64,
     pub valid_perplexity: f64,
     pub test_perplexity: f64,
+    /// The controls at this level (random re-init with the ticket's mask, trained from step
+    /// 1; the layerwise-shuffled mask on the rewound weights): `(variant, valid, test)`
+    /// perplexities. Empty in cells from before E5 ran them.
+    #[serde(default)]
+    pub controls: Vec<(Variant, f64, f64)>,
 }
 
 /// An `e5/<arm>/seed-s` cell.
@@ -78,7 +83,9 @@ pub fn run_cell<O: Ops>(
         prune_fraction: cfg.e5.prune_fraction,
         rewind_step: cfg.e5.rewind_step,
         groups: PrunableGroups::Ffn,
-        controls: vec![],
+        // The controls E3 runs: whether a pruned FFN's perplexity is the ticket's (its
+        // weights' early values) or the mask's alone.
+        controls: vec![Control::RandomReinit, Control::LayerwiseShuffle],
         ..ImpConfig::default()
     };
     let mut opts = ImpOptions::new(store.work_dir(key));
@@ -95,6 +102,16 @@ pub fn run_cell<O: Ops>(
                 remaining_fraction: m.remaining_fraction,
                 valid_perplexity: m.valid_perplexity,
                 test_perplexity: m.test_perplexity,
+                controls: imp
+                    .variants(l)
+                    .into_iter()
+                    .filter(|&v| v != Variant::Ticket)
+                    .filter_map(|v| {
+                        outcome
+                            .get(l, v)
+                            .map(|x| (v, x.valid_perplexity, x.test_perplexity))
+                    })
+                    .collect(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

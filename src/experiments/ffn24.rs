@@ -3,8 +3,8 @@
 //! compare perplexity, inference throughput and FFN weight memory of the compressed 2:4 path
 //! with the dense path on the same device.
 
-use crate::backend::Ops;
-use crate::data::TokenStream;
+use crate::backend::{MaskRef, Ops, IGNORE_INDEX};
+use crate::data::{EvalWindows, TokenStream};
 use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::train::{self, MaskPlan, RunData, TrainConfig};
@@ -48,7 +48,9 @@ pub struct Ffn24Result {
     /// After fine-tuning, through the compressed 2:4 GEMM (must equal the masked dense path
     /// up to summation order).
     pub compressed_valid_ppl: f64,
-    /// Inference (forward-only) tokens/s, median of the repeats.
+    /// Inference tokens/s, median of the repeats: forward-only and interleaved with the
+    /// other path (see [`forward_rates`]) where `interleaved`, else (cells from before it)
+    /// one evaluation pass per path, mask building and loss included.
     pub dense_tokens_per_sec: f64,
     pub compressed_tokens_per_sec: f64,
     /// FFN weight bytes: dense f32, and 2:4-compressed (values + metadata).
@@ -56,29 +58,99 @@ pub struct Ffn24Result {
     pub ffn_compressed_bytes: u64,
     /// Device memory held by the backend, if it accounts it (dense, then compressed path).
     pub device_peak_bytes: Option<(u64, u64)>,
+    /// The control for the fine-tune: the dense model trained the same extra steps on the
+    /// same batches at the same rate, without the 2:4 masks (None in cells from before it).
+    #[serde(default)]
+    pub dense_extra_valid_ppl: Option<f64>,
+    #[serde(default)]
+    pub dense_extra_test_ppl: Option<f64>,
+    /// Whether the rates are forward-only and interleaved.
+    #[serde(default)]
+    pub interleaved: bool,
+    /// The process's peak resident memory after the measurements (CPU; None where the OS
+    /// does not say).
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
 }
 
-/// Forward-only tokens/s over the first `tokens` scored tokens of `stream`: median of
-/// `repeats` passes (after one warm-up pass), timed by the backend's timer.
-fn inference_rate<O: Ops>(
+/// Forward-only tokens/s of the dense and the 2:4-compressed FFN path, medians of `repeats`
+/// passes each over the first `tokens` scored tokens of `stream`. The batches and their masks
+/// are built and uploaded before any timer starts, so a pass times the model's forward alone
+/// (the fused LM head's cross-entropy is part of it); the two paths alternate within each
+/// repeat, in alternating order, so drift in the machine's speed (other jobs, clocks) falls
+/// on both; one untimed pass of each warms up first. `model` must have the 2:4 path enabled.
+fn forward_rates<O: Ops>(
     model: &mut Gpt<O>,
     plan: &MaskPlan,
     stream: &TokenStream,
     cfg: &TrainConfig,
     tokens: usize,
     repeats: usize,
-) -> Result<f64> {
-    let mut rates = Vec::with_capacity(repeats);
-    for rep in 0..=repeats {
-        let timer = model.ops.start_timer()?;
-        let s = train::evaluate(model, plan, stream, cfg.batch, cfg.seq_len, Some(tokens))?;
-        let secs = timer.stop()?;
-        if rep > 0 {
-            rates.push(s.count as f64 / secs.max(1e-12));
+) -> Result<(f64, f64)> {
+    if model.tag_bias_enabled() || !model.ffn24_enabled() {
+        return Err(Error::Config(
+            "ffn24 timing: needs the 2:4 path enabled and no tag bias".into(),
+        ));
+    }
+    let mut batches = Vec::new();
+    let mut scored = 0;
+    for (i, batch) in EvalWindows::new(stream, cfg.batch, cfg.seq_len)?.enumerate() {
+        let bits = match plan.words(&batch, u64::MAX - i as u64)? {
+            Some(w) => Some(model.ops.upload_idx(&w)?),
+            None => None,
+        };
+        scored += batch.targets.iter().filter(|&&y| y != IGNORE_INDEX).count();
+        batches.push((batch, bits));
+        if scored >= tokens {
+            break;
         }
     }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[rates.len() / 2])
+    let pass = |model: &mut Gpt<O>| -> Result<f64> {
+        let timer = model.ops.start_timer()?;
+        let mut n = 0;
+        for (batch, bits) in &batches {
+            let mask = bits.as_ref().map(|bits| MaskRef {
+                bits,
+                per_head: false,
+            });
+            n += model
+                .forward(&batch.tokens, &batch.targets, batch.b, batch.t, mask)?
+                .count;
+        }
+        Ok(n as f64 / timer.stop()?.max(1e-12))
+    };
+    let mut held = model.suspend_ffn24();
+    let mut timed = |model: &mut Gpt<O>, compressed: bool| -> Result<f64> {
+        // Switch paths without compressing again.
+        match (compressed, held.take()) {
+            (true, Some(w)) => model.resume_ffn24(w),
+            (false, None) => held = model.suspend_ffn24(),
+            (_, w) => held = w,
+        }
+        pass(model)
+    };
+    let (mut dense, mut comp) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
+    timed(model, false)?;
+    timed(model, true)?;
+    for rep in 0..repeats {
+        for compressed in [rep % 2 == 1, rep % 2 == 0] {
+            let r = timed(model, compressed)?;
+            if compressed {
+                comp.push(r);
+            } else {
+                dense.push(r);
+            }
+        }
+    }
+    // Leave the model as it came: the 2:4 path on.
+    if let Some(w) = held {
+        model.resume_ffn24(w);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(dense), median(comp)))
 }
 
 /// Run the projection, fine-tuning and measurements on `model` (trained per `cfg` on `data`).
@@ -97,39 +169,54 @@ pub fn run<O: Ops>(
         Ok(train::evaluate(m, &plan, s, b, t, None)?.mean().exp())
     };
     let dense_valid_ppl = ppl(model, &data.valid)?;
-    let dense_rate = inference_rate(model, &plan, &data.valid, cfg, f.timed_tokens, f.repeats)?;
-    let dense_peak = model.ops.memory().map(|m| m.peak_bytes);
-
-    // Project: enable_ffn24 sets the 2:4 prune masks; fine-tune on the dense path with them.
-    model.enable_ffn24()?;
-    model.disable_ffn24();
-    let oneshot_valid_ppl = ppl(model, &data.valid)?;
     let ft = TrainConfig {
         steps: f.finetune_steps,
         lr: cfg.lr * f.lr_frac,
         warmup: 0,
         ..cfg.clone()
     };
-    let mut rng = Rng::new(cfg.seed ^ 0xF1_4E24);
-    for step in 1..=f.finetune_steps {
-        // The optimiser state carries on from training (step count continues).
-        train::train_step(
-            model,
-            &ft,
-            &plan,
-            &data.train,
-            &mut rng,
-            step,
-            cfg.steps + step,
-        )?;
-    }
+    // The same batches for the control and the 2:4 fine-tune; the optimiser state carries on
+    // from training (its step count continues).
+    let finetune = |model: &mut Gpt<O>| -> Result<()> {
+        let mut rng = Rng::new(cfg.seed ^ 0xF1_4E24);
+        for step in 1..=f.finetune_steps {
+            train::train_step(
+                model,
+                &ft,
+                &plan,
+                &data.train,
+                &mut rng,
+                step,
+                cfg.steps + step,
+            )?;
+        }
+        Ok(())
+    };
+    // The control: the dense model trained the same extra steps (what they alone buy), then
+    // put back as it was.
+    let state: std::collections::HashMap<String, Vec<f32>> = model
+        .state()?
+        .into_iter()
+        .map(|t| (t.name, t.values))
+        .collect();
+    finetune(model)?;
+    let dense_extra_valid_ppl = ppl(model, &data.valid)?;
+    let dense_extra_test_ppl = ppl(model, &data.test)?;
+    model.load_state(|name| state.get(name).cloned())?;
+
+    // Project: enable_ffn24 sets the 2:4 prune masks; fine-tune on the dense path with them.
+    model.enable_ffn24()?;
+    model.disable_ffn24();
+    let oneshot_valid_ppl = ppl(model, &data.valid)?;
+    finetune(model)?;
     let finetuned_valid_ppl = ppl(model, &data.valid)?;
     let finetuned_test_ppl = ppl(model, &data.test)?;
 
     model.enable_ffn24()?;
     let compressed_valid_ppl = ppl(model, &data.valid)?;
-    let compressed_rate =
-        inference_rate(model, &plan, &data.valid, cfg, f.timed_tokens, f.repeats)?;
+    let dense_peak = model.ops.memory().map(|m| m.peak_bytes);
+    let (dense_rate, compressed_rate) =
+        forward_rates(model, &plan, &data.valid, cfg, f.timed_tokens, f.repeats)?;
     let compressed_peak = model.ops.memory().map(|m| m.peak_bytes);
     model.disable_ffn24();
 
@@ -153,5 +240,9 @@ pub fn run<O: Ops>(
         ffn_dense_bytes: dense_bytes,
         ffn_compressed_bytes: comp_bytes,
         device_peak_bytes: dense_peak.zip(compressed_peak),
+        dense_extra_valid_ppl: Some(dense_extra_valid_ppl),
+        dense_extra_test_ppl: Some(dense_extra_test_ppl),
+        interleaved: true,
+        peak_rss_bytes: crate::io::peak_rss_bytes(),
     })
 }

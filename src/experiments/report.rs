@@ -254,6 +254,15 @@ pub struct E5Arm {
     pub compressed_tokens_per_sec: Estimate,
     /// Compressed FFN weight bytes over dense.
     pub ffn_bytes_ratio: f64,
+    /// The fine-tune's control: the dense model trained the same extra steps (None: cells
+    /// from before it).
+    pub dense_extra_valid_ppl: Option<Estimate>,
+    /// Fine-tuned 2:4 minus that control, per seed (validation perplexity).
+    pub finetuned_minus_dense_extra: Option<Estimate>,
+    /// Whether every seed's rates are forward-only and interleaved.
+    pub interleaved: bool,
+    /// Peak resident memory of the cells' processes, bytes (the largest; CPU).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// E5's hybrid comparison: final validation perplexity of each arm across seeds.
@@ -823,6 +832,18 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 dense_tokens_per_sec: vl(&|r| r.dense_tokens_per_sec),
                 compressed_tokens_per_sec: vl(&|r| r.compressed_tokens_per_sec),
                 ffn_bytes_ratio: first.ffn_compressed_bytes as f64 / first.ffn_dense_bytes as f64,
+                dense_extra_valid_ppl: cs
+                    .iter()
+                    .map(|c| c.dense_extra_valid_ppl)
+                    .collect::<Option<Vec<f64>>>()
+                    .map(|v| across(&v)),
+                finetuned_minus_dense_extra: cs
+                    .iter()
+                    .map(|c| Some(c.finetuned_valid_ppl - c.dense_extra_valid_ppl?))
+                    .collect::<Option<Vec<f64>>>()
+                    .map(|v| across(&v)),
+                interleaved: cs.iter().all(|c| c.interleaved),
+                peak_rss_bytes: cs.iter().filter_map(|c| c.peak_rss_bytes).max(),
             })
         })
         .collect();
@@ -917,6 +938,27 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
             let t: Vec<f64> = lasts.iter().map(|l| l.test_perplexity).collect();
             valid.push((arm.to_string(), across(&v)));
             test.push((arm.to_string(), across(&t)));
+            // Its controls at the last level, where every seed ran them.
+            for (variant, name) in [
+                (Variant::RandomReinit, "re-init"),
+                (Variant::LayerwiseShuffle, "shuffled mask"),
+            ] {
+                let pick = |l: &&super::e5::E5Level| {
+                    l.controls
+                        .iter()
+                        .find(|c| c.0 == variant)
+                        .map(|c| (c.1, c.2))
+                };
+                let got: Option<Vec<(f64, f64)>> = lasts.iter().map(pick).collect();
+                if let Some(got) = got.filter(|g| !g.is_empty()) {
+                    let label = format!("{arm} ({name} control)");
+                    valid.push((
+                        label.clone(),
+                        across(&got.iter().map(|g| g.0).collect::<Vec<_>>()),
+                    ));
+                    test.push((label, across(&got.iter().map(|g| g.1).collect::<Vec<_>>())));
+                }
+            }
         }
         E5Hybrid {
             ffn_remaining: remaining,
@@ -1550,7 +1592,7 @@ fn markdown(s: &Summary, command: &str) -> String {
     if let Some(h) = &s.e5_hybrid {
         let _ = writeln!(
             m,
-            "## E5: hybrid — ASA mask + Lottery Ticket pruning of the FFN\n\nThe pruned arms run IMP with rewinding on the FFN weights down to {:.1}% remaining; `lth-ffn` attends causally, `hybrid` with the ASA mask.\n\n| arm | final validation perplexity | final test perplexity |\n|---|---|---|",
+            "## E5: hybrid — ASA mask + Lottery Ticket pruning of the FFN\n\nThe pruned arms run IMP with rewinding on the FFN weights down to {:.1}% remaining; `lth-ffn` attends causally, `hybrid` with the ASA mask. Each has the controls E3 uses, at the last level: the ticket's mask on a random re-initialisation (trained from step 1) and a layerwise-shuffled mask of the same sparsity on the rewound weights — a ticket is a ticket only if it beats both.\n\n| arm | final validation perplexity | final test perplexity |\n|---|---|---|",
             100.0 * h.ffn_remaining
         );
         for ((arm, v), (_, t)) in h.valid_ppl.iter().zip(&h.test_ppl) {
@@ -1561,18 +1603,26 @@ fn markdown(s: &Summary, command: &str) -> String {
     if !s.e5.is_empty() {
         let _ = writeln!(
             m,
-            "## E5: FFN projected to 2:4, fine-tuned ({} steps), and run through the 2:4 GEMM\n\nOne-shot magnitude projection of every FFN weight to 2:4, then fine-tuning with the 2:4 masks held; inference throughput is forward-only tokens/s on the training device, the compressed 2:4 path against the dense path in the same run (median of {} passes).\n\n| arm | valid ppl dense | one-shot 2:4 | fine-tuned 2:4 | through the 2:4 GEMM | test ppl (2:4) | tokens/s dense | tokens/s 2:4 | speed ratio | FFN bytes ratio |\n|---|---|---|---|---|---|---|---|---|---|",
+            "## E5: FFN projected to 2:4, fine-tuned ({} steps), and run through the 2:4 GEMM\n\nOne-shot magnitude projection of every FFN weight to 2:4, then fine-tuning with the 2:4 masks held. The control trains the dense model for the same extra steps on the same batches at the same rate without the masks: the 2:4 model beats dense only if it beats that control (fine-tuned − control below 0). Inference throughput: {}, the compressed 2:4 path against the dense path on the training device (median of {} passes each).\n\n| arm | valid ppl dense | dense + the same extra steps | one-shot 2:4 | fine-tuned 2:4 | fine-tuned − control | through the 2:4 GEMM | test ppl (2:4) | tokens/s dense | tokens/s 2:4 | speed ratio | FFN bytes ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|",
             s.config.ffn24.finetune_steps,
+            if s.e5.iter().all(|a| a.interleaved) {
+                "forward-only tokens/s (batches and masks built before the timer; the two paths alternate within each repeat)"
+            } else {
+                "tokens/s of an evaluation pass (mask building and loss included; cells from before forward-only interleaved timing)"
+            },
             s.config.ffn24.repeats
         );
+        let opt = |e: &Option<Estimate>, d: usize| e.as_ref().map_or("—".into(), |e| num(e, d));
         for a in &s.e5 {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} |",
                 a.arm,
                 num(&a.dense_valid_ppl, 2),
+                opt(&a.dense_extra_valid_ppl, 2),
                 num(&a.oneshot_valid_ppl, 2),
                 num(&a.finetuned_valid_ppl, 2),
+                opt(&a.finetuned_minus_dense_extra, 2),
                 num(&a.compressed_valid_ppl, 2),
                 num(&a.finetuned_test_ppl, 2),
                 num(&a.dense_tokens_per_sec, 0),
@@ -1583,7 +1633,15 @@ fn markdown(s: &Summary, command: &str) -> String {
         }
         let _ = writeln!(
             m,
-            "\nThe ASA arm with 2:4 FFN is the deployment form of the hybrid (ASA mask + sparse FFN).\n"
+            "\nThe ASA arm with 2:4 FFN is the deployment form of the hybrid (ASA mask + sparse FFN).{}\n",
+            s.e5
+                .iter()
+                .filter_map(|a| a.peak_rss_bytes)
+                .max()
+                .map_or(String::new(), |b| format!(
+                    " Peak resident memory of the cells' processes (measured, whole process): {:.0} MiB.",
+                    b as f64 / (1u64 << 20) as f64
+                ))
         );
     }
     for e in &s.e3 {

@@ -305,3 +305,71 @@ impl TileMap {
         }
     }
 }
+
+/// Blocks a tile-skipping kernel must visit for one `(b, h)` of `mask` when queries and keys
+/// are laid out in another order: position `i` moves to `rank[i]` (a permutation of `0..T`,
+/// applied to both axes, which attention without position-dependent kernels allows). Counts
+/// the `tile × tile` blocks of the reordered effective mask `E(i, j) = M(i, j) ∧ (j ≤ i)` that
+/// hold at least one allowed pair. In the identity order this is the non-empty count of
+/// [`TileMap`]; in a tag-grouped order ([`tag_grouped_ranks`]) causality no longer keeps the
+/// upper triangle empty, so the count can rise as well as fall.
+pub fn occupied_blocks(
+    mask: &BitMask,
+    b: usize,
+    h: usize,
+    rank: &[u32],
+    tile: usize,
+) -> Result<usize> {
+    let t = mask.t();
+    if tile == 0 || b >= mask.b() || h >= mask.heads() {
+        return Err(Error::Mask(format!(
+            "occupied_blocks: tile {tile}, sequence {b} of {}, head {h} of {}",
+            mask.b(),
+            mask.heads()
+        )));
+    }
+    let mut seen = vec![false; t];
+    for &r in rank {
+        if (r as usize) >= t || std::mem::replace(&mut seen[r as usize], true) {
+            return Err(Error::Mask(format!(
+                "occupied_blocks: rank is not a permutation of 0..{t} (entry {r})"
+            )));
+        }
+    }
+    if rank.len() != t {
+        return Err(Error::Mask(format!(
+            "occupied_blocks: {} ranks for T = {t}",
+            rank.len()
+        )));
+    }
+    let nt = t.div_ceil(tile);
+    let key_tile: Vec<usize> = rank.iter().map(|&r| r as usize / tile).collect();
+    let mut occupied = vec![false; nt * nt];
+    for (i, &ri) in rank.iter().enumerate() {
+        let base = ri as usize / tile * nt;
+        for (w, &word) in mask.row(b, h, i).iter().enumerate().take(i / 32 + 1) {
+            let mut bits = word;
+            while bits != 0 {
+                let j = w * 32 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if j > i {
+                    break;
+                }
+                occupied[base + key_tile[j]] = true;
+            }
+        }
+    }
+    Ok(occupied.iter().filter(|&&o| o).count())
+}
+
+/// The order that groups positions by tag: `rank[i]` of position `i` when positions are
+/// sorted by `(tag, position)`.
+pub fn tag_grouped_ranks(tags: &[u8]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..tags.len() as u32).collect();
+    order.sort_by_key(|&i| (tags[i as usize], i));
+    let mut rank = vec![0u32; tags.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    rank
+}

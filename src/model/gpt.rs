@@ -881,6 +881,18 @@ impl<O: Ops> Gpt<O> {
         self.ffn24 = None;
     }
 
+    /// Take the compressed FFN weights out (the forward runs dense), to put back with
+    /// [`resume_ffn24`](Self::resume_ffn24) without compressing again: alternating the two
+    /// paths for interleaved timing.
+    pub fn suspend_ffn24(&mut self) -> Option<Ffn24Weights<O>> {
+        self.ffn24.take().map(Ffn24Weights)
+    }
+
+    /// Put back weights from [`suspend_ffn24`](Self::suspend_ffn24) of this model.
+    pub fn resume_ffn24(&mut self, w: Ffn24Weights<O>) {
+        self.ffn24 = Some(w.0);
+    }
+
     /// Whether the FFN forward runs from 2:4-compressed weights.
     pub fn ffn24_enabled(&self) -> bool {
         self.ffn24.is_some()
@@ -1126,6 +1138,9 @@ impl<O: Ops> Gpt<O> {
         }
     }
 }
+
+/// A model's 2:4-compressed FFN weights, held aside by [`Gpt::suspend_ffn24`].
+pub struct Ffn24Weights<O: Ops>(Vec<(O::Sparse24, O::Sparse24)>);
 
 /// Which part of the model state a checkpoint tensor holds.
 const STATE_PARTS: [&str; 3] = ["param", "adam_m", "adam_v"];

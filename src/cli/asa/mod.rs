@@ -8,11 +8,13 @@ mod derive;
 mod masks;
 mod tag;
 mod taggers;
+mod tiles;
 
 pub use derive::*;
 pub use masks::*;
 pub use tag::*;
 pub use taggers::*;
+pub use tiles::*;
 
 use crate::data::{conllu, Sentence};
 use anyhow::Result;
