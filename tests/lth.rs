@@ -543,3 +543,26 @@ fn mask_files_round_trip_in_table_order() {
     // Non-binary masks are rejected.
     assert!(TensorMask::from_f32("x", &[2], &[1.0, 0.5]).is_err());
 }
+
+#[test]
+fn controls_run_at_every_level_or_only_the_last() {
+    let mut ic = ImpConfig {
+        controls: vec![Control::RandomReinit, Control::LayerwiseShuffle],
+        ..imp(3)
+    };
+    let all = [
+        Variant::Ticket,
+        Variant::RandomReinit,
+        Variant::LayerwiseShuffle,
+    ];
+    assert_eq!(ic.variants(0), [Variant::Ticket]);
+    assert_eq!(ic.variants(1), all);
+    assert_eq!(ic.variants(3), all);
+    ic.controls_last_level_only = true;
+    assert_eq!(ic.variants(0), [Variant::Ticket]);
+    assert_eq!(ic.variants(2), [Variant::Ticket]);
+    assert_eq!(ic.variants(3), all);
+    // Not written at its default, so older configurations keep their bytes.
+    let json = serde_json::to_string(&imp(3)).unwrap();
+    assert!(!json.contains("last_level"), "{json}");
+}

@@ -85,7 +85,9 @@ pub fn run_cell<O: Ops>(
         groups: PrunableGroups::Ffn,
         // The controls E3 runs: whether a pruned FFN's perplexity is the ticket's (its
         // weights' early values) or the mask's alone.
+        // At the last level, the one the report compares.
         controls: vec![Control::RandomReinit, Control::LayerwiseShuffle],
+        controls_last_level_only: true,
         ..ImpConfig::default()
     };
     let mut opts = ImpOptions::new(store.work_dir(key));

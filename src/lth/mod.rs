@@ -173,6 +173,10 @@ pub struct ImpConfig {
     /// Controls trained at every level ≥ 1, beside the ticket.
     #[serde(default)]
     pub controls: Vec<Control>,
+    /// Train the controls only at the last level (what a report comparing the final ticket
+    /// reads), not at every level ≥ 1. Not serialised when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controls_last_level_only: bool,
     /// Seed of the controls (reinit weights, shuffled masks); each level derives its own.
     #[serde(default = "default_control_seed")]
     pub control_seed: u64,
@@ -194,6 +198,7 @@ impl Default for ImpConfig {
             scope: Scope::Global,
             rewind_optimizer: false,
             controls: vec![],
+            controls_last_level_only: false,
             control_seed: default_control_seed(),
         }
     }
@@ -215,7 +220,7 @@ impl ImpConfig {
     /// The variants trained at `level`: the ticket, then the controls (none at level 0).
     pub fn variants(&self, level: u32) -> Vec<Variant> {
         let mut v = vec![Variant::Ticket];
-        if level > 0 {
+        if level > 0 && (!self.controls_last_level_only || level == self.levels) {
             for c in &self.controls {
                 let c = Variant::from(*c);
                 if !v.contains(&c) {
