@@ -51,31 +51,34 @@ fn readme_command_table_is_the_help_text() {
     );
 }
 
-/// README's findings block is the claims table of the committed embedded-default run, as
-/// `asa-lth report --run results/reproduce-small --readme README.md` writes it.
+/// README's findings blocks are the claims tables of the committed runs (the embedded default
+/// and the EWT reference run), as `asa-lth report --run RUN --readme README.md` writes them.
 #[test]
-fn readme_findings_are_the_committed_runs_claims_table() {
-    use asa_lth::experiments::report::{self, claims_table, replace_findings};
+fn readme_findings_are_the_committed_runs_claims_tables() {
+    use asa_lth::experiments::report::{self, findings_block, replace_findings};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let run = root.join("results/reproduce-small");
-    let out = std::env::temp_dir().join(format!("asa-lth-readme-{}", std::process::id()));
-    let s = report::write_report(&run, &out, "test").expect("report of the committed run");
-    let _ = std::fs::remove_dir_all(&out);
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let block = format!(
-        "`asa-lth report --run results/reproduce-small` (commits {}):\n\n{}",
-        s.commits.join(", "),
-        claims_table(&s)
-    );
-    let want = replace_findings(&readme, &block, std::path::Path::new("README.md")).unwrap();
+    for run in ["results/reproduce-small", "results/reproduce-ewt"] {
+        let out = std::env::temp_dir().join(format!("asa-lth-readme-{}", std::process::id()));
+        let s = report::write_report(&root.join(run), &out, "test")
+            .unwrap_or_else(|e| panic!("report of the committed run {run}: {e}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let want = replace_findings(
+            &readme,
+            run,
+            &findings_block(run, &s),
+            std::path::Path::new("README.md"),
+        )
+        .unwrap();
+        assert!(
+            want == readme,
+            "README's findings block of {run} is stale: run `asa-lth report --run {run} \
+             --readme README.md`"
+        );
+    }
+    let e = replace_findings("no block", "runs/x", "x", std::path::Path::new("R.md")).unwrap_err();
     assert!(
-        want == readme,
-        "README's findings block is stale: run `asa-lth report --run results/reproduce-small \
-         --readme README.md`"
-    );
-    let e = replace_findings("no block", "x", std::path::Path::new("R.md")).unwrap_err();
-    assert!(
-        e.to_string().contains("R.md") && e.to_string().contains("findings"),
+        e.to_string().contains("R.md") && e.to_string().contains("runs/x"),
         "{e}"
     );
 }

@@ -617,5 +617,5 @@ fn an_extension_carries_a_finished_run_on_at_the_floor_and_leaves_its_checkpoint
     let e = train::extend(Cpu, &other, &dir, 8, false)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("another config") && e.contains("lr"), "{e}");
+    assert!(e.contains("different config") && e.contains("lr"), "{e}");
 }

@@ -56,8 +56,9 @@ pub(crate) struct ReportArgs {
     /// Output directory (default: <run>/report).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
-    /// Also write the claims table into this file's findings block (README.md), between
-    /// `<!-- findings:begin … -->` and `<!-- findings:end -->`.
+    /// Also write the claims table into this file's findings block of the run (README.md),
+    /// between `<!-- findings:begin RUN (asa-lth report --readme) -->` (RUN as given to
+    /// --run) and `<!-- findings:end -->`.
     #[arg(long)]
     pub(crate) readme: Option<PathBuf>,
 }
@@ -171,16 +172,11 @@ pub(crate) fn report_cmd(a: ReportArgs) -> Result<()> {
     let command = crate::provenance::command_line();
     let s = crate::experiments::report::write_report(&a.run, &out, &command)?;
     if let Some(path) = &a.readme {
-        use crate::experiments::report::{claims_table, replace_findings};
+        use crate::experiments::report::{findings_block, replace_findings};
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let block = format!(
-            "`asa-lth report --run {}` (commits {}):\n\n{}",
-            a.run.display(),
-            s.commits.join(", "),
-            claims_table(&s)
-        );
-        let new = replace_findings(&text, &block, path)?;
+        let run = a.run.display().to_string();
+        let new = replace_findings(&text, &run, &findings_block(&run, &s), path)?;
         crate::io::write_atomic(path, new.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         println!("findings block of {} rewritten", path.display());

@@ -1713,23 +1713,36 @@ fn markdown(s: &Summary, command: &str) -> String {
     m
 }
 
-/// The markers around README's generated findings block.
-pub const FINDINGS_BEGIN: &str = "<!-- findings:begin (asa-lth report --readme) -->";
-/// See [`FINDINGS_BEGIN`].
+/// The line opening README's generated findings block of the run in `run` (as typed after
+/// `--run`, e.g. `results/reproduce-small`): one block per committed run.
+pub fn findings_begin(run: &str) -> String {
+    format!("<!-- findings:begin {run} (asa-lth report --readme) -->")
+}
+/// The line closing a findings block (see [`findings_begin`]).
 pub const FINDINGS_END: &str = "<!-- findings:end -->";
 
-/// `text` with the block between [`FINDINGS_BEGIN`] and [`FINDINGS_END`] replaced by `block`;
-/// an error naming `file` when the markers are missing or out of order.
-pub fn replace_findings(text: &str, block: &str, file: &Path) -> Result<String> {
+/// `text` with the findings block of `run` replaced by `block`; an error naming `file` when
+/// its markers are missing or out of order.
+pub fn replace_findings(text: &str, run: &str, block: &str, file: &Path) -> Result<String> {
+    let begin = findings_begin(run);
     let missing = || {
         Error::Config(format!(
-            "{}: no findings block (a line `{FINDINGS_BEGIN}`, then one `{FINDINGS_END}`)",
+            "{}: no findings block for {run} (a line `{begin}`, then one `{FINDINGS_END}`)",
             file.display()
         ))
     };
-    let a = text.find(FINDINGS_BEGIN).ok_or_else(missing)? + FINDINGS_BEGIN.len();
+    let a = text.find(&begin).ok_or_else(missing)? + begin.len();
     let b = a + text[a..].find(FINDINGS_END).ok_or_else(missing)?;
     Ok(format!("{}\n{}{}", &text[..a], block, &text[b..]))
+}
+
+/// The findings block `asa-lth report --run RUN --readme FILE` writes for summary `s`.
+pub fn findings_block(run: &str, s: &Summary) -> String {
+    format!(
+        "`asa-lth report --run {run}` (commits {}):\n\n{}",
+        s.commits.join(", "),
+        claims_table(s)
+    )
 }
 
 #[cfg(test)]

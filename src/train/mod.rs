@@ -721,6 +721,26 @@ fn hms(secs: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// Open the checkpoint at `path`, refusing one written under another config than `cfg`
+/// (the error lists the differences, then `remedy`).
+fn open_checkpoint_of(
+    cfg: &TrainConfig,
+    path: &Path,
+    remedy: &str,
+) -> Result<checkpoint::Checkpoint> {
+    let ck = checkpoint::Checkpoint::open(path)?;
+    let saved: TrainConfig = ck.meta_json("config")?;
+    let diff = cfg.differences(&saved);
+    if !diff.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: checkpoint is from a different config ({}); {remedy}",
+            path.display(),
+            diff.join("; ")
+        )));
+    }
+    Ok(ck)
+}
+
 /// Train (or resume) a model per `cfg` on device `ops`, writing checkpoints and results into
 /// `opts.out_dir`.
 pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainResults> {
@@ -798,16 +818,7 @@ pub fn run<O: Ops>(ops: O, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         device_memory: None,
     };
     if opts.resume && ckpt_path.is_file() {
-        let ck = checkpoint::Checkpoint::open(&ckpt_path)?;
-        let saved: TrainConfig = ck.meta_json("config")?;
-        let diff = cfg.differences(&saved);
-        if !diff.is_empty() {
-            return Err(Error::Config(format!(
-                "{}: checkpoint is from a different config ({}); use another --out or drop --resume",
-                ckpt_path.display(),
-                diff.join("; ")
-            )));
-        }
+        let ck = open_checkpoint_of(cfg, &ckpt_path, "use another --out or drop --resume")?;
         let saved_vocab: usize = ck.meta_json("vocab_size")?;
         if saved_vocab != vocab.len() {
             return Err(Error::Config(format!(
@@ -998,16 +1009,7 @@ pub fn extend<O: Ops>(
 ) -> Result<Extension> {
     cfg.validate()?;
     let path = dir.join(CKPT);
-    let ck = checkpoint::Checkpoint::open(&path)?;
-    let saved: TrainConfig = ck.meta_json("config")?;
-    let diff = cfg.differences(&saved);
-    if !diff.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: extending a run of another config ({})",
-            path.display(),
-            diff.join("; ")
-        )));
-    }
+    let ck = open_checkpoint_of(cfg, &path, "only the run's own config extends it")?;
     let done: u32 = ck.meta_json("step")?;
     if done != cfg.steps {
         return Err(Error::Config(format!(
