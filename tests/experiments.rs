@@ -469,6 +469,21 @@ fn a_killed_reproduce_recomputes_no_finished_cell() {
         "a finished cell was rewritten"
     );
     assert!(out.join("report").join("report.md").is_file());
+    // A report rebuilt later quotes the command that reproduces the cells, not its own.
+    let o = std::process::Command::new(exe)
+        .arg("report")
+        .arg("--run")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("report").join("report.md")).unwrap();
+    let want = format!(
+        "- reproduce: `asa-lth reproduce --config {} --out {}`",
+        out.join("config.json").display(),
+        out.display()
+    );
+    assert!(md.contains(&want), "{want} not in the header of:\n{md}");
 }
 
 #[test]

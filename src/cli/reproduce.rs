@@ -169,7 +169,13 @@ pub(crate) fn reproduce_cmd(a: ReproduceArgs) -> Result<()> {
 
 pub(crate) fn report_cmd(a: ReportArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| a.run.join("report"));
-    let command = crate::provenance::command_line();
+    // The report quotes the command that reproduces the cells (not this one): the run's own
+    // config.json determines every cell.
+    let command = format!(
+        "asa-lth reproduce --config {} --out {}",
+        a.run.join("config.json").display(),
+        a.run.display()
+    );
     let s = crate::experiments::report::write_report(&a.run, &out, &command)?;
     if let Some(path) = &a.readme {
         use crate::experiments::report::{findings_block, replace_findings};
