@@ -14,6 +14,7 @@ use super::ReproduceConfig;
 use crate::backend::cpu::Cpu;
 use crate::backend::Ops;
 use crate::ling::compat::NTAGS;
+use crate::ling::Upos;
 use crate::model::{GptConfig, TagBiasInit};
 use crate::train::{self, checkpoint::Checkpoint, AttnMaskKind, RunOptions, TrainResults};
 use crate::{Error, Result};
@@ -120,8 +121,7 @@ pub fn run_cell<O: Ops>(
         .ok_or_else(|| Error::Config("E4 arm without a tag bias".into()))?;
     let (compat, _) = cfg.train.compat.load()?;
     let allowed = |h: usize, a: usize, b: usize| {
-        let m = &compat.matrices()[h.min(compat.matrices().len() - 1)];
-        m.rows()[a] >> b & 1 != 0
+        compat.matrices()[h.min(compat.matrices().len() - 1)].allows(Upos::ALL[a], Upos::ALL[b])
     };
     let (mut fin, mut drift, mut n) = ([0f64; 2], [0f64; 2], [0usize; 2]);
     let mut drift_max = 0f64;

@@ -87,9 +87,9 @@ fn forward_rates<O: Ops>(
     tokens: usize,
     repeats: usize,
 ) -> Result<(f64, f64)> {
-    if model.tag_bias_enabled() || !model.ffn24_enabled() {
+    if model.tag_bias_enabled() {
         return Err(Error::Config(
-            "ffn24 timing: needs the 2:4 path enabled and no tag bias".into(),
+            "ffn24 timing: a model with a tag bias needs its tags set per batch".into(),
         ));
     }
     let mut batches = Vec::new();
@@ -119,33 +119,33 @@ fn forward_rates<O: Ops>(
         }
         Ok(n as f64 / timer.stop()?.max(1e-12))
     };
-    let mut held = model.suspend_ffn24();
-    let mut timed = |model: &mut Gpt<O>, compressed: bool| -> Result<f64> {
-        // Switch paths without compressing again.
-        match (compressed, held.take()) {
-            (true, Some(w)) => model.resume_ffn24(w),
-            (false, None) => held = model.suspend_ffn24(),
-            (_, w) => held = w,
-        }
-        pass(model)
-    };
+    // The model runs dense between passes; a compressed pass puts the weights back for its
+    // duration (no compressing again).
+    let lost = || Error::Config("ffn24 timing: the compressed weights went missing".into());
+    let mut held = model.suspend_ffn24().ok_or_else(|| {
+        Error::Config("ffn24 timing: needs the 2:4 path enabled (enable_ffn24)".into())
+    })?;
     let (mut dense, mut comp) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
-    timed(model, false)?;
-    timed(model, true)?;
-    for rep in 0..repeats {
+    // Repeat 0 warms both paths up and is not kept.
+    for rep in 0..=repeats {
         for compressed in [rep % 2 == 1, rep % 2 == 0] {
-            let r = timed(model, compressed)?;
-            if compressed {
-                comp.push(r);
+            let r = if compressed {
+                model.resume_ffn24(held);
+                let r = pass(model);
+                held = model.suspend_ffn24().ok_or_else(lost)?;
+                r?
             } else {
-                dense.push(r);
+                pass(model)?
+            };
+            match (rep, compressed) {
+                (0, _) => {}
+                (_, true) => comp.push(r),
+                (_, false) => dense.push(r),
             }
         }
     }
     // Leave the model as it came: the 2:4 path on.
-    if let Some(w) = held {
-        model.resume_ffn24(w);
-    }
+    model.resume_ffn24(held);
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -169,6 +169,7 @@ pub fn run<O: Ops>(
         Ok(train::evaluate(m, &plan, s, b, t, None)?.mean().exp())
     };
     let dense_valid_ppl = ppl(model, &data.valid)?;
+    let dense_peak = model.ops.memory().map(|m| m.peak_bytes);
     let ft = TrainConfig {
         steps: f.finetune_steps,
         lr: cfg.lr * f.lr_frac,
@@ -214,7 +215,6 @@ pub fn run<O: Ops>(
 
     model.enable_ffn24()?;
     let compressed_valid_ppl = ppl(model, &data.valid)?;
-    let dense_peak = model.ops.memory().map(|m| m.peak_bytes);
     let (dense_rate, compressed_rate) =
         forward_rates(model, &plan, &data.valid, cfg, f.timed_tokens, f.repeats)?;
     let compressed_peak = model.ops.memory().map(|m| m.peak_bytes);

@@ -343,6 +343,23 @@ pub struct StepsToTarget {
 }
 
 impl StepsToTarget {
+    /// Against the `reference` run's curve, the `arm` run's curve followed by its extension
+    /// past the budget (if any), whose end is then the budget.
+    fn extended(
+        seed: u64,
+        reference: &TrainResults,
+        arm: &TrainResults,
+        ext: Option<&train::Extension>,
+    ) -> Self {
+        let mut curve = curve_of(arm);
+        let mut budget = arm.steps_done;
+        if let Some(x) = ext {
+            curve.extend(valid_points(&x.eval_curve));
+            budget += x.steps;
+        }
+        Self::new(seed, &curve_of(reference), &curve, budget)
+    }
+
     /// The reference's curve and final value, and the arm's curve and step budget.
     fn new(seed: u64, reference: &[(u32, f64)], arm: &[(u32, f64)], budget: u32) -> Self {
         let target = reference.last().map_or(f64::NAN, |&(_, p)| p);
@@ -603,34 +620,26 @@ fn summarise_head(
     }
 }
 
-/// A run's periodic validation perplexities `(step, perplexity)`.
-fn curve_of(r: &TrainResults) -> Vec<(u32, f64)> {
-    r.eval_curve
+/// The periodic validation evaluations of `records` as `(step, perplexity)`.
+fn valid_points(records: &[train::EvalRecord]) -> impl Iterator<Item = (u32, f64)> + '_ {
+    records
         .iter()
         .filter(|e| e.split == "valid")
         .map(|e| (e.step, e.perplexity))
-        .collect()
+}
+
+/// A run's periodic validation perplexities `(step, perplexity)`.
+fn curve_of(r: &TrainResults) -> Vec<(u32, f64)> {
+    valid_points(&r.eval_curve).collect()
 }
 
 fn valid_curve(c: &TrainCell) -> Vec<(u32, f64)> {
     curve_of(&c.results)
 }
 
-/// A treated arm's curve for steps to target: the run's periodic evaluations, then those of
-/// its extension past the budget; with the step budget that curve covers.
-fn extended_curve(r: &TrainResults, ext: Option<&train::Extension>) -> (Vec<(u32, f64)>, u32) {
-    let mut c = curve_of(r);
-    let mut budget = r.steps_done;
-    if let Some(x) = ext {
-        c.extend(
-            x.eval_curve
-                .iter()
-                .filter(|e| e.split == "valid")
-                .map(|e| (e.step, e.perplexity)),
-        );
-        budget += x.steps;
-    }
-    (c, budget)
+/// E2's steps to target of seed `s`'s `arm` cell against its `dense` cell.
+fn steps_to_target(s: u64, dense: &TrainCell, arm: &TrainCell) -> StepsToTarget {
+    StepsToTarget::extended(s, &dense.results, &arm.results, arm.extension.as_ref())
 }
 
 /// Build the report of the run in `run_dir` into `out_dir` (report.md, summary.json, SVGs).
@@ -745,32 +754,28 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
             nulls: ["null-compat", "null-rows"]
                 .iter()
                 .filter_map(|&arm| {
-                    let runs: Vec<(&TrainCell, &TrainCell)> = pairs
+                    // (seed, dense, ASA, null) of every seed whose null run finished.
+                    let runs: Vec<_> = pairs
                         .iter()
-                        .filter_map(|(s, _, a)| Some((*a, cell(arm, *s)?)))
-                        .filter(|(_, n)| n.results.finished)
-                        .collect();
-                    let steps_to_dense = pairs
-                        .iter()
-                        .filter_map(|(s, d, _)| {
-                            let n = cell(arm, *s).filter(|n| n.results.finished)?;
-                            let (curve, budget) = extended_curve(&n.results, n.extension.as_ref());
-                            Some(StepsToTarget::new(*s, &valid_curve(d), &curve, budget))
-                        })
+                        .filter_map(|&(s, d, a)| Some((s, d, a, cell(arm, s)?)))
+                        .filter(|(.., n)| n.results.finished)
                         .collect();
                     (!runs.is_empty()).then(|| NullArm {
-                        steps_to_dense,
+                        steps_to_dense: runs
+                            .iter()
+                            .map(|&(s, d, _, n)| steps_to_target(s, d, n))
+                            .collect(),
                         arm: arm.into(),
                         valid_ppl: across(
-                            &runs.iter().filter_map(|(_, n)| vp(n)).collect::<Vec<_>>(),
+                            &runs.iter().filter_map(|(.., n)| vp(n)).collect::<Vec<_>>(),
                         ),
                         test_ppl: across(
-                            &runs.iter().filter_map(|(_, n)| tp(n)).collect::<Vec<_>>(),
+                            &runs.iter().filter_map(|(.., n)| tp(n)).collect::<Vec<_>>(),
                         ),
                         asa_minus_null: across(
                             &runs
                                 .iter()
-                                .filter_map(|(a, n)| Some(vp(a)? - vp(n)?))
+                                .filter_map(|(_, _, a, n)| Some(vp(a)? - vp(n)?))
                                 .collect::<Vec<_>>(),
                         ),
                     })
@@ -782,10 +787,7 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 .collect(),
             steps_to_dense: pairs
                 .iter()
-                .map(|(s, d, a)| {
-                    let (curve, budget) = extended_curve(&a.results, a.extension.as_ref());
-                    StepsToTarget::new(*s, &valid_curve(d), &curve, budget)
-                })
+                .map(|&(s, d, a)| steps_to_target(s, d, a))
                 .collect(),
         }
     });
@@ -893,8 +895,7 @@ pub fn write_report(run_dir: &Path, out_dir: &Path, command: &str) -> Result<Sum
                 steps_to_zero: pairs
                     .iter()
                     .map(|(s, z, a)| {
-                        let (curve, budget) = extended_curve(&a.results, a.extension.as_ref());
-                        StepsToTarget::new(*s, &curve_of(&z.results), &curve, budget)
+                        StepsToTarget::extended(*s, &z.results, &a.results, a.extension.as_ref())
                     })
                     .collect(),
                 non_inferiority: non_inferiority(&diffs, cfg.e4.non_inferiority_margin * zero_mean),
